@@ -1,0 +1,27 @@
+"""Log-Mel features: the single definition used by training, export and the streaming daemon."""
+
+from features.logmel import (
+    DEFAULT_CONFIG,
+    FEATURE_VERSION,
+    NORMALISATION,
+    AudioDecodeError,
+    LogMelConfig,
+    compute_log_mel_spect,
+    load_audio,
+    mel_power,
+    mel_power_of_frames,
+    normalise_window,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "FEATURE_VERSION",
+    "NORMALISATION",
+    "AudioDecodeError",
+    "LogMelConfig",
+    "compute_log_mel_spect",
+    "load_audio",
+    "mel_power",
+    "mel_power_of_frames",
+    "normalise_window",
+]

@@ -1,0 +1,158 @@
+"""The one log-Mel window definition shared by training, export and streaming.
+
+The reference recipe: ``librosa.load`` at 22050 Hz mono, ``melspectrogram`` (n_fft 2048, hop 512,
+128 mels, centred frames with zero padding), ``power_to_db`` relative to the maximum, zero-pad or trim
+to 100 frames, then standardise the window to zero mean and unit variance.
+
+One deliberate detail keeps training and streaming identical: the frames are trimmed to the window
+*before* ``power_to_db``, so the dB reference (the loudest bin) and the 80 dB floor are taken over
+the 100 frames the model sees. A streaming window of 100 frames is then exactly
+``compute_log_mel_spect`` of the same span of samples, with no clip-wide statistic it cannot know.
+
+Nothing here imports TensorFlow: the daemon imports this module.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Bumped whenever the numbers this module produces change; stored in every model's contract.
+FEATURE_VERSION = "1"
+
+#: The normalisation rule in words, stored in the model's contract.
+NORMALISATION = "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1"
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Feature settings of the reference recipe. Units are in the names."""
+
+    sample_rate_hz: int = 22050
+    n_fft_samples: int = 2048
+    hop_samples: int = 512
+    n_mels: int = 128
+    window_frames: int = 100
+    top_db: float = 80.0
+
+    @property
+    def window_samples(self) -> int:
+        """Samples in a span that yields exactly ``window_frames`` centred frames (2.30 s)."""
+        return (self.window_frames - 1) * self.hop_samples
+
+    @property
+    def window_s(self) -> float:
+        return self.window_samples / self.sample_rate_hz
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_CONFIG = LogMelConfig()
+
+
+class AudioDecodeError(ValueError):
+    """Raised when a file cannot be decoded into audio samples."""
+
+
+def load_audio(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``config.sample_rate_hz`` exactly as the reference does.
+
+    Raises ``AudioDecodeError`` with a one-line reason for missing, empty or undecodable files.
+    """
+    import librosa
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"{path}: file is empty")
+    try:
+        y, _ = librosa.load(path, sr=config.sample_rate_hz, mono=True)
+    except Exception as exc:  # librosa/soundfile/audioread raise many types
+        raise AudioDecodeError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if y.size == 0:
+        raise AudioDecodeError(f"{path}: decoded to zero samples")
+    if not np.all(np.isfinite(y)):
+        raise AudioDecodeError(f"{path}: audio contains NaN or Inf samples")
+    return y
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """The (n_mels, 1 + n_fft/2) Slaney mel matrix that ``librosa.feature.melspectrogram`` uses."""
+    import librosa
+
+    basis = librosa.filters.mel(sr=config.sample_rate_hz, n_fft=config.n_fft_samples, n_mels=config.n_mels)
+    basis.setflags(write=False)
+    return basis
+
+
+@functools.lru_cache(maxsize=8)
+def analysis_window(config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """The periodic Hann window librosa's STFT applies to each frame."""
+    import scipy.signal
+
+    window = scipy.signal.get_window("hann", config.n_fft_samples, fftbins=True).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+def mel_power_of_frames(frames: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Mel power of already-cut frames.
+
+    ``frames``: (n_frames, n_fft_samples) float32 samples. Returns (n_mels, n_frames) float32, the
+    same numbers ``librosa.feature.melspectrogram`` gives for those frames.
+    """
+    spectrum = np.fft.rfft(frames * analysis_window(config), axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    return (mel_filterbank(config) @ power.T).astype(np.float32)
+
+
+def mel_power(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Centred mel power spectrogram of a whole signal: (n_mels, 1 + len(y) // hop)."""
+    import librosa
+
+    return librosa.feature.melspectrogram(
+        y=np.asarray(y, dtype=np.float32),
+        sr=config.sample_rate_hz,
+        n_fft=config.n_fft_samples,
+        hop_length=config.hop_samples,
+        n_mels=config.n_mels,
+    )
+
+
+def normalise_window(mel: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Mel power (n_mels, any frames) → the model's standardised (n_mels, window_frames) float32 window.
+
+    Trim to ``window_frames``, convert to dB relative to the window's loudest bin with an 80 dB floor,
+    zero-pad short windows on the right (in dB, as the reference does), then standardise.
+    """
+    import librosa
+
+    mel = mel[:, : config.window_frames]
+    db = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
+    if db.shape[1] < config.window_frames:
+        db = np.pad(db, ((0, 0), (0, config.window_frames - db.shape[1])))
+    mean = db.mean()
+    std = db.std()
+    return ((db - mean) / (std if std > 1e-8 else 1.0)).astype(np.float32)
+
+
+def compute_log_mel_spect(audio: np.ndarray | str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """The model's input window for a clip or a span of samples: (n_mels, window_frames) float32.
+
+    ``audio`` is a path (decoded with ``load_audio``) or float samples already at
+    ``config.sample_rate_hz``. Only the first ``window_frames`` frames are used.
+    """
+    y = load_audio(audio, config) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (n,), got {y.shape}")
+    if y.size == 0:
+        raise ValueError("cannot compute features of zero samples")
+    # Frames past the window are never used: cut the signal so they are never computed.
+    y = y[: config.window_samples + config.n_fft_samples // 2]
+    return normalise_window(mel_power(y, config), config)

@@ -1,0 +1,1 @@
+"""Training: RAVDESS → log-Mel → CRNN (needs the `train` extra: tensorflow, scikit-learn, ...)."""

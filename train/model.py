@@ -1,0 +1,53 @@
+"""The reference CRNN: two conv blocks, then two stacked LSTMs over time, then a softmax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features import DEFAULT_CONFIG, LogMelConfig
+
+
+@dataclass(frozen=True)
+class CrnnConfig:
+    """Layer sizes of the reference CRNN (1,118,216 parameters at the defaults)."""
+
+    conv_filters: tuple[int, int] = (32, 64)
+    lstm_units: tuple[int, int] = (128, 64)
+    dropout: float = 0.3
+    n_classes: int = 8
+    learning_rate: float = 1e-4
+
+
+def build_crnn(
+    model_config: CrnnConfig = CrnnConfig(),
+    features: LogMelConfig = DEFAULT_CONFIG,
+    use_cudnn: bool | str = "auto",
+):
+    """Conv2D→BN→MaxPool ×2 → Permute(time first) → Reshape → LSTM→Dropout ×2 → Dense softmax.
+
+    Input: (n_mels, window_frames, 1) standardised log-Mel. ``use_cudnn=False`` gives LSTMs that
+    export to ONNX from a GPU-trained model.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(features.n_mels, features.window_frames, 1), name="log_mel")
+    x = inputs
+    for filters in model_config.conv_filters:
+        x = layers.Conv2D(filters, (3, 3), activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D((2, 2))(x)
+    x = layers.Permute((2, 1, 3))(x)  # (time, mel, channels)
+    x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
+    x = layers.LSTM(model_config.lstm_units[0], return_sequences=True, use_cudnn=use_cudnn)(x)
+    x = layers.Dropout(model_config.dropout)(x)
+    x = layers.LSTM(model_config.lstm_units[1], use_cudnn=use_cudnn)(x)
+    x = layers.Dropout(model_config.dropout)(x)
+    outputs = layers.Dense(model_config.n_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="crnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=model_config.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
