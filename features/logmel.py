@@ -15,6 +15,7 @@ Nothing here imports TensorFlow: the daemon imports this module.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def load_audio(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nd
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty")
     try:
-        y, _ = librosa.load(path, sr=config.sample_rate_hz, mono=True)
+        with warnings.catch_warnings():  # librosa warns before falling back to audioread
+            warnings.simplefilter("ignore")
+            y, _ = librosa.load(path, sr=config.sample_rate_hz, mono=True)
     except Exception as exc:  # librosa/soundfile/audioread raise many types
         raise AudioDecodeError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if y.size == 0:

@@ -90,13 +90,13 @@ def epoch_progress(total: int, history_path: Path):
     return EpochProgress()
 
 
-def save_inference_model(model, path: Path) -> None:
+def save_inference_model(model, model_config, path: Path) -> None:
     """Save weights and architecture without optimizer state (Keras 3 has no include_optimizer)."""
-    import keras
+    from train.model import build_crnn
 
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(path)
+    bare = build_crnn(model_config, DEFAULT_CONFIG, compile=False)
+    bare.set_weights(model.get_weights())
+    bare.save(path)
 
 
 def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dict:
@@ -124,7 +124,8 @@ def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dic
     logger.info("train %d → %d oversampled, test %d", len(split.train), len(split.train_oversampled), len(split.test))
 
     keras.utils.set_random_seed(config.split_seed)
-    model = build_crnn(CrnnConfig(n_classes=n_classes), DEFAULT_CONFIG)
+    model_config = CrnnConfig(n_classes=n_classes)
+    model = build_crnn(model_config, DEFAULT_CONFIG)
     fit_started = time.time()
     progress = epoch_progress(config.epochs, out / "history.json")
     model.fit(
@@ -134,7 +135,7 @@ def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dic
     )
     train_seconds = time.time() - fit_started
     history = progress.history
-    save_inference_model(model, out / "model.keras")
+    save_inference_model(model, model_config, out / "model.keras")
 
     probabilities = model.predict(X[split.test], batch_size=256, verbose=0)
     y_true, y_pred = split.y[split.test], probabilities.argmax(axis=1)

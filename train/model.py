@@ -22,11 +22,13 @@ def build_crnn(
     model_config: CrnnConfig = CrnnConfig(),
     features: LogMelConfig = DEFAULT_CONFIG,
     use_cudnn: bool | str = "auto",
+    compile: bool = True,
 ):
     """Conv2D→BN→MaxPool ×2 → Permute(time first) → Reshape → LSTM→Dropout ×2 → Dense softmax.
 
     Input: (n_mels, window_frames, 1) standardised log-Mel. ``use_cudnn=False`` gives LSTMs that
-    export to ONNX from a GPU-trained model.
+    export to ONNX from a GPU-trained model. ``compile=False`` gives an inference-only model
+    (saved without optimizer state).
     """
     import keras
     from keras import layers
@@ -45,6 +47,8 @@ def build_crnn(
     x = layers.Dropout(model_config.dropout)(x)
     outputs = layers.Dense(model_config.n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="crnn")
+    if not compile:
+        return model
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=model_config.learning_rate),
         loss="categorical_crossentropy",

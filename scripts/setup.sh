@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with the given extras (e.g. "dev"); quick when nothing changed.
+# As root on Debian it also installs the system packages it needs (python3-venv, libportaudio2).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+extras="${1:-}"
+PYTHON="${PYTHON:-python3}"
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: apt-get install $*" >&2
+    [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+  else
+    return 1
+  fi
+}
+
+if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+  apt_install python3-venv || { echo "setup: $PYTHON has no venv/ensurepip; install python3-venv" >&2; exit 1; }
+fi
+if ! "$PYTHON" -c 'import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library("portaudio") else 1)'; then
+  apt_install libportaudio2 || echo "setup: PortAudio missing; microphone input needs 'apt-get install libportaudio2'" \
+    "(file and stdin input work without it)" >&2
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.installed-$( (cat pyproject.toml; echo "extras=$extras") | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing emostream${extras:+[$extras]} into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+  touch "$stamp"
+fi

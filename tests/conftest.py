@@ -1,0 +1,50 @@
+"""Shared fixtures: synthetic audio with fixed seeds, the real data set where present, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from synth import SR
+from train.data import resolve_data_dir
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow (full data, long)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests run only with --run-slow or EMOSTREAM_SLOW=1."""
+    if config.getoption("--run-slow") or os.environ.get("EMOSTREAM_SLOW") == "1":
+        return
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(pytest.mark.skipif(True, reason="slow: run with --run-slow or EMOSTREAM_SLOW=1"))
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir() -> Path:
+    """The real clips; tests that use this skip where they are absent, and fail instead under CI=true."""
+    root = resolve_data_dir(None)
+    if not (root / "Audio_Speech_Actors_01-24").is_dir():
+        reason = f"RAVDESS clips not found at {root} (set RAVDESS_DIR or run emostream-download)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    return root
+
+
+@pytest.fixture
+def write_clip(tmp_path):
+    """Write float samples to a 16-bit WAV (or FLAC) under tmp_path; returns the path."""
+    import soundfile as sf
+
+    def _write(name: str, samples: np.ndarray, sr: int = SR) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, samples, sr, subtype="PCM_16")
+        return path
+
+    return _write
