@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from synth import SR
+
 from train.data import resolve_data_dir
 
 
@@ -41,7 +41,7 @@ def write_clip(tmp_path):
     """Write float samples to a 16-bit WAV (or FLAC) under tmp_path; returns the path."""
     import soundfile as sf
 
-    def _write(name: str, samples: np.ndarray, sr: int = SR) -> Path:
+    def _write(name: str, samples, sr: int = SR) -> Path:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, samples, sr, subtype="PCM_16")

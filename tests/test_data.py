@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from synth import tone
+
 from train.data import (
     EMOTIONS,
     DatasetError,

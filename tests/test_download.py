@@ -5,8 +5,8 @@ import threading
 import zipfile
 
 import pytest
-
 from synth import tone
+
 from train.data import index_ravdess
 from train.download import DownloadError, download_ravdess, fetch_resumable
 

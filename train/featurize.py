@@ -77,8 +77,8 @@ def extract_features(
         results = list(
             tqdm(pool.map(_window_or_error, jobs, chunksize=16), total=len(jobs), desc="log-Mel", unit="clip")
         )
-    ok = [(p, r) for p, r in zip(rel_paths, results) if not isinstance(r, str)]
-    failures = [(p, r) for p, r in zip(rel_paths, results) if isinstance(r, str)]
+    ok = [(p, r) for p, r in zip(rel_paths, results, strict=True) if not isinstance(r, str)]
+    failures = [(p, r) for p, r in zip(rel_paths, results, strict=True) if isinstance(r, str)]
     for path, why in failures:
         logger.warning("could not decode %s: %s", path, why)
     shape = (0, config.n_mels, config.window_frames)

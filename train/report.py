@@ -106,7 +106,9 @@ def metrics_card(summary: dict, report: dict, classes: list[str]) -> str:
     ]
     for name in classes:
         r = report[name]
-        lines.append(f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |")
+        lines.append(
+            f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
+        )
     lines += [
         "",
         "![accuracy and loss](curves.png)",

@@ -1,0 +1,113 @@
+"""``emostream-export``: turn a trained ``.keras`` CRNN into the ONNX model the daemon runs.
+
+Every export proves parity on the real test-split windows (onnxruntime vs Keras: max |Δp| < 1e-5,
+the same top class on every window, the same accuracy) and fails when it does not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from export.onnx_export import ExportError, check_parity, convert, load_keras_model
+from features import DEFAULT_CONFIG
+from features.contract import ModelContract
+
+logger = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MIN_PARITY_WINDOWS = 200
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="emostream-export", description=__doc__.splitlines()[0])
+    p.add_argument("--keras", type=Path, default=MODELS_DIR / "model.keras", help="trained model (.keras)")
+    p.add_argument("--out", type=Path, default=MODELS_DIR / "emotion_crnn.onnx", help="ONNX file to write")
+    p.add_argument("--data-dir", help="RAVDESS root for the parity windows (default: $RAVDESS_DIR or ../shared/...)")
+    p.add_argument("--cache-dir", type=Path, help="feature cache")
+    p.add_argument("--min-windows", type=int, default=MIN_PARITY_WINDOWS, help="fail with fewer parity windows")
+    return p.parse_args(argv)
+
+
+def run_files(keras_path: Path) -> tuple[list[str], dict, Path]:
+    """Labels, run summary and test-file list written by ``emostream-train`` beside the model."""
+    folder = keras_path.parent
+    try:
+        labels = json.loads((folder / "labels.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{folder}: needs labels.json and summary.json from emostream-train ({exc})") from None
+    return labels, summary, folder / "test_files.csv"
+
+
+def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir):
+    """The test split's windows and label indices, computed by the shared feature code."""
+    import pandas as pd
+
+    from train.data import resolve_data_dir
+    from train.featurize import extract_features
+
+    if not test_files.is_file():
+        raise ExportError(f"{test_files} not found: parity needs the training run's test-file list")
+    frame = pd.read_csv(test_files)
+    root = resolve_data_dir(data_dir)
+    missing = [p for p in frame["path"] if not (root / p).is_file()]
+    if missing:
+        raise ExportError(f"{len(missing)} test clips missing under {root} (first: {missing[0]}); pass --data-dir")
+    features = extract_features(root, list(frame["path"]), DEFAULT_CONFIG, cache_dir)
+    by_path = dict(zip(frame["path"], frame["emotion"], strict=True))
+    y_true = np.array([labels.index(by_path[p]) for p in features.paths])
+    return features.windows, y_true
+
+
+def update_card(card: Path, text: str) -> None:
+    """Replace (or add) the card's ``## ONNX export`` section."""
+    if not card.is_file():
+        return
+    body = re.sub(r"\n## ONNX export\n.*?(?=\n## |\Z)", "", card.read_text(), flags=re.S).rstrip()
+    card.write_text(body + "\n\n## ONNX export\n\n" + text.strip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        model = load_keras_model(args.keras)
+        labels, summary, test_files = run_files(args.keras)
+        contract = ModelContract.for_features(
+            labels, DEFAULT_CONFIG, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy")
+        )
+        proto = convert(model, contract)
+        onnx_bytes = proto.SerializeToString()
+        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir)
+        parity = check_parity(model, onnx_bytes, windows, y_true)
+    except ExportError as exc:
+        logger.error("%s", exc)
+        return 1
+    print(parity.describe())
+    if parity.n_windows < args.min_windows or not parity.holds:
+        logger.error("parity does not hold (need ≥ %d windows, max |Δp| < 1e-5, identical top class and accuracy)",
+                     args.min_windows)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(onnx_bytes)
+    record = {"onnx": args.out.name, "bytes": len(onnx_bytes), "opset": proto.opset_import[0].version,
+              **parity.__dict__, "contract": contract.to_metadata()}
+    (args.out.parent / f"{args.out.stem}.parity.json").write_text(json.dumps(record, indent=2) + "\n")
+    update_card(args.keras.parent / "metrics.md", f"`{args.out.name}` ({len(onnx_bytes) / 1e6:.1f} MB, opset "
+                f"{proto.opset_import[0].version}), feature contract in its metadata. onnxruntime vs Keras on the "
+                f"{parity.n_windows} test-split windows: max |Δp| {parity.max_abs_diff:.1e}, top-1 agreement "
+                f"{parity.top1_agreement:.0%}, accuracy {parity.onnx_accuracy:.2%} (ONNX) vs "
+                f"{parity.keras_accuracy:.2%} (Keras).")
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The feature contract a model file carries in its ONNX ``metadata_props``.
+
+Export writes it; the daemon reads it back and refuses a model whose contract this code cannot
+honour, naming the field that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, dataclass, fields
+
+from features.logmel import DEFAULT_CONFIG, FEATURE_VERSION, NORMALISATION, LogMelConfig
+
+PREFIX = "emostream."
+
+
+class ContractError(ValueError):
+    """A model whose contract is missing or differs from what this code computes."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    labels: tuple[str, ...]
+    sample_rate_hz: int
+    n_fft_samples: int
+    hop_samples: int
+    n_mels: int
+    window_frames: int
+    top_db: float
+    normalisation: str
+    feature_version: str
+    run_id: str = ""
+    test_accuracy: float | None = None
+    input_name: str = "log_mel"
+    output_name: str = "probabilities"
+
+    @classmethod
+    def for_features(cls, labels, config: LogMelConfig = DEFAULT_CONFIG, **extra) -> ModelContract:
+        """The contract of a model trained on this code's features."""
+        return cls(
+            labels=tuple(labels),
+            **config.to_dict(),
+            normalisation=NORMALISATION,
+            feature_version=FEATURE_VERSION,
+            **extra,
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string key/values for ``onnx.ModelProto.metadata_props``."""
+        return {PREFIX + f.name: json.dumps(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> ModelContract:
+        missing = [f.name for f in fields(cls) if f.default is MISSING and PREFIX + f.name not in metadata]
+        if missing:
+            raise ContractError(f"model has no feature contract (missing {', '.join(PREFIX + m for m in missing)})")
+        values = {}
+        for f in fields(cls):
+            if PREFIX + f.name in metadata:
+                try:
+                    values[f.name] = json.loads(metadata[PREFIX + f.name])
+                except json.JSONDecodeError:
+                    raise ContractError(f"contract field {f.name} is not valid JSON") from None
+        values["labels"] = tuple(values["labels"])
+        return cls(**values)
+
+    def feature_config(self) -> LogMelConfig:
+        return LogMelConfig(
+            sample_rate_hz=self.sample_rate_hz,
+            n_fft_samples=self.n_fft_samples,
+            hop_samples=self.hop_samples,
+            n_mels=self.n_mels,
+            window_frames=self.window_frames,
+            top_db=self.top_db,
+        )
+
+    def check_honoured_by(self, config: LogMelConfig = DEFAULT_CONFIG) -> None:
+        """Raise ``ContractError`` naming the first field this code's features would get wrong."""
+        ours = ModelContract.for_features(self.labels, config)
+        for name in ("sample_rate_hz", "n_fft_samples", "hop_samples", "n_mels", "window_frames", "top_db",
+                     "normalisation", "feature_version"):
+            want, have = getattr(self, name), getattr(ours, name)
+            if want != have:
+                raise ContractError(f"model contract {name}={want!r} but this code computes {name}={have!r}")
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ContractError(f"model contract labels {list(self.labels)!r} are not distinct class names")

@@ -1,0 +1,97 @@
+"""``EmotionModel``: a stateless "windows in → probabilities out" wrapper around one onnxruntime session.
+
+The session's thread count and spinning are set on purpose (an idle daemon must not burn a core),
+and the feature contract is read from the model file and checked before the first window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features import DEFAULT_CONFIG, LogMelConfig
+from features.contract import ContractError, ModelContract
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "emotion_crnn.onnx"
+
+
+class ModelError(RuntimeError):
+    """A model file that is missing, corrupt, or carries a contract this code cannot honour."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError("onnxruntime is not installed: pip install onnxruntime") from None
+    return onnxruntime
+
+
+class EmotionModel:
+    """Load ``path`` once; ``predict`` maps (n, n_mels, frames) windows to (n, n_labels) probabilities."""
+
+    def __init__(
+        self,
+        path: str | Path | bytes = DEFAULT_MODEL_PATH,
+        inference: InferenceConfig = InferenceConfig(),
+        features: LogMelConfig = DEFAULT_CONFIG,
+    ):
+        ort = _onnxruntime()
+        source = path
+        if not isinstance(path, bytes):
+            self.path = Path(path)
+            if not self.path.is_file():
+                raise ModelError(f"model file {self.path} not found")
+            source = str(self.path)
+        else:
+            self.path = None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = inference.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        spin = "1" if inference.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load model {self.path or '<bytes>'}: {first}") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.contract = ModelContract.from_metadata(metadata)
+            self.contract.check_honoured_by(features)
+        except ContractError as exc:
+            raise ModelError(f"{self.path or 'model'}: {exc}") from None
+        self.features = features
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [features.n_mels, features.window_frames, 1]:
+            raise ModelError(f"{self.path}: model input {inputs[0].shape} does not take "
+                             f"(batch, {features.n_mels}, {features.window_frames}, 1) windows")
+        self.input_name = inputs[0].name
+        self.labels = list(self.contract.labels)
+        outputs = self.session.get_outputs()
+        if outputs[0].shape[-1] != len(self.labels):
+            raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1]} scores for {len(self.labels)} labels")
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """(n, n_mels, frames) or (n_mels, frames) standardised windows → (n, n_labels) float32."""
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[np.newaxis]
+        if x.shape[1:] != (self.features.n_mels, self.features.window_frames):
+            raise ValueError(f"expected windows of shape (n, {self.features.n_mels}, "
+                             f"{self.features.window_frames}), got {x.shape}")
+        return self.session.run(None, {self.input_name: x[..., np.newaxis]})[0]

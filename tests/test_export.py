@@ -1,0 +1,149 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+from synth import speechlike
+
+from export.cli import main as export_main
+from export.onnx_export import ExportError, check_parity, convert, load_keras_model, without_cudnn
+from features import DEFAULT_CONFIG, compute_log_mel_spect
+from features.contract import ModelContract
+from stream.model import EmotionModel, ModelError
+from train.model import CrnnConfig, build_crnn
+
+LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+
+
+@pytest.fixture(scope="module")
+def small_crnn():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    return build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
+
+
+@pytest.fixture(scope="module")
+def contract():
+    return ModelContract.for_features(LABELS, run_id="test-run", test_accuracy=0.5)
+
+
+@pytest.fixture(scope="module")
+def onnx_proto(small_crnn, contract):
+    return convert(small_crnn, contract)
+
+
+@pytest.fixture(scope="module")
+def windows():
+    rng = np.random.default_rng(0)
+    speech = [compute_log_mel_spect(speechlike(2.4, seed=s)) for s in range(24)]
+    noise = rng.standard_normal((40, 128, 100)).astype(np.float32)
+    return np.concatenate([np.stack(speech), noise])
+
+
+def test_onnx_matches_keras_on_every_window(small_crnn, onnx_proto, windows):
+    y = np.arange(len(windows)) % 8
+    parity = check_parity(small_crnn, onnx_proto.SerializeToString(), windows, y)
+    assert parity.n_windows == 64
+    assert parity.max_abs_diff < 1e-5
+    assert parity.top1_agreement == 1.0
+    assert parity.keras_accuracy == parity.onnx_accuracy
+    assert parity.holds
+
+
+def test_graph_has_named_io_and_dynamic_batch(onnx_proto):
+    (inp,), (out,) = onnx_proto.graph.input, onnx_proto.graph.output
+    assert inp.name == "log_mel" and out.name == "probabilities"
+    dims = inp.type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value")  # symbolic batch
+    assert [d.dim_value for d in dims[1:]] == [128, 100, 1]
+    assert onnx_proto.opset_import[0].version >= 17
+
+
+def test_contract_round_trips_through_the_model_file(onnx_proto, contract, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(onnx_proto.SerializeToString())
+    model = EmotionModel(path)
+    assert model.contract == contract
+    assert model.labels == LABELS
+    assert model.contract.feature_config() == DEFAULT_CONFIG
+    p = model.predict(np.zeros((2, 128, 100), np.float32))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def with_metadata(proto, **changes) -> bytes:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for entry in copy.metadata_props:
+        field = entry.key.removeprefix("emostream.")
+        if field in changes:
+            entry.value = json.dumps(changes[field])
+    return copy.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("n_mels", 64), ("hop_samples", 256), ("sample_rate_hz", 16000), ("feature_version", "0"),
+     ("normalisation", "minmax"), ("window_frames", 128)],
+)
+def test_a_contract_this_code_cannot_honour_is_refused_naming_the_field(onnx_proto, field, value):
+    with pytest.raises(ModelError, match=field) as err:
+        EmotionModel(with_metadata(onnx_proto, **{field: value}))
+    assert "\n" not in str(err.value)
+
+
+def test_a_model_without_contract_is_refused(onnx_proto):
+    bare = onnx.ModelProto()
+    bare.CopyFrom(onnx_proto)
+    del bare.metadata_props[:]
+    with pytest.raises(ModelError, match="no feature contract"):
+        EmotionModel(bare.SerializeToString())
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model at all", "truncate"])
+def test_corrupt_or_missing_onnx_is_a_one_line_error(onnx_proto, tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(onnx_proto.SerializeToString()[:5000] if content == "truncate" else content)
+    with pytest.raises(ModelError, match="cannot load model") as err:
+        EmotionModel(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="not found"):
+        EmotionModel(tmp_path / "absent.onnx")
+
+
+def test_corrupt_or_missing_keras_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 garbage")
+    for path, match in ((bad, "cannot load Keras model"), (tmp_path / "absent.keras", "not found")):
+        with pytest.raises(ExportError, match=match) as err:
+            load_keras_model(path)
+        assert "\n" not in str(err.value)
+
+
+def test_lstms_are_rebuilt_off_cudnn_with_the_same_weights(small_crnn):
+    clone = without_cudnn(small_crnn)
+    lstms = [layer for layer in clone.layers if type(layer).__name__ == "LSTM"]
+    assert len(lstms) == 2 and all(layer.use_cudnn is False for layer in lstms)
+    for a, b in zip(small_crnn.get_weights(), clone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, capsys):
+    from train.cli import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--data-dir", str(ravdess_dir), "--max-clips-per-class", "5", "--epochs", "1",
+                       "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = tmp_path / "m.onnx"
+    args = ["--keras", str(run / "model.keras"), "--out", str(out), "--data-dir", str(ravdess_dir),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert export_main(args) == 1  # 8 test windows are fewer than the 200 parity demands
+    assert not out.exists()
+    assert export_main([*args, "--min-windows", "8"]) == 0
+    assert "parity on 8 windows" in capsys.readouterr().out
+    model = EmotionModel(out)
+    summary = json.loads((run / "summary.json").read_text())
+    assert model.contract.run_id == "run" and model.contract.test_accuracy == summary["test_accuracy"]
+    record = json.loads((tmp_path / "m.parity.json").read_text())
+    assert record["max_abs_diff"] < 1e-5 and record["top1_agreement"] == 1.0
+    assert "## ONNX export" in (run / "metrics.md").read_text()
