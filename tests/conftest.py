@@ -48,3 +48,21 @@ def write_clip(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A small, freshly built (untrained) CRNN exported with its contract: real ONNX, real metadata."""
+    import keras
+
+    from export.onnx_export import convert
+    from features.contract import ModelContract
+    from train.model import CrnnConfig, build_crnn
+
+    keras.utils.set_random_seed(7)
+    model = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
+    labels = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    proto = convert(model, ModelContract.for_features(labels, run_id="tiny-untrained", test_accuracy=0.125))
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return path

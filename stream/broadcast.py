@@ -1,0 +1,82 @@
+"""``ScoreBroadcaster``: fan score messages out to WebSocket subscribers without letting any hold others back.
+
+Each subscriber owns a bounded queue and a sender task. ``publish`` (on the event loop) only appends
+to the queues: when a queue is full its oldest message is dropped and counted, and each message a
+subscriber receives carries its running ``dropped`` count. Messages are JSON-encoded once, not once
+per subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber:
+    def __init__(self, websocket, max_queue: int):
+        self.websocket = websocket
+        self.queue: deque[str] = deque()
+        self.max_queue = max_queue
+        self.dropped = 0
+        self.sent = 0
+        self._wakeup = asyncio.Event()
+
+    def offer(self, encoded_without_brace: str) -> None:
+        if len(self.queue) >= self.max_queue:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(encoded_without_brace)
+        self._wakeup.set()
+
+    async def pump(self) -> None:
+        """Send queued messages in order until the connection closes (then the handler cleans up)."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self.queue:
+                head = self.queue.popleft()
+                await self.websocket.send(f'{head},"dropped":{self.dropped}}}')
+                self.sent += 1
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait until the queue is empty (used at shutdown so a finished stream is delivered whole)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.queue and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+class ScoreBroadcaster:
+    """The set of subscribers and the latest messages' counters; lives on the event loop's thread."""
+
+    def __init__(self, max_queue: int = 64):
+        self.max_queue = max_queue
+        self.subscribers: set[Subscriber] = set()
+        self.published = 0
+        self.last_message: dict | None = None
+        self.dropped_by_departed = 0
+
+    def add(self, websocket) -> Subscriber:
+        subscriber = Subscriber(websocket, self.max_queue)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def remove(self, subscriber: Subscriber) -> None:
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            self.dropped_by_departed += subscriber.dropped
+
+    def publish(self, message: dict) -> None:
+        encoded = json.dumps(message, separators=(",", ":"))
+        head = encoded[:-1]  # the closing brace is added per subscriber, after its drop count
+        for subscriber in self.subscribers:
+            subscriber.offer(head)
+        self.published += 1
+        self.last_message = message
+
+    @property
+    def dropped_total(self) -> int:
+        return self.dropped_by_departed + sum(s.dropped for s in self.subscribers)

@@ -1,0 +1,262 @@
+"""``emostream-daemon``: audio source → ring buffer → log-Mel windows → onnxruntime → WebSocket broadcast.
+
+The source runs on its own thread (or PortAudio's), analysis on another; results reach the event loop
+through ``loop.call_soon_threadsafe`` and are fanned out by ``ScoreBroadcaster``. ``/healthz`` answers
+plain HTTP on the same port. SIGINT/SIGTERM stop the audio, deliver what is queued, close subscribers
+with code 1000 and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+
+from stream.broadcast import ScoreBroadcaster
+from stream.model import DEFAULT_MODEL_PATH, EmotionModel, InferenceConfig, ModelError
+from stream.pipeline import AnalysisWorker, EmotionPipeline, PipelineConfig
+from stream.ring_buffer import RingBuffer
+from stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
+
+logger = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+DEFAULT_SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.flac"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    queue_messages: int = 64  # per subscriber; the oldest is dropped (and counted) beyond this
+    max_client_message_bytes: int = 4096
+    max_subscribers: int = 2000
+    drain_on_exit_s: float = 2.0
+    ring_seconds: float = 10.0  # audio the ring buffer holds before overrunning
+    send_buffer_bytes: int = 65536  # kernel send buffer per subscriber (loopback autotunes to MBs otherwise)
+    write_limit_bytes: int = 32768  # websockets' own buffer per subscriber before a send waits
+    wait_for_subscribers: int = 0  # hold the source until this many have connected (tests, benchmarks)
+
+
+class EmotionDaemon:
+    """One source, one model, one WebSocket server. ``run`` returns the process exit code."""
+
+    def __init__(self, model: EmotionModel, source, pipeline_config: PipelineConfig = PipelineConfig(),
+                 server_config: ServerConfig = ServerConfig()):
+        self.model, self.source = model, source
+        self.server_config = server_config
+        self.pipeline = EmotionPipeline(model, pipeline_config, source.sample_rate_hz, source.channels)
+        self.ring = RingBuffer(int(server_config.ring_seconds * source.sample_rate_hz), source.channels)
+        self.broadcaster = ScoreBroadcaster(server_config.queue_messages)
+        self.port: int | None = None
+        self.started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._source_stop = threading.Event()
+        self._enough_subscribers: asyncio.Event | None = None
+        c = model.contract
+        self.hello = {
+            "type": "hello",
+            "version": VERSION,
+            "labels": list(c.labels),
+            "sample_rate_hz": c.sample_rate_hz,
+            "hop_s": round(self.pipeline.hop_s, 6),
+            "window_s": round(c.feature_config().window_s, 6),
+            "window_frames": c.window_frames,
+            "n_mels": c.n_mels,
+            "silence_dbfs": pipeline_config.silence_dbfs,
+            "smoothing": pipeline_config.smoothing,
+            "source": source.description,
+            "model": {"run_id": c.run_id, "test_accuracy": c.test_accuracy, "feature_version": c.feature_version},
+        }
+
+    # -- event-loop side -------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "source": self.source.description,
+            "subscribers": len(self.broadcaster.subscribers),
+            "windows": self.broadcaster.published,
+            "overrun_frames": self.ring.overrun_frames,
+            "nonfinite_samples": self.pipeline.nonfinite_samples,
+            "dropped_to_subscribers": self.broadcaster.dropped_total,
+        }
+
+    def process_request(self, connection, request):
+        if request.path.split("?")[0] == "/healthz":
+            return connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
+        if len(self.broadcaster.subscribers) >= self.server_config.max_subscribers:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many subscribers\n")
+        return None
+
+    async def handle(self, websocket) -> None:
+        peer = websocket.remote_address
+        sock = websocket.transport.get_extra_info("socket")
+        if sock is not None and self.server_config.send_buffer_bytes:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server_config.send_buffer_bytes)
+        subscriber = self.broadcaster.add(websocket)
+        if len(self.broadcaster.subscribers) >= self.server_config.wait_for_subscribers:
+            self._enough_subscribers.set()
+        logger.info("subscriber %s connected (%d now)", peer, len(self.broadcaster.subscribers))
+        sender = None
+        try:
+            await websocket.send(json.dumps(self.hello))
+            sender = asyncio.create_task(subscriber.pump())
+            async for raw in websocket:
+                await websocket.send(json.dumps(self.reply_to(raw)))
+        except Exception as exc:  # ConnectionClosed and transport errors end this subscriber only
+            logger.debug("subscriber %s: %s", peer, exc)
+        finally:
+            if sender is not None:
+                sender.cancel()
+            self.broadcaster.remove(subscriber)
+            logger.info("subscriber %s gone (code %s; %d sent, %d dropped; %d left)", peer,
+                        websocket.close_code, subscriber.sent, subscriber.dropped, len(self.broadcaster.subscribers))
+
+    def reply_to(self, raw) -> dict:
+        """Clients may send {"type": "ping"} or {"type": "status"}; anything else gets a one-line error."""
+        if isinstance(raw, bytes):
+            return {"type": "error", "error": "binary messages are not accepted; send JSON text"}
+        try:
+            message = json.loads(raw)
+        except json.JSONDecodeError:
+            return {"type": "error", "error": "malformed JSON"}
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "ping":
+            return {"type": "pong", "wall_time": time.time()}
+        if kind == "status":
+            return {"type": "status", **self.health()}
+        return {"type": "error", "error": f"unknown message type {kind!r}; expected 'ping' or 'status'"}
+
+    def request_stop(self) -> None:
+        """Thread-safe: begin a graceful shutdown."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed between the check and the call: already stopped
+                pass
+
+    async def run(self, on_listening=None) -> int:
+        from websockets.asyncio.server import serve
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._enough_subscribers = asyncio.Event()
+        if self.server_config.wait_for_subscribers <= 0:
+            self._enough_subscribers.set()
+        worker = AnalysisWorker(
+            self.ring, self.pipeline,
+            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
+            on_end=self.request_stop,
+        )
+        source_thread = threading.Thread(target=self.source.run, args=(self.ring, self._source_stop),
+                                         name="emostream-source", daemon=True)
+        cfg = self.server_config
+        async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request,
+                         max_size=cfg.max_client_message_bytes, max_queue=4,
+                         write_limit=cfg.write_limit_bytes, close_timeout=2) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._loop.add_signal_handler(sig, self._stop.set)
+                except (RuntimeError, ValueError):  # not the main thread (tests): request_stop() instead
+                    pass
+            logger.info("listening on ws://%s:%d (healthz: http://%s:%d/healthz); source: %s",
+                        cfg.host, self.port, cfg.host, self.port, self.source.description)
+            if on_listening is not None:
+                on_listening(self.port)
+            worker.start()
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait([stop_wait, asyncio.ensure_future(self._enough_subscribers.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not self._stop.is_set():
+                source_thread.start()
+            await stop_wait
+            logger.info("shutting down")
+            self._source_stop.set()
+            worker.stop()
+            await asyncio.to_thread(worker.join, 5.0)
+            await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
+            subscribers = list(self.broadcaster.subscribers)
+            await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
+            await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
+                                 return_exceptions=True)
+            server.close()
+        if source_thread.is_alive():
+            source_thread.join(1.0)
+        if worker.error:
+            logger.error("analysis stopped: %s", worker.error)
+            return 1
+        logger.info("stopped after %d windows (%d overrun frames)", self.broadcaster.published,
+                    self.ring.overrun_frames)
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emostream-daemon", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--file", type=Path, help=f"audio file to stream (default: the bundled {DEFAULT_SAMPLE.name})")
+    src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
+    src.add_argument("--stdin", action="store_true", help="raw PCM on stdin (see --rate, --channels, --format)")
+    p.add_argument("--device", help="microphone name or index")
+    p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
+    p.add_argument("--loop", action="store_true", help="file: start again at the end")
+    p.add_argument("--rate", type=int, default=22050, help="stdin: sample rate in Hz")
+    p.add_argument("--channels", type=int, default=1, help="stdin: channels")
+    p.add_argument("--format", default="s16le", choices=sorted(StdinSource.FORMATS), help="stdin: sample format")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
+    p.add_argument("--threads", type=int, default=InferenceConfig.intra_op_threads, help="onnxruntime intra-op threads")
+    d = PipelineConfig()
+    p.add_argument("--hop", type=float, default=d.hop_s, help="seconds between windows (rounded to 512 samples)")
+    p.add_argument("--smoothing", type=float, default=d.smoothing, help="EMA share of the previous scores, 0..1")
+    p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs, help="gate: quieter windows are silence")
+    s = ServerConfig()
+    p.add_argument("--host", default=s.host)
+    p.add_argument("--port", type=int, default=s.port)
+    p.add_argument("--queue", type=int, default=s.queue_messages, help="messages queued per subscriber")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def make_source(args):
+    if args.mic:
+        return MicrophoneSource(args.device)
+    if args.stdin:
+        return StdinSource(args.rate, args.channels, args.format)
+    return FileSource(args.file or DEFAULT_SAMPLE, realtime=not args.fast, loop=args.loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # our own connect/disconnect lines say more
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    try:
+        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
+        source = make_source(args)
+        pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
+        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue)
+        daemon = EmotionDaemon(model, source, pipeline_config, server_config)
+        return asyncio.run(daemon.run())
+    except (ModelError, SourceError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except OSError as exc:  # e.g. the port is taken
+        logger.error("cannot start server on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

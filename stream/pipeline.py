@@ -1,0 +1,153 @@
+"""From raw source frames to score messages: mix down → resample → log-Mel windows → model → gate/smooth.
+
+``EmotionPipeline`` is plain and synchronous (the offline path and tests call it directly);
+``AnalysisWorker`` runs it on its own thread, fed from the ring buffer, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.logmel_stream import LogMelStream
+from stream.model import EmotionModel
+from stream.ring_buffer import RingBuffer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Streaming settings. The hop is rounded to whole STFT hops (512 samples at 22050 Hz)."""
+
+    hop_s: float = 0.25
+    smoothing: float = 0.0  # share of the previous smoothed scores kept per window (EMA); 0 = off
+    silence_dbfs: float = -50.0  # windows quieter than this (RMS, dBFS) are marked silence, not classified
+
+    def hop_frames(self, sample_rate_hz: int, stft_hop_samples: int) -> int:
+        return max(1, round(self.hop_s * sample_rate_hz / stft_hop_samples))
+
+
+class EmotionPipeline:
+    """Feed (frames, channels) float32 at ``input_rate_hz``; get one score message (dict) per window."""
+
+    def __init__(self, model: EmotionModel, config: PipelineConfig, input_rate_hz: int, input_channels: int = 1):
+        if not 0.0 <= config.smoothing < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        self.model, self.config = model, config
+        self.features = model.contract.feature_config()
+        self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
+        self.stream = LogMelStream(self.features, config.hop_frames(self.features.sample_rate_hz,
+                                                                    self.features.hop_samples))
+        self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
+        self.nonfinite_samples = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.stream.reset()
+        self._resampler = None
+        if self.input_rate_hz != self.features.sample_rate_hz:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.input_rate_hz, self.features.sample_rate_hz, 1,
+                                                  dtype="float32", quality="HQ")
+        self._smoothed = None
+        self.windows_out = 0
+
+    def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
+        """Mono float32 at the model's rate; NaN/Inf samples become 0 and are counted."""
+        frames = np.asarray(frames, dtype=np.float32)
+        mono = frames.mean(axis=1) if frames.ndim == 2 and frames.shape[1] > 1 else frames.reshape(-1)
+        bad = ~np.isfinite(mono)
+        if bad.any():
+            if not self.nonfinite_samples:
+                logger.warning("input holds NaN/Inf samples: replaced by 0 (counted in /healthz)")
+            self.nonfinite_samples += int(bad.sum())
+            mono = np.where(bad, 0.0, mono).astype(np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=last)
+        return mono
+
+    def process(self, frames: np.ndarray, last: bool = False) -> list[dict]:
+        started = time.perf_counter()
+        windows = self.stream.push(self.to_model_rate(frames, last))
+        if not windows:
+            return []
+        features_ms = (time.perf_counter() - started) * 1e3 / len(windows)
+        sr = self.features.sample_rate_hz
+        voiced = [w for w in windows if w.level_dbfs >= self.config.silence_dbfs]
+        inference_ms = 0.0
+        scores = {}
+        if voiced:
+            started = time.perf_counter()
+            probabilities = self.model.predict(np.stack([w.features for w in voiced]))
+            inference_ms = (time.perf_counter() - started) * 1e3 / len(voiced)
+            scores = {w.index: p for w, p in zip(voiced, probabilities, strict=True)}
+        messages = []
+        for w in windows:
+            p = scores.get(w.index)
+            if p is not None and self.config.smoothing > 0:
+                s = self.config.smoothing
+                self._smoothed = p if self._smoothed is None else s * self._smoothed + (1 - s) * p
+                p = self._smoothed
+            top = int(np.argmax(p)) if p is not None else None
+            messages.append({
+                "type": "scores",
+                "seq": w.index,
+                "start_s": round(w.start_sample / sr, 6),
+                "end_s": round(w.end_sample / sr, 6),
+                "wall_time": time.time(),
+                "silence": p is None,
+                "level_dbfs": round(w.level_dbfs, 2),
+                "probabilities": None if p is None else {k: float(v) for k, v in zip(self.model.labels, p,
+                                                                                      strict=True)},
+                "top": None if top is None else self.model.labels[top],
+                "top_p": None if top is None else float(p[top]),
+                "features_ms": round(features_ms, 4),
+                "inference_ms": round(inference_ms if p is not None else 0.0, 4),
+            })
+        self.windows_out += len(messages)
+        return messages
+
+
+class AnalysisWorker(threading.Thread):
+    """Drains the ring buffer through the pipeline on its own thread and hands each message on."""
+
+    def __init__(self, ring: RingBuffer, pipeline: EmotionPipeline, on_message: Callable[[dict], None],
+                 on_end: Callable[[], None] | None = None):
+        super().__init__(name="emostream-analysis", daemon=True)
+        self.ring, self.pipeline = ring, pipeline
+        self.on_message, self.on_end = on_message, on_end
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        reported_overruns = 0
+        try:
+            while not self.stop_event.is_set():
+                self.ring.wait_for_data(0.2)
+                finished = self.ring.closed and self.ring.available == 0
+                if self.ring.available:
+                    for message in self.pipeline.process(self.ring.read(), last=False):
+                        self.on_message(message)
+                if self.ring.overrun_frames != reported_overruns:
+                    logger.warning("audio overrun: %d frames dropped so far (analysis fell behind)",
+                                   self.ring.overrun_frames)
+                    reported_overruns = self.ring.overrun_frames
+                if finished:
+                    break
+        except Exception as exc:  # keep the daemon up long enough to say why
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("analysis failed")
+        finally:
+            if self.on_end is not None:
+                self.on_end()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.ring.close()

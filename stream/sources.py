@@ -1,0 +1,177 @@
+"""Audio sources: microphone, file, raw PCM on stdin. Each writes (frames, channels) float32 into a ring.
+
+Sources hand over audio at their own rate and channel count; mixing down and resampling happen on
+the analysis thread (``stream.pipeline``), so a microphone callback only copies into the ring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from stream.ring_buffer import RingBuffer
+
+logger = logging.getLogger(__name__)
+
+PORTAUDIO_HINT = "install PortAudio with `apt-get install libportaudio2`, or use --file PATH or --stdin instead"
+
+
+class SourceError(RuntimeError):
+    """An audio source that cannot be opened or read; the message is one line."""
+
+
+class FileSource:
+    """Any file soundfile reads, in blocks (never loaded whole), paced in real time unless ``realtime=False``."""
+
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int = 2048):
+        import soundfile as sf
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"audio file {self.path} not found")
+        try:
+            with sf.SoundFile(self.path) as f:
+                self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
+        except Exception as exc:  # soundfile.LibsndfileError, RuntimeError on odd formats
+            raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
+        if frames == 0:
+            raise SourceError(f"audio file {self.path} holds no samples")
+        self.realtime, self.loop, self.block_frames = realtime, loop, block_frames
+        self.description = f"file {self.path.name} ({self.sample_rate_hz} Hz, {self.channels} ch" + \
+            (", looped" if loop else "") + (")" if realtime else ", fast)")
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        import soundfile as sf
+
+        started, sent = time.monotonic(), 0
+        try:
+            with sf.SoundFile(self.path) as f:
+                while not stop.is_set():
+                    for block in f.blocks(self.block_frames, dtype="float32", always_2d=True):
+                        if not ring.write_all(block, stop):
+                            return
+                        sent += len(block)
+                        if self.realtime:
+                            ahead = started + sent / self.sample_rate_hz - time.monotonic()
+                            if ahead > 0 and stop.wait(ahead):
+                                return
+                    if not self.loop:
+                        return
+                    f.seek(0)
+        except Exception as exc:
+            logger.error("reading %s failed: %s", self.path, exc)
+        finally:
+            ring.close()
+
+
+class StdinSource:
+    """Raw interleaved PCM (``s16le`` or ``f32le``) from a byte stream, e.g. ``arecord``, ``ffmpeg``, ``sox``."""
+
+    FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+    def __init__(self, sample_rate_hz: int, channels: int = 1, sample_format: str = "s16le",
+                 stream: BinaryIO | None = None, block_frames: int = 1024):
+        if sample_format not in self.FORMATS:
+            raise SourceError(f"unknown sample format {sample_format!r}; use one of {', '.join(self.FORMATS)}")
+        if sample_rate_hz <= 0 or channels <= 0:
+            raise SourceError("stdin needs a positive --rate and --channels")
+        self.sample_rate_hz, self.channels = sample_rate_hz, channels
+        self.dtype = self.FORMATS[sample_format]
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.block_bytes = block_frames * channels * self.dtype.itemsize
+        self.description = f"stdin {sample_format} {sample_rate_hz} Hz, {channels} ch"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        frame_bytes = self.channels * self.dtype.itemsize
+        pending = b""
+        scale = 1 / 32768 if self.dtype.kind == "i" else 1.0
+        try:
+            while not stop.is_set():
+                data = self.stream.read1(self.block_bytes) if hasattr(self.stream, "read1") else \
+                    self.stream.read(self.block_bytes)
+                if not data:
+                    return
+                pending += data
+                usable = len(pending) - len(pending) % frame_bytes
+                if usable:
+                    samples = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
+                    pending = pending[usable:]
+                    if not ring.write_all(samples.astype(np.float32) * scale, stop):
+                        return
+        finally:
+            ring.close()
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError:
+        raise SourceError(f"PortAudio library not found: {PORTAUDIO_HINT}") from None
+    except ImportError:
+        raise SourceError("sounddevice is not installed: pip install sounddevice") from None
+    return sounddevice
+
+
+class MicrophoneSource:
+    """An input device through sounddevice; the callback only copies into the ring (never blocks)."""
+
+    def __init__(self, device: str | int | None = None, sample_rate_hz: int = 22050, channels: int = 1,
+                 block_frames: int = 512):
+        sd = _sounddevice()
+        try:
+            info = sd.query_devices(device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise SourceError(f"no audio input device ({str(exc).strip().splitlines()[0]}); "
+                              "use --file PATH or --stdin instead") from None
+        self.device = info["index"] if isinstance(info, dict) and "index" in info else device
+        self.channels = max(1, min(channels, int(info["max_input_channels"])))
+        try:
+            sd.check_input_settings(device=self.device, samplerate=sample_rate_hz, channels=self.channels)
+            self.sample_rate_hz = sample_rate_hz
+        except Exception:  # the device cannot give the model's rate: take its own, resample later
+            self.sample_rate_hz = int(info["default_samplerate"])
+        self.block_frames = block_frames
+        self.input_overflows = 0
+        self.description = f"microphone {info['name']!r} ({self.sample_rate_hz} Hz, {self.channels} ch)"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        sd = _sounddevice()
+
+        def callback(indata, frames, time_info, status):
+            if status.input_overflow:
+                self.input_overflows += 1
+            ring.write(indata)
+
+        try:
+            with sd.InputStream(device=self.device, channels=self.channels, samplerate=self.sample_rate_hz,
+                                blocksize=self.block_frames, dtype="float32", callback=callback):
+                stop.wait()
+        except sd.PortAudioError as exc:
+            logger.error("audio device failed: %s", str(exc).strip().splitlines()[0])
+        finally:
+            ring.close()
+
+
+def list_devices_main(argv: list[str] | None = None) -> int:
+    """``emostream-devices``: list input devices with their index, channels and default rate."""
+    argparse.ArgumentParser(prog="emostream-devices", description=list_devices_main.__doc__).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        sd = _sounddevice()
+        devices = [d for d in sd.query_devices() if d["max_input_channels"] > 0]
+    except SourceError as exc:
+        logger.error("%s", exc)
+        return 2
+    if not devices:
+        logger.error("no audio input devices found; use --file PATH or --stdin instead")
+        return 2
+    for d in devices:
+        print(f"{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
+    return 0

@@ -1,0 +1,248 @@
+"""The daemon on loopback: file source → daemon → real websockets clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from features import compute_log_mel_spect
+from stream.daemon import EmotionDaemon, ServerConfig
+from stream.daemon import main as daemon_main
+from stream.model import EmotionModel
+from stream.pipeline import PipelineConfig
+from stream.sources import FileSource, MicrophoneSource, SourceError
+from synth import SR, speechlike
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DaemonThread:
+    """Runs ``EmotionDaemon.run`` on its own event loop in a thread; ``port`` once listening."""
+
+    def __init__(self, daemon: EmotionDaemon):
+        self.daemon = daemon
+        self.listening = threading.Event()
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.code = asyncio.run(self.daemon.run(on_listening=lambda port: self.listening.set()))
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.listening.wait(10)
+        self.url = f"ws://127.0.0.1:{self.daemon.port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.daemon.request_stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_onnx):
+    return EmotionModel(tiny_onnx)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    import soundfile as sf
+
+    y = np.concatenate([speechlike(5.0, seed=21), np.zeros(SR, np.float32), speechlike(3.0, seed=22)])
+    path = tmp_path_factory.mktemp("audio") / "clip.wav"
+    sf.write(path, y, SR, subtype="FLOAT")
+    return path, y
+
+
+def make_daemon(model, path, realtime=False, loop=False, **server):
+    server.setdefault("port", 0)
+    return EmotionDaemon(model, FileSource(path, realtime=realtime, loop=loop),
+                         PipelineConfig(silence_dbfs=-60), ServerConfig(**server))
+
+
+def receive_all(ws, timeout=20):
+    """Messages until the daemon closes the connection; returns (hello, scores, close code)."""
+    hello = json.loads(ws.recv(timeout=timeout))
+    scores = []
+    try:
+        while True:
+            scores.append(json.loads(ws.recv(timeout=timeout)))
+    except ConnectionClosed as closed:
+        return hello, scores, closed.rcvd.code if closed.rcvd else None
+
+
+def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(model, clip):
+    path, y = clip
+    with DaemonThread(make_daemon(model, path, wait_for_subscribers=1)) as running, connect(running.url) as ws:
+        hello, scores, code = receive_all(ws)
+    assert running.code == 0 and code == 1000
+    assert hello["type"] == "hello" and hello["labels"] == model.labels
+    assert hello["sample_rate_hz"] == SR and hello["window_frames"] == 100 and hello["hop_s"] == pytest.approx(0.2554, abs=1e-3)
+    expected = (len(y) - 50688) // (11 * 512) + 1
+    assert [m["seq"] for m in scores] == list(range(expected))
+    voiced = [m for m in scores if not m["silence"]]
+    assert len(voiced) >= expected - 4
+    for m in voiced:
+        start, end = round(m["start_s"] * SR), round(m["end_s"] * SR)
+        offline = model.predict(compute_log_mel_spect(y[start:end]))[0]
+        np.testing.assert_allclose([m["probabilities"][k] for k in model.labels], offline, atol=1e-5)
+        assert {"wall_time", "features_ms", "inference_ms", "top", "top_p", "dropped", "level_dbfs"} <= set(m)
+
+
+def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
+    """Real-time audio at one window per STFT hop (43/s); one client stops reading after its first message."""
+    import socket
+
+    import soundfile as sf
+
+    path = tmp_path / "speech.wav"
+    y = speechlike(8.0, seed=5)
+    sf.write(path, y, SR)
+    daemon = EmotionDaemon(model, FileSource(path, realtime=True), PipelineConfig(hop_s=0.0, silence_dbfs=-120),
+                           ServerConfig(port=0, queue_messages=8, wait_for_subscribers=2, drain_on_exit_s=0.5,
+                                        send_buffer_bytes=4096, write_limit_bytes=4096))
+    with DaemonThread(daemon) as running:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # fills after a few messages
+        sock.connect(("127.0.0.1", running.daemon.port))
+        stuck = connect(running.url, sock=sock, max_queue=1)
+        latencies_ms = []
+        with connect(running.url) as fast:
+            hello = json.loads(fast.recv(timeout=10))
+            scores = []
+            try:
+                while True:
+                    scores.append(json.loads(fast.recv(timeout=20)))
+                    latencies_ms.append((time.time() - scores[-1]["wall_time"]) * 1e3)
+            except ConnectionClosed:
+                pass
+        stuck.close()
+    assert hello["type"] == "hello"
+    expected = (len(y) - 50688) // 512 + 1
+    assert [m["seq"] for m in scores] == list(range(expected))  # every window, in order
+    assert all(m["dropped"] == 0 for m in scores)
+    assert np.percentile(latencies_ms, 95) < 250
+    assert daemon.broadcaster.dropped_total > 0  # the stuck one lost windows instead of holding others up
+    assert running.code == 0
+
+
+def test_a_client_that_vanishes_mid_stream_is_cleaned_up(model, clip):
+    path, _ = clip
+    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running:
+        with connect(running.url) as steady:
+            vanishing = connect(running.url)
+            vanishing.recv(timeout=10)
+            json.loads(vanishing.recv(timeout=10))
+            assert len(running.daemon.broadcaster.subscribers) == 2
+            vanishing.socket.shutdown(2)  # no close frame: the peer just disappears
+            vanishing.socket.close()
+            deadline = time.time() + 5
+            while len(running.daemon.broadcaster.subscribers) > 1 and time.time() < deadline:
+                time.sleep(0.05)
+            assert len(running.daemon.broadcaster.subscribers) == 1
+            steady.recv(timeout=10)  # hello
+            before = json.loads(steady.recv(timeout=10))["seq"]
+            after = json.loads(steady.recv(timeout=10))["seq"]
+            assert after == before + 1  # the stream goes on for the others
+
+
+def test_malformed_client_messages_get_one_line_errors_and_keep_the_connection(model, clip):
+    path, _ = clip
+    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running, connect(running.url) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+
+        def reply(payload):
+            ws.send(payload)
+            while True:
+                message = json.loads(ws.recv(timeout=10))
+                if message["type"] != "scores":
+                    return message
+
+        assert reply("{not json")["error"] == "malformed JSON"
+        assert "binary" in reply(b"\x00\x01")["error"]
+        assert "unknown message type" in reply(json.dumps({"type": "subscribe-all"}))["error"]
+        assert "unknown message type" in reply("[1, 2]")["error"]
+        assert reply(json.dumps({"type": "ping"}))["type"] == "pong"
+        status = reply(json.dumps({"type": "status"}))
+        assert status["status"] == "ok" and status["subscribers"] == 1
+        ws.send("x" * 10_000)  # beyond max_size: the daemon closes this connection with 1009
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1009
+        assert running.thread.is_alive()  # one bad client closes only its own connection
+
+
+def test_healthz_answers_plain_http_on_the_same_port(model, clip):
+    path, _ = clip
+    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.daemon.port}/healthz", timeout=5) as response:
+            health = json.loads(response.read())
+        assert response.status == 200
+        assert health["status"] == "ok" and health["overrun_frames"] == 0 and "clip.wav" in health["source"]
+
+
+def test_no_microphone_is_a_clear_one_line_error(caplog):
+    with pytest.raises(SourceError) as err:
+        MicrophoneSource()
+    message = str(err.value)
+    assert "\n" not in message and "--file" in message
+    assert "PortAudio" in message or "no audio input device" in message
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [(["--mic"], "--file"), (["--model", "/nonexistent/model.onnx"], "not found"),
+     (["--file", "/nonexistent/a.wav"], "not found")],
+)
+def test_daemon_command_fails_cleanly(tiny_onnx, caplog, args, match):
+    full = ["--model", str(tiny_onnx), "--port", "0", *args]
+    assert daemon_main(full) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and match in errors[0] and "\n" not in errors[0]
+
+
+def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny_onnx, clip, tmp_path):
+    path, _ = clip
+    blocker = tmp_path / "block"
+    for name in ("tensorflow", "keras", "tf2onnx"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('the daemon imported {name}')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.daemon", "--model", str(tiny_onnx), "--file", str(path), "--loop",
+         "--port", "0"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        port = None
+        for line in proc.stderr:
+            if match := re.search(r"listening on ws://127.0.0.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port, "daemon did not start"
+        with connect(f"ws://127.0.0.1:{port}") as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            assert json.loads(ws.recv(timeout=10))["type"] == "scores"
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1000
+        assert proc.wait(timeout=15) == 0
+        assert "imported" not in proc.stderr.read()
+    finally:
+        proc.kill()
