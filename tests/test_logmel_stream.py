@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from synth import speechlike
 
 from features import DEFAULT_CONFIG, compute_log_mel_spect
 from stream.logmel_stream import LogMelStream
-from synth import speechlike
 
 SIGNAL = speechlike(9.0, seed=11) + 0.05 * np.sin(np.arange(int(9.0 * 22050)) * 0.01).astype(np.float32)
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from synth import SR, speechlike
 
 from features import compute_log_mel_spect
 from stream.model import EmotionModel
 from stream.pipeline import EmotionPipeline, PipelineConfig
-from synth import SR, speechlike
 
 
 @pytest.fixture(scope="module")
