@@ -11,6 +11,8 @@ from features.logmel import (
     mel_power,
     mel_power_of_frames,
     normalise_window,
+    power_db,
+    standardise_db,
 )
 
 __all__ = [
@@ -24,4 +26,6 @@ __all__ = [
     "mel_power",
     "mel_power_of_frames",
     "normalise_window",
+    "power_db",
+    "standardise_db",
 ]

@@ -128,21 +128,33 @@ def mel_power(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarra
     )
 
 
-def normalise_window(mel: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Mel power (n_mels, any frames) → the model's standardised (n_mels, window_frames) float32 window.
-
-    Trim to ``window_frames``, convert to dB relative to the window's loudest bin with an 80 dB floor,
-    zero-pad short windows on the right (in dB, as the reference does), then standardise.
-    """
+def power_db(mel: np.ndarray) -> np.ndarray:
+    """Mel power → dB relative to 1.0 with librosa's floor (amin 1e-10); no clipping yet."""
     import librosa
 
-    mel = mel[:, : config.window_frames]
-    db = librosa.power_to_db(mel, ref=np.max, top_db=config.top_db)
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+
+
+def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """dB frames (n_mels, any) → the model's standardised (n_mels, window_frames) float32 window.
+
+    Trim to ``window_frames``; shift so the loudest bin is 0 dB and floor at −``top_db`` (what
+    ``power_to_db(ref=np.max, top_db=80)`` does); zero-pad short windows on the right in dB, as the
+    reference does; then subtract the mean and divide by the standard deviation (1 if it is ~0).
+    """
+    db = db[:, : config.window_frames].astype(np.float32)
+    db = db - db.max()
+    db = np.maximum(db, -config.top_db)
     if db.shape[1] < config.window_frames:
         db = np.pad(db, ((0, 0), (0, config.window_frames - db.shape[1])))
     mean = db.mean()
     std = db.std()
     return ((db - mean) / (std if std > 1e-8 else 1.0)).astype(np.float32)
+
+
+def normalise_window(mel: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Mel power (n_mels, any frames) → the model's window: ``standardise_db(power_db(...))``."""
+    return standardise_db(power_db(mel[:, : config.window_frames]), config)
 
 
 def compute_log_mel_spect(audio: np.ndarray | str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -229,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def limit_blas_threads() -> None:
+    """One BLAS thread: the per-hop mel matmul is tiny, and idle OpenBLAS workers spin, burning a core."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with librosa's scikit-learn; without it, OPENBLAS_NUM_THREADS=1 does the same
+        logger.debug("threadpoolctl missing: BLAS thread count left as is")
+        return
+    threadpool_limits(1)
+
+
 def make_source(args):
     if args.mic:
         return MicrophoneSource(args.device)
@@ -241,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_blas_threads()
     if not args.verbose:  # our own connect/disconnect lines say more
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:

@@ -74,6 +74,7 @@ class EmotionPipeline:
         return mono
 
     def process(self, frames: np.ndarray, last: bool = False) -> list[dict]:
+        ready_time = time.time()  # the samples completing these windows are in hand from here on
         started = time.perf_counter()
         windows = self.stream.push(self.to_model_rate(frames, last))
         if not windows:
@@ -101,6 +102,7 @@ class EmotionPipeline:
                 "seq": w.index,
                 "start_s": round(w.start_sample / sr, 6),
                 "end_s": round(w.end_sample / sr, 6),
+                "ready_time": ready_time,
                 "wall_time": time.time(),
                 "silence": p is None,
                 "level_dbfs": round(w.level_dbfs, 2),

@@ -1,0 +1,1 @@
+"""Benchmarks of the streaming path: a command, never a timed test."""

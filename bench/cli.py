@@ -1,0 +1,323 @@
+"""``emostream-bench``: where every millisecond of the streaming path goes, against the naive way, in one run.
+
+Writes a terminal table, ``bench.json`` and ``bench.md`` (with ``latency.png``) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.measure import (
+    feature_update_times,
+    inference_times,
+    onnx_flops_per_window,
+    percentiles_ms,
+    process_cpu_seconds,
+    sgemm_flops_per_s,
+    windows_from,
+)
+from features import DEFAULT_CONFIG, load_audio
+from stream.daemon import DEFAULT_SAMPLE
+from stream.model import DEFAULT_MODEL_PATH, EmotionModel, InferenceConfig
+from stream.pipeline import EmotionPipeline, PipelineConfig
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "inference_p50_vs_floor": 1.2,
+    "feature_update_p99_ms": 0.3,
+    "e2e_p99_ms_100": 5.0,
+    "e2e_p99_ms_1000": 25.0,
+    "idle_cpu_percent": 2.0,
+}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ort_profile(model_path: Path, windows: np.ndarray, threads: int, runs: int = 200) -> list[dict]:
+    """Per-operator share of inference time from onnxruntime's profiler."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "emostream-ort-profile")
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for i in range(runs):
+        session.run(None, {name: windows[i % len(windows)][np.newaxis, ..., np.newaxis]})
+    trace = Path(session.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + event["dur"]
+    trace.unlink(missing_ok=True)
+    total = sum(totals.values()) or 1.0
+    return [{"op": op, "us_per_window": us / runs, "share": us / total}
+            for op, us in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def keras_predict(keras_path: Path):
+    """The Keras model called directly (``model(x, training=False)``), or None without TensorFlow."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+    except ImportError:
+        return None
+    if not keras_path.is_file():
+        return None
+    model = keras.models.load_model(keras_path, compile=False)
+    return lambda x: np.asarray(model(x[..., np.newaxis], training=False))
+
+
+def realtime_factor(model: EmotionModel, signal: np.ndarray, hop_s: float, seconds: float) -> dict:
+    """Audio seconds per CPU second through the whole pipeline on a ``--fast`` file run."""
+    pipeline = EmotionPipeline(model, PipelineConfig(hop_s=hop_s, silence_dbfs=-120), DEFAULT_CONFIG.sample_rate_hz)
+    audio = np.resize(signal, int(seconds * DEFAULT_CONFIG.sample_rate_hz))
+    block = 2048
+    cpu0, wall0 = process_cpu_seconds(), time.perf_counter()
+    windows = 0
+    for i in range(0, len(audio), block):
+        windows += len(pipeline.process(audio[i : i + block]))
+    cpu, wall = process_cpu_seconds() - cpu0, time.perf_counter() - wall0
+    return {"audio_s": seconds, "cpu_s": cpu, "wall_s": wall, "windows": windows,
+            "realtime_factor_cpu": seconds / cpu, "realtime_factor_wall": seconds / wall}
+
+
+def run(args) -> dict:
+    from bench import fanout
+
+    results: dict = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "numpy": np.__version__},
+        "settings": {"windows": args.windows, "hop_s": args.hop, "duration_s": args.duration,
+                     "subscribers": args.subscribers, "model": str(args.model)},
+    }
+    import onnxruntime
+
+    results["machine"]["onnxruntime"] = onnxruntime.__version__
+    signal = load_audio(args.audio)
+    model = EmotionModel(args.model, InferenceConfig(intra_op_threads=1, allow_spinning=False))
+    hop_frames = PipelineConfig(hop_s=args.hop).hop_frames(DEFAULT_CONFIG.sample_rate_hz, DEFAULT_CONFIG.hop_samples)
+
+    logger.info("feature update per hop (%d windows)", args.windows)
+    ours, naive = feature_update_times(signal, hop_frames, args.windows)
+    results["features"] = {"hop_frames": hop_frames, "ours": percentiles_ms(ours),
+                           "librosa_whole_window": percentiles_ms(naive)}
+    results["features"]["naive_over_ours_p50"] = (results["features"]["librosa_whole_window"]["p50_ms"]
+                                                  / results["features"]["ours"]["p50_ms"])
+
+    windows = windows_from(signal, 256)
+    variants = {
+        "onnxruntime fp32, 1 thread (daemon default)": InferenceConfig(1, False),
+        "onnxruntime fp32, 1 thread, spinning": InferenceConfig(1, True),
+        "onnxruntime fp32, 2 threads": InferenceConfig(2, False),
+        "onnxruntime fp32, 2 threads, spinning": InferenceConfig(2, True),
+    }
+    inference = {}
+    for name, config in variants.items():
+        logger.info("inference: %s", name)
+        m = EmotionModel(args.model, config)
+        inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+    int8 = args.model.with_name(args.model.stem + ".int8.onnx")
+    if int8.is_file():
+        m = EmotionModel(int8, InferenceConfig(1, False))
+        inference["onnxruntime int8, 1 thread"] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+    keras_fn = None if args.no_keras else keras_predict(args.keras)
+    if keras_fn is not None:
+        logger.info("inference: Keras called directly (%d windows)", args.keras_windows)
+        inference["Keras model called directly"] = percentiles_ms(
+            inference_times(keras_fn, windows, args.keras_windows))
+    base = inference["onnxruntime fp32, 1 thread (daemon default)"]["p50_ms"]
+    for stats in inference.values():
+        stats["p50_over_ours"] = stats["p50_ms"] / base
+    results["inference"] = inference
+
+    flops = onnx_flops_per_window(args.model)
+    rate = sgemm_flops_per_s(threads=1)
+    results["floor"] = {"model_mflop_per_window": None if flops is None else flops / 1e6,
+                        "sgemm_gflop_per_s_1_thread": rate / 1e9,
+                        "floor_ms": None if flops is None else flops / rate * 1e3}
+    if flops is not None:
+        results["floor"]["inference_p50_over_floor"] = base / results["floor"]["floor_ms"]
+    results["profile"] = ort_profile(args.model, windows, threads=1)[:8]
+
+    logger.info("real-time factor (%.0f s of audio, --fast)", args.rtf_seconds)
+    results["realtime"] = realtime_factor(model, signal, args.hop, args.rtf_seconds)
+
+    daemon_args = ["--model", str(args.model), "--threads", "1", "--hop", str(args.hop)]
+    if not args.skip_fanout:
+        fanout.raise_fd_limit()
+        results["idle"] = fanout.idle_cpu_percent([*daemon_args, "--stdin"], seconds=args.idle_seconds)
+        results["fanout"] = {}
+        for n in args.subscribers:
+            logger.info("fan-out: %d subscribers for %.0f s", n, args.duration)
+            r = fanout.fanout_run([*daemon_args, "--file", str(args.audio), "--loop"], n, args.duration)
+            results["fanout"][str(n)] = {
+                "connected": r["connected"], "messages": r["messages"], "max_dropped": r["max_dropped"],
+                "e2e": percentiles_ms(r["e2e"]) if len(r["e2e"]) else None,
+                "broadcast": percentiles_ms(r["broadcast"]) if len(r["broadcast"]) else None,
+                "daemon_cpu_percent": r["daemon_cpu_percent"], "daemon_rss_mb": r["daemon_rss_mb"],
+            }
+            results.setdefault("_raw", {})[f"e2e_{n}"] = r["e2e"]
+    results.setdefault("_raw", {}).update({"features_ours": np.array(ours), "features_naive": np.array(naive)})
+    results["targets"] = check_targets(results)
+    return results
+
+
+def check_targets(r: dict) -> list[dict]:
+    rows = []
+
+    def add(name, value, target, unit=""):
+        if value is not None:
+            rows.append({"target": name, "value": value, "limit": target, "met": value <= target,
+                         "by": value / target, "unit": unit})
+
+    add("inference p50 ≤ 1.2× floor (1 thread)", r["floor"].get("inference_p50_over_floor"),
+        TARGETS["inference_p50_vs_floor"], "× floor")
+    add("feature update p99 ≤ 0.3 ms per hop", r["features"]["ours"]["p99_ms"], TARGETS["feature_update_p99_ms"], "ms")
+    for n, key in (("100", "e2e_p99_ms_100"), ("1000", "e2e_p99_ms_1000")):
+        stats = r.get("fanout", {}).get(n)
+        if stats and stats["e2e"]:
+            add(f"end-to-end p99 with {n} subscribers ≤ {TARGETS[key]:g} ms", stats["e2e"]["p99_ms"], TARGETS[key], "ms")
+    if "idle" in r:
+        add("idle daemon CPU < 2 % of a core", r["idle"]["cpu_percent"], TARGETS["idle_cpu_percent"], "%")
+    return rows
+
+
+def table(r: dict) -> str:
+    lines = [f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores; onnxruntime "
+             f"{r['machine']['onnxruntime']}", "",
+             f"{'stage':<48} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'×ours':>7}"]
+
+    def row(name, s, ratio=None):
+        lines.append(f"{name:<48} {s['p50_ms']:8.3f} {s['p95_ms']:8.3f} {s['p99_ms']:8.3f} {s['max_ms']:8.2f} "
+                     + (f"{ratio:7.2f}" if ratio is not None else f"{'':>7}"))
+
+    f = r["features"]
+    row(f"feature update per hop ({f['hop_frames']} frames)", f["ours"], 1.0)
+    row("  librosa, whole window every hop", f["librosa_whole_window"], f["naive_over_ours_p50"])
+    for name, s in r["inference"].items():
+        row(f"inference: {name}", s, s["p50_over_ours"])
+    for n, s in r.get("fanout", {}).items():
+        if s["broadcast"]:
+            row(f"broadcast, {n} subscribers", s["broadcast"])
+        if s["e2e"]:
+            row(f"end to end, {n} subscribers", s["e2e"])
+    fl = r["floor"]
+    if fl["floor_ms"]:
+        lines += ["", f"floor: {fl['model_mflop_per_window']:.1f} MFLOP/window ÷ sgemm "
+                  f"{fl['sgemm_gflop_per_s_1_thread']:.1f} GFLOP/s (1 thread) = {fl['floor_ms']:.3f} ms; "
+                  f"inference p50 = {fl['inference_p50_over_floor']:.2f}× floor"]
+    rt = r["realtime"]
+    lines.append(f"real-time factor: {rt['realtime_factor_cpu']:.0f}× (audio s per CPU s), "
+                 f"{rt['realtime_factor_wall']:.0f}× wall, {rt['windows']} windows")
+    if "idle" in r:
+        lines.append(f"idle daemon: {r['idle']['cpu_percent']:.2f} % of a core, {r['idle']['rss_mb']:.0f} MB RSS")
+    for n, s in r.get("fanout", {}).items():
+        lines.append(f"fan-out {n:>4}: daemon {s['daemon_cpu_percent']:5.1f} % CPU, {s['daemon_rss_mb']:.0f} MB RSS, "
+                     f"{s['messages']} messages received, max dropped {s['max_dropped']}")
+    lines.append("")
+    for t in r["targets"]:
+        lines.append(f"[{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['value']:.3f} {t['unit']}"
+                     + ("" if t["met"] else f" ({t['by']:.1f}× the limit)"))
+    return "\n".join(lines)
+
+
+def histogram(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw = r["_raw"]
+    panels = [("feature update per hop", {"ours": raw["features_ours"], "librosa whole window": raw["features_naive"]})]
+    e2e = {k.removeprefix("e2e_") + " subscribers": v for k, v in raw.items() if k.startswith("e2e_") and len(v)}
+    if e2e:
+        panels.append(("end to end (audio ready → subscriber)", e2e))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4))
+    for ax, (title, series) in zip(np.atleast_1d(axes), panels, strict=True):
+        for label, values in series.items():
+            ms = np.asarray(values) * 1e3
+            ax.hist(ms, bins=np.logspace(np.log10(max(ms.min(), 1e-3)), np.log10(ms.max() + 1e-3), 60),
+                    alpha=0.6, label=label)
+        ax.set_xscale("log")
+        ax.set(title=title, xlabel="ms (log scale)", ylabel="count")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(r: dict, table_text: str) -> str:
+    profile = "\n".join(f"| {p['op']} | {p['us_per_window']:.0f} | {p['share']:.0%} |" for p in r["profile"])
+    return (f"# emostream benchmark\n\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+            f"{r['machine']['cpu']} ({r['machine']['cores']} cores). Produced by `emostream-bench`; "
+            "ratios are measured side by side in this one run.\n\n```\n" + table_text + "\n```\n\n"
+            "![latency histograms](latency.png)\n\n## Where inference time goes (onnxruntime profiler, 1 thread)\n\n"
+            "| operator | µs per window | share |\n|---|---|---|\n" + profile + "\n")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    p.add_argument("--keras", type=Path, default=ROOT / "models" / "model.keras",
+                   help="Keras twin for the side-by-side (used when TensorFlow is installed)")
+    p.add_argument("--no-keras", action="store_true")
+    p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
+    p.add_argument("--windows", type=int, default=1000, help="timed windows per stage")
+    p.add_argument("--keras-windows", type=int, default=100)
+    p.add_argument("--hop", type=float, default=0.25, help="seconds between windows")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per fan-out level")
+    p.add_argument("--subscribers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100, 1000])
+    p.add_argument("--rtf-seconds", type=float, default=60.0)
+    p.add_argument("--idle-seconds", type=float, default=5.0)
+    p.add_argument("--skip-fanout", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from stream.model import ModelError
+
+    try:
+        results = run(args)
+    except ModelError as exc:
+        logger.error("%s", exc)
+        return 2
+    text = table(results)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    histogram(results, args.out / "latency.png")
+    raw = results.pop("_raw")
+    results["raw_counts"] = {k: len(v) for k, v in raw.items()}
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "bench.md").write_text(markdown(results, text))
+    logger.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

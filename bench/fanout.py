@@ -1,0 +1,137 @@
+"""Latency through the real daemon (a subprocess) to N WebSocket subscribers (another process), on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing as mp
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_SAMPLES = 200_000
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def start_daemon(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """``python -m stream.daemon ARGS --port 0``; returns the process and the port it bound."""
+    proc = subprocess.Popen([sys.executable, "-m", "stream.daemon", *args, "--port", "0"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if match := re.search(r"listening on ws://[\d.]+:(\d+)", line):
+            threading_drain(proc)
+            return proc, int(match.group(1))
+    raise RuntimeError(f"daemon did not start (exit {proc.wait()})")
+
+
+def threading_drain(proc: subprocess.Popen) -> None:
+    """Keep reading the daemon's stderr so it never blocks on a full pipe."""
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+
+
+def _client_process(url: str, n: int, duration_s: float, out: mp.Queue) -> None:
+    raise_fd_limit()
+    out.put(asyncio.run(_clients(url, n, duration_s)))
+
+
+async def _clients(url: str, n: int, duration_s: float) -> dict:
+    from websockets.asyncio.client import connect
+
+    e2e, broadcast = [], []
+    state = {"recording": False, "messages": 0, "dropped": 0}
+
+    async def one(i):
+        async with connect(url, open_timeout=60, max_size=2**20) as ws:
+            await ws.recv()  # hello
+            connected.append(i)
+            async for raw in ws:
+                now = time.time()
+                if not state["recording"]:
+                    continue
+                m = json.loads(raw)
+                state["messages"] += 1
+                state["dropped"] = max(state["dropped"], m.get("dropped", 0))
+                if m.get("type") == "scores" and len(e2e) < MAX_SAMPLES:
+                    e2e.append(now - m["ready_time"])
+                    broadcast.append(now - m["wall_time"])
+
+    connected: list[int] = []
+    tasks = []
+    for i in range(n):  # connect in small batches: no SYN storm
+        tasks.append(asyncio.create_task(one(i)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)
+    deadline = time.time() + 120
+    while len(connected) < n and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    state["recording"] = True
+    started = time.time()
+    await asyncio.sleep(duration_s)
+    state["recording"] = False
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"connected": len(connected), "seconds": time.time() - started, "messages": state["messages"],
+            "max_dropped": state["dropped"], "e2e": np.array(e2e), "broadcast": np.array(broadcast)}
+
+
+def fanout_run(daemon_args: list[str], subscribers: int, duration_s: float) -> dict:
+    """Latencies seen by ``subscribers`` clients over ``duration_s``, and the daemon's CPU and memory meanwhile."""
+    import psutil
+
+    proc, port = start_daemon(daemon_args)
+    try:
+        daemon = psutil.Process(proc.pid)
+        queue: mp.Queue = mp.get_context("spawn").Queue()
+        clients = mp.get_context("spawn").Process(
+            target=_client_process, args=(f"ws://127.0.0.1:{port}", subscribers, duration_s, queue))
+        clients.start()
+        time.sleep(min(2.0, duration_s / 4))
+        # CPU and memory while every subscriber is connected and receiving.
+        cpu_before, wall_before = sum(daemon.cpu_times()[:2]), time.time()
+        result = queue.get(timeout=duration_s + 180)
+        cpu_after, wall_after = sum(daemon.cpu_times()[:2]), time.time()
+        rss = daemon.memory_info().rss
+        clients.join(10)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    result["daemon_cpu_percent"] = 100 * (cpu_after - cpu_before) / (wall_after - wall_before)
+    result["daemon_rss_mb"] = rss / 2**20
+    return result
+
+
+def idle_cpu_percent(daemon_args: list[str], seconds: float = 5.0) -> dict:
+    """The daemon with a silent stdin (no audio arriving) and no subscribers: CPU it burns doing nothing."""
+    import psutil
+
+    proc, _ = start_daemon(daemon_args)
+    try:
+        daemon = psutil.Process(proc.pid)
+        time.sleep(1.0)
+        before = sum(daemon.cpu_times()[:2])
+        time.sleep(seconds)
+        used = sum(daemon.cpu_times()[:2]) - before
+        rss = daemon.memory_info().rss
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {"cpu_percent": 100 * used / seconds, "rss_mb": rss / 2**20, "seconds": seconds}

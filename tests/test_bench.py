@@ -1,0 +1,41 @@
+import json
+
+from bench.cli import main
+
+
+def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["--model", str(tiny_onnx), "--no-keras", "--windows", "30", "--duration", "4",
+                 "--subscribers", "1,3", "--rtf-seconds", "4", "--idle-seconds", "1", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "bench.json").read_text())
+    assert results["features"]["ours"]["n"] == 30
+    assert results["features"]["naive_over_ours_p50"] > 1  # the streaming update beats recomputing the window
+    assert results["inference"]["onnxruntime fp32, 1 thread (daemon default)"]["p50_over_ours"] == 1.0
+    assert results["floor"]["model_mflop_per_window"] > 0 and results["floor"]["floor_ms"] > 0
+    assert results["realtime"]["realtime_factor_cpu"] > 1
+    for n in ("1", "3"):
+        fan = results["fanout"][n]
+        assert fan["connected"] == int(n) and fan["messages"] > 0
+        assert 0 < fan["e2e"]["p50_ms"] < 1000 and fan["daemon_rss_mb"] > 0
+    assert results["idle"]["cpu_percent"] >= 0
+    assert {t["target"] for t in results["targets"]}
+    assert (out / "latency.png").stat().st_size > 0
+    assert "emostream benchmark" in (out / "bench.md").read_text()
+
+
+def test_flop_count_of_the_reference_crnn_matches_the_arithmetic(tmp_path):
+    import keras
+
+    from bench.measure import onnx_flops_per_window
+    from export.onnx_export import convert
+    from features.contract import ModelContract
+    from train.model import build_crnn
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "ref.onnx"
+    path.write_bytes(convert(build_crnn(compile=False), ModelContract.for_features(list("abcdefgh"))).SerializeToString())
+    conv = 2 * (126 * 98 * 32 * 9 * 1 + 61 * 47 * 64 * 9 * 32)
+    lstm = 2 * 23 * 4 * (128 * (1920 + 128) + 64 * (128 + 64))
+    dense = 2 * 64 * 8
+    assert abs(onnx_flops_per_window(path) - (conv + lstm + dense)) / (conv + lstm + dense) < 0.01

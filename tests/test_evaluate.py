@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+
+from train import evaluate
+from train.evaluate import FOLDS, actor_folds, random_split
+from train.prepare import split_and_oversample
+
+
+def test_actor_folds_never_share_an_actor_and_cover_everyone_once():
+    actors = np.repeat(np.arange(1, 25), 30)
+    folds = actor_folds(actors)
+    assert len(folds) == 6
+    tested = np.concatenate([f["test"] for f in folds])
+    assert sorted(tested) == list(range(len(actors)))  # every clip is a test clip exactly once
+    for fold in folds:
+        parts = {name: set(actors[fold[name]]) for name in ("train", "val", "test")}
+        assert parts["train"].isdisjoint(parts["val"]) and parts["train"].isdisjoint(parts["test"])
+        assert parts["val"].isdisjoint(parts["test"])
+        assert len(parts["test"]) == 4 and len(parts["val"]) == 4 and len(parts["train"]) == 16
+        assert {a % 2 for a in parts["test"]} == {0, 1}  # both sexes in every test fold
+    assert FOLDS[0] == [1, 2, 3, 4] and FOLDS[-1] == [21, 22, 23, 24]
+
+
+def test_random_protocol_keeps_the_reference_test_split_and_validates_on_the_training_side():
+    labels = np.random.default_rng(0).permutation(np.repeat(["a", "b", "c", "d"], [50, 100, 100, 60]))
+    (fold,) = random_split(labels, seed=42)
+    reference = split_and_oversample(labels, 0.2, seed=42)
+    np.testing.assert_array_equal(np.sort(fold["test"]), np.sort(reference.test))
+    assert set(fold["val"]) | set(fold["train"]) == set(reference.train)
+    assert set(fold["val"]).isdisjoint(fold["test"]) and set(fold["val"]).isdisjoint(fold["train"])
+
+
+def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_the_end(ravdess_dir, tmp_path,
+                                                                                    monkeypatch):
+    calls = []
+    real = evaluate.clip_probabilities
+
+    def recording(model, bank, rows, multi_window):
+        calls.append(np.asarray(rows).copy())
+        return real(model, bank, rows, multi_window)
+
+    monkeypatch.setattr(evaluate, "clip_probabilities", recording)
+    out = tmp_path / "eval"
+    code = evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "2",
+                          "--max-clips-per-class", "12", "--data-dir", str(ravdess_dir), "--out", str(out),
+                          "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    for name in ("evaluation.json", "evaluation.md", "folds.json", "confusion.png"):
+        assert (out / name).stat().st_size > 0
+    result = json.loads((out / "evaluation.json").read_text())
+    fold = result["folds"][0]
+    assert fold["epochs_run"] == 2 and 1 <= fold["epoch"] <= 2
+    assert set(result["summary"]) == {"accuracy", "macro_f1", "uar"}
+    # Two validation passes during training, then the test clips (multi-window and first-window).
+    assert len(calls) == 4
+    val_rows, test_rows = set(calls[0]), set(calls[-1])
+    assert val_rows.isdisjoint(test_rows)
+    assert all(set(c) == val_rows for c in calls[:2]) and all(set(c) == test_rows for c in calls[2:])
+
+
+@pytest.mark.parametrize("variant", ["noise", "speed", "reverb", "eq"])
+def test_augmentations_keep_audio_finite_and_change_it(variant):
+    from synth import speechlike
+
+    from train.augment import AUGMENTATIONS
+
+    y = speechlike(2.0, seed=1)
+    out = AUGMENTATIONS[variant](y, np.random.default_rng(0))
+    assert out.dtype == np.float32 and np.all(np.isfinite(out))
+    assert 0.8 * len(y) <= len(out) <= 1.2 * len(y)
+    assert not np.allclose(out[: min(len(y), len(out))], y[: min(len(y), len(out))], atol=1e-3)

@@ -1,0 +1,64 @@
+"""Waveform augmentations that mimic other voices, rooms and microphones. Pure functions of (samples, rng).
+
+Gain alone is not among them: every window is standardised and referenced to its loudest bin, so a
+gain change leaves the features unchanged (apart from the 80 dB floor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SR = 22050
+
+
+def add_noise(y: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float] = (5.0, 25.0)) -> np.ndarray:
+    """White, pink or brown noise at a random SNR (dB, relative to the clip's mean power)."""
+    noise = rng.standard_normal(y.size).astype(np.float32)
+    colour = rng.integers(3)
+    if colour:  # pink (1/f) or brown (1/f²) through spectral shaping
+        spectrum = np.fft.rfft(noise)
+        f = np.maximum(np.fft.rfftfreq(y.size), 1.0 / y.size)
+        spectrum /= f ** (0.5 * colour)
+        noise = np.fft.irfft(spectrum, n=y.size).astype(np.float32)
+    signal_power = np.mean(y**2) + 1e-12
+    noise_power = np.mean(noise**2) + 1e-12
+    snr = rng.uniform(*snr_db)
+    return (y + noise * np.sqrt(signal_power / noise_power / 10 ** (snr / 10))).astype(np.float32)
+
+
+def change_speed(y: np.ndarray, rng: np.random.Generator, factor: tuple[float, float] = (0.88, 1.12)) -> np.ndarray:
+    """Resample-based speed change: tempo and pitch move together, like a different vocal tract."""
+    import soxr
+
+    f = rng.uniform(*factor)
+    return soxr.resample(y, SR * f, SR).astype(np.float32)
+
+
+def add_reverb(y: np.ndarray, rng: np.random.Generator, rt60_s: tuple[float, float] = (0.15, 0.9)) -> np.ndarray:
+    """Convolution with a synthetic room impulse response (exponentially decaying noise, random RT60)."""
+    from scipy.signal import fftconvolve
+
+    rt60 = rng.uniform(*rt60_s)
+    n = int(rt60 * SR)
+    t = np.arange(n) / SR
+    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # −60 dB at rt60
+    rir[0] = 1.0 + abs(rir[0])  # direct path
+    rir /= np.sqrt(np.sum(rir**2))
+    wet = fftconvolve(y, rir)[: y.size]
+    mix = rng.uniform(0.4, 1.0)
+    return (mix * wet + (1 - mix) * y).astype(np.float32)
+
+
+def band_limit_eq(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A cheap microphone or phone line: random band limits and a few broad ±8 dB boosts or cuts."""
+    spectrum = np.fft.rfft(y)
+    f = np.fft.rfftfreq(y.size, 1 / SR)
+    low, high = rng.uniform(80, 400), rng.uniform(3200, 10000)
+    gain_db = np.where((f >= low) & (f <= high), 0.0, -30.0)
+    for _ in range(rng.integers(1, 4)):
+        centre, width, boost = rng.uniform(200, 6000), rng.uniform(0.3, 1.2), rng.uniform(-8, 8)
+        gain_db += boost * np.exp(-0.5 * (np.log2(np.maximum(f, 1) / centre) / width) ** 2)
+    return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=y.size).astype(np.float32)
+
+
+AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb, "eq": band_limit_eq}

@@ -1,0 +1,82 @@
+"""Whole-clip features for evaluation and augmented training, computed once and cached on disk.
+
+For every clip and variant (the original, or one waveform augmentation with a per-clip seed):
+- ``db``: dB frames of the whole clip (n_mels, n_frames), float16 — random 100-frame crops of these,
+  put through ``standardise_db``, are training windows;
+- for the original only, ``windows``: the exact windows the daemon would see while the clip streams
+  past (``LogMelStream``, hop 11 frames), float16 — the test-time inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from features import DEFAULT_CONFIG, FEATURE_VERSION, compute_log_mel_spect, load_audio, mel_power, power_db
+from stream.logmel_stream import LogMelStream
+from train.augment import AUGMENTATIONS
+from train.featurize import default_cache_dir
+
+logger = logging.getLogger(__name__)
+
+TEST_HOP_FRAMES = 11
+
+
+@dataclass
+class ClipBank:
+    paths: list[str]
+    db: list[np.ndarray]  # per clip (n_mels, n_frames) float16
+    windows: list[np.ndarray] | None  # per clip (n_windows, n_mels, frames) float16; original variant only
+
+
+def _clip(args: tuple[str, str, int]):
+    path, variant, seed = args
+    y = load_audio(path)
+    if variant != "orig":
+        rng = np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
+        y = AUGMENTATIONS[variant](y, rng)
+        y = y / max(1.0, float(np.abs(y).max()))  # keep within full scale like a real recording
+    db = power_db(mel_power(y)).astype(np.float16)
+    if variant != "orig":
+        return db, None
+    windows = [w.features for w in LogMelStream(DEFAULT_CONFIG, TEST_HOP_FRAMES).push(y)]
+    if not windows:  # shorter than one window: the padded window, as compute_log_mel_spect gives
+        windows = [compute_log_mel_spect(y)]
+    return db, np.stack(windows).astype(np.float16)
+
+
+def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0,
+              cache_dir: Path | None = None, workers: int | None = None) -> ClipBank:
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
+                                     "config": DEFAULT_CONFIG.to_dict(), "hop": TEST_HOP_FRAMES}).encode())
+    cache = cache_dir / f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            db = np.split(z["db"], z["db_offsets"][1:-1], axis=1)
+            windows = np.split(z["windows"], z["win_offsets"][1:-1]) if "windows" in z else None
+        logger.info("clip bank %s: %d clips from cache", variant, len(paths))
+        return ClipBank(paths, db, windows)
+    jobs = [(str(root / p), variant, seed) for p in paths]
+    with ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4)) as pool:
+        results = list(tqdm(pool.map(_clip, jobs, chunksize=8), total=len(jobs), desc=f"clips ({variant})"))
+    db = [r[0] for r in results]
+    windows = [r[1] for r in results] if variant == "orig" else None
+    arrays = {"db": np.concatenate(db, axis=1), "db_offsets": np.cumsum([0] + [d.shape[1] for d in db])}
+    if windows is not None:
+        arrays["windows"] = np.concatenate(windows)
+        arrays["win_offsets"] = np.cumsum([0] + [len(w) for w in windows])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    return ClipBank(paths, db, windows)
