@@ -199,7 +199,8 @@ def check_targets(r: dict) -> list[dict]:
     for n, key in (("100", "e2e_p99_ms_100"), ("1000", "e2e_p99_ms_1000")):
         stats = r.get("fanout", {}).get(n)
         if stats and stats["e2e"]:
-            add(f"end-to-end p99 with {n} subscribers ≤ {TARGETS[key]:g} ms", stats["e2e"]["p99_ms"], TARGETS[key], "ms")
+            add(f"end-to-end p99 with {n} subscribers ≤ {TARGETS[key]:g} ms", stats["e2e"]["p99_ms"],
+                TARGETS[key], "ms")
     if "idle" in r:
         add("idle daemon CPU < 2 % of a core", r["idle"]["cpu_percent"], TARGETS["idle_cpu_percent"], "%")
     return rows

@@ -31,6 +31,7 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=MODELS_DIR / "emotion_crnn.onnx", help="ONNX file to write")
     p.add_argument("--data-dir", help="RAVDESS root for the parity windows (default: $RAVDESS_DIR or ../shared/...)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
+    p.add_argument("--int8", action="store_true", help="also try static INT8 (kept only if faster and < 1 pt worse)")
     p.add_argument("--min-windows", type=int, default=MIN_PARITY_WINDOWS, help="fail with fewer parity windows")
     return p.parse_args(argv)
 
@@ -106,7 +107,39 @@ def main(argv: list[str] | None = None) -> int:
                 f"{parity.top1_agreement:.0%}, accuracy {parity.onnx_accuracy:.2%} (ONNX) vs "
                 f"{parity.keras_accuracy:.2%} (Keras).")
     logger.info("wrote %s", args.out)
+    if args.int8:
+        int8_report(args, labels, test_files, windows, y_true)
     return 0
+
+
+def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300) -> np.ndarray:
+    """Windows of clips outside the test split: calibration never sees test audio."""
+    import pandas as pd
+
+    from train.data import index_ravdess
+    from train.featurize import extract_features
+
+    index = index_ravdess(data_dir)
+    test = set(pd.read_csv(test_files)["path"])
+    paths = sorted(p for p in index.frame["path"] if p not in test)
+    chosen = list(np.random.default_rng(0).choice(paths, size=min(n, len(paths)), replace=False))
+    return extract_features(index.root, chosen, DEFAULT_CONFIG, cache_dir).windows
+
+
+def int8_report(args, labels, test_files, windows, y_true) -> None:
+    from export.quantize import try_int8
+
+    result = try_int8(args.out, windows, y_true, calibration_windows(test_files, args.data_dir, args.cache_dir))
+    verdict = "shipped" if result.worth_shipping else "not shipped"
+    text = (f"INT8 ({result.method}): {result.int8_ms:.2f} ms vs fp32 {result.fp32_ms:.2f} ms per window "
+            f"(p50, batch 1, 1 thread), test accuracy {result.int8_accuracy:.2%} vs {result.fp32_accuracy:.2%}: "
+            f"{verdict}.")
+    print(text)
+    record = {**result.__dict__, "shipped": result.worth_shipping}
+    (args.out.parent / f"{args.out.stem}.int8.json").write_text(json.dumps(record, indent=2) + "\n")
+    card = args.keras.parent / "metrics.md"
+    if card.is_file():
+        card.write_text(card.read_text().rstrip() + "\n\n" + text + "\n")
 
 
 if __name__ == "__main__":

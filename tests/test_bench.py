@@ -34,7 +34,8 @@ def test_flop_count_of_the_reference_crnn_matches_the_arithmetic(tmp_path):
 
     keras.utils.set_random_seed(0)
     path = tmp_path / "ref.onnx"
-    path.write_bytes(convert(build_crnn(compile=False), ModelContract.for_features(list("abcdefgh"))).SerializeToString())
+    proto = convert(build_crnn(compile=False), ModelContract.for_features(list("abcdefgh")))
+    path.write_bytes(proto.SerializeToString())
     conv = 2 * (126 * 98 * 32 * 9 * 1 + 61 * 47 * 64 * 9 * 32)
     lstm = 2 * 23 * 4 * (128 * (1920 + 128) + 64 * (128 + 64))
     dense = 2 * 64 * 8
