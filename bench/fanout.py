@@ -55,23 +55,18 @@ def _client_process(url: str, n: int, duration_s: float, out: mp.Queue) -> None:
 async def _clients(url: str, n: int, duration_s: float) -> dict:
     from websockets.asyncio.client import connect
 
-    e2e, broadcast = [], []
-    state = {"recording": False, "messages": 0, "dropped": 0}
+    received: list[tuple[float, str]] = []  # parsed after the run: JSON work must not delay receipt times
+    state = {"recording": False, "messages": 0}
 
     async def one(i):
-        async with connect(url, open_timeout=60, max_size=2**20) as ws:
+        async with connect(url, open_timeout=60, max_size=2**20, compression=None) as ws:
             await ws.recv()  # hello
             connected.append(i)
             async for raw in ws:
-                now = time.time()
-                if not state["recording"]:
-                    continue
-                m = json.loads(raw)
-                state["messages"] += 1
-                state["dropped"] = max(state["dropped"], m.get("dropped", 0))
-                if m.get("type") == "scores" and len(e2e) < MAX_SAMPLES:
-                    e2e.append(now - m["ready_time"])
-                    broadcast.append(now - m["wall_time"])
+                if state["recording"]:
+                    state["messages"] += 1
+                    if len(received) < MAX_SAMPLES:
+                        received.append((time.time(), raw))
 
     connected: list[int] = []
     tasks = []
@@ -89,8 +84,12 @@ async def _clients(url: str, n: int, duration_s: float) -> dict:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    messages = [(now, json.loads(raw)) for now, raw in received]
+    scores = [(now, m) for now, m in messages if m.get("type") == "scores"]
     return {"connected": len(connected), "seconds": time.time() - started, "messages": state["messages"],
-            "max_dropped": state["dropped"], "e2e": np.array(e2e), "broadcast": np.array(broadcast)}
+            "max_dropped": max((m.get("dropped", 0) for _, m in scores), default=0),
+            "e2e": np.array([now - m["ready_time"] for now, m in scores]),
+            "broadcast": np.array([now - m["wall_time"] for now, m in scores])}
 
 
 def fanout_run(daemon_args: list[str], subscribers: int, duration_s: float) -> dict:

@@ -1,9 +1,10 @@
 """``ScoreBroadcaster``: fan score messages out to WebSocket subscribers without letting any hold others back.
 
-Each subscriber owns a bounded queue and a sender task. ``publish`` (on the event loop) only appends
-to the queues: when a queue is full its oldest message is dropped and counted, and each message a
-subscriber receives carries its running ``dropped`` count. Messages are JSON-encoded once, not once
-per subscriber.
+``publish`` runs on the event loop. A subscriber that keeps up gets the message written straight to
+its socket on that same loop turn; one that has fallen behind (messages queued, or its socket buffer
+full) gets it through its own bounded queue and sender task instead: when the queue is full its oldest
+message is dropped and counted. Every message carries the subscriber's running ``dropped`` count.
+Messages are JSON-encoded once, not once per subscriber.
 """
 
 from __future__ import annotations
@@ -13,19 +14,34 @@ import json
 import logging
 from collections import deque
 
+from websockets.asyncio.server import broadcast
+
 logger = logging.getLogger(__name__)
 
 
 class Subscriber:
-    def __init__(self, websocket, max_queue: int):
+    def __init__(self, websocket, max_queue: int, write_limit_bytes: int = 32768):
         self.websocket = websocket
         self.queue: deque[str] = deque()
         self.max_queue = max_queue
+        self.write_limit_bytes = write_limit_bytes
         self.dropped = 0
         self.sent = 0
+        self._sending = False
         self._wakeup = asyncio.Event()
 
+    def _writes_freely(self) -> bool:
+        """Nothing queued or in flight and the socket's buffer nearly empty: a direct write cannot block."""
+        transport = getattr(self.websocket, "transport", None)
+        return (not self.queue and not self._sending and transport is not None
+                and transport.get_write_buffer_size() < self.write_limit_bytes)
+
     def offer(self, encoded_without_brace: str) -> None:
+        if self._writes_freely():
+            # Fast path: write now, on this loop turn, without waking a task (websockets' broadcast()).
+            broadcast([self.websocket], f'{encoded_without_brace},"dropped":{self.dropped}}}')
+            self.sent += 1
+            return
         if len(self.queue) >= self.max_queue:
             self.queue.popleft()
             self.dropped += 1
@@ -39,7 +55,11 @@ class Subscriber:
             self._wakeup.clear()
             while self.queue:
                 head = self.queue.popleft()
-                await self.websocket.send(f'{head},"dropped":{self.dropped}}}')
+                self._sending = True
+                try:
+                    await self.websocket.send(f'{head},"dropped":{self.dropped}}}')
+                finally:
+                    self._sending = False
                 self.sent += 1
 
     async def drain(self, timeout_s: float) -> None:
@@ -52,15 +72,16 @@ class Subscriber:
 class ScoreBroadcaster:
     """The set of subscribers and the latest messages' counters; lives on the event loop's thread."""
 
-    def __init__(self, max_queue: int = 64):
+    def __init__(self, max_queue: int = 64, write_limit_bytes: int = 32768):
         self.max_queue = max_queue
+        self.write_limit_bytes = write_limit_bytes
         self.subscribers: set[Subscriber] = set()
         self.published = 0
         self.last_message: dict | None = None
         self.dropped_by_departed = 0
 
     def add(self, websocket) -> Subscriber:
-        subscriber = Subscriber(websocket, self.max_queue)
+        subscriber = Subscriber(websocket, self.max_queue, self.write_limit_bytes)
         self.subscribers.add(subscriber)
         return subscriber
 

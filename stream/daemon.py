@@ -56,7 +56,7 @@ class EmotionDaemon:
         self.server_config = server_config
         self.pipeline = EmotionPipeline(model, pipeline_config, source.sample_rate_hz, source.channels)
         self.ring = RingBuffer(int(server_config.ring_seconds * source.sample_rate_hz), source.channels)
-        self.broadcaster = ScoreBroadcaster(server_config.queue_messages)
+        self.broadcaster = ScoreBroadcaster(server_config.queue_messages, server_config.write_limit_bytes)
         self.port: int | None = None
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +155,7 @@ class EmotionDaemon:
         self._enough_subscribers = asyncio.Event()
         if self.server_config.wait_for_subscribers <= 0:
             self._enough_subscribers.set()
+        await asyncio.to_thread(self.pipeline.warm_up)
         worker = AnalysisWorker(
             self.ring, self.pipeline,
             on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
@@ -165,7 +166,8 @@ class EmotionDaemon:
         cfg = self.server_config
         async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request,
                          max_size=cfg.max_client_message_bytes, max_queue=4,
-                         write_limit=cfg.write_limit_bytes, close_timeout=2) as server:
+                         write_limit=cfg.write_limit_bytes, close_timeout=2,
+                         compression=None) as server:  # per-message deflate costs CPU and memory per subscriber
             self.port = server.sockets[0].getsockname()[1]
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:

@@ -59,6 +59,14 @@ class EmotionPipeline:
         self._smoothed = None
         self.windows_out = 0
 
+    def warm_up(self) -> None:
+        """Run one silent window through features and model, then forget it: the first real window
+        must not pay for lazy set-up (filterbank, allocator, onnxruntime's first run)."""
+        n = self.features.window_samples
+        self.stream.push(np.zeros(n, np.float32) + 1e-3 * np.sin(np.arange(n, dtype=np.float32)))
+        self.model.predict(np.zeros((1, self.features.n_mels, self.features.window_frames), np.float32))
+        self.reset()
+
     def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
         """Mono float32 at the model's rate; NaN/Inf samples become 0 and are counted."""
         frames = np.asarray(frames, dtype=np.float32)
