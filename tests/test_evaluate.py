@@ -45,7 +45,7 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     out = tmp_path / "eval"
     code = evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "2",
                           "--max-clips-per-class", "12", "--data-dir", str(ravdess_dir), "--out", str(out),
-                          "--cache-dir", str(tmp_path / "cache")])
+                          "--cache-dir", str(tmp_path / "cache"), "--save-model"])
     assert code == 0
     for name in ("evaluation.json", "evaluation.md", "folds.json", "confusion.png"):
         assert (out / name).stat().st_size > 0
@@ -53,6 +53,11 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     fold = result["folds"][0]
     assert fold["epochs_run"] == 2 and 1 <= fold["epoch"] <= 2
     assert set(result["summary"]) == {"accuracy", "macro_f1", "uar"}
+    saved = out / "model-fold1"  # ready for emostream-export
+    summary = json.loads((saved / "summary.json").read_text())
+    assert summary["test_accuracy"] == fold["test"]["accuracy"] and (saved / "model.keras").stat().st_size > 0
+    assert json.loads((saved / "labels.json").read_text()) == result["classes"]
+    assert len((saved / "test_files.csv").read_text().splitlines()) == fold["n_test"] + 1
     # Two validation passes during training, then the test clips (multi-window and first-window).
     assert len(calls) == 4
     val_rows, test_rows = set(calls[0]), set(calls[-1])

@@ -221,6 +221,25 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     (out / "evaluation.md").write_text("\n".join(lines))
 
 
+def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
+                        folder: Path) -> None:
+    """The model plus what ``emostream-export`` reads beside it: labels, summary and the test files."""
+    from train.cli import save_inference_model
+    from train.model import CrnnConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_inference_model(model, CrnnConfig(lstm_units=preset.lstm_units, dropout=preset.dropout,
+                                           n_classes=len(classes)), folder / "model.keras")
+    report.write_json(folder / "labels.json", classes)
+    frame.iloc[fold["test"]].to_csv(folder / "test_files.csv", index=False)
+    report.write_json(folder / "summary.json", {
+        "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
+        "test_accuracy": result["test"]["accuracy"], "test_macro_f1": result["test"]["macro_f1"],
+        "test_uar": result["test"]["uar"], "test_first_window": result.get("test_first_window"),
+        "epoch": result["epoch"], "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
+    })
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=["random", "actors"], default="actors")
@@ -232,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--save-model", action="store_true", help="save each fold's model (.keras) in --out")
+    p.add_argument("--save-model", action="store_true",
+                   help="save each fold's model with labels, summary and test files (ready for emostream-export)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preset = PRESETS[args.preset]
@@ -263,11 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("[%s] test %s", fold["name"], result["test"])
         results.append(result)
         if args.save_model:
-            from train.cli import save_inference_model
-            from train.model import CrnnConfig
-
-            save_inference_model(model, CrnnConfig(lstm_units=preset.lstm_units, dropout=preset.dropout,
-                                                   n_classes=len(classes)), args.out / f"model-fold{k + 1}.keras")
+            save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{k + 1}")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
     summary = summarise(results)
     y_true = np.concatenate([r["y_true"] for r in results])
