@@ -96,6 +96,8 @@ class EmotionDaemon:
     def process_request(self, connection, request):
         if request.path.split("?")[0] == "/healthz":
             return connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
+        if self._stop is not None and self._stop.is_set():
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "daemon shutting down\n")
         if len(self.broadcaster.subscribers) >= self.server_config.max_subscribers:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many subscribers\n")
         return None

@@ -13,7 +13,7 @@ import sys
 
 logger = logging.getLogger(__name__)
 
-BARS = " ▁▂▃▄▅▆▇█"
+BARS = "▁▂▃▄▅▆▇█"
 
 
 def format_line(message: dict, labels: list[str]) -> str:

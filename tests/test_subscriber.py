@@ -1,0 +1,74 @@
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from synth import SR, speechlike
+from test_daemon import DaemonThread
+
+from stream.daemon import EmotionDaemon, ServerConfig
+from stream.model import EmotionModel
+from stream.pipeline import PipelineConfig
+from stream.sources import FileSource
+from stream.subscriber import format_line, subscribe
+
+LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+
+
+def test_lines_show_top_emotion_bars_and_silence():
+    p = dict.fromkeys(LABELS, 0.0) | {"sad": 0.75, "calm": 0.25}
+    line = format_line({"end_s": 4.6, "silence": False, "probabilities": p, "top": "sad", "top_p": 0.75,
+                        "dropped": 0}, LABELS)
+    assert "sad" in line and "75%" in line and "4.60 s" in line
+    bars = line.split()[-1]
+    assert len(bars) == 8 and bars[LABELS.index("sad")] == "▆" and bars[LABELS.index("angry")] == "▁"
+    quiet = format_line({"end_s": 1.0, "silence": True, "level_dbfs": -71.2}, LABELS)
+    assert "(silence)" in quiet and "-71.2 dBFS" in quiet
+    assert "dropped 3" in format_line({"end_s": 1.0, "silence": False, "probabilities": p, "top": "sad",
+                                      "top_p": 0.75, "dropped": 3}, LABELS)
+
+
+def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "a.wav"
+    sf.write(path, speechlike(4.0, seed=2), SR)
+    with socket.socket() as s:  # a free port both daemons will use in turn
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = EmotionModel(tiny_onnx)
+
+    def daemon():
+        return EmotionDaemon(model, FileSource(path, realtime=True, loop=True), PipelineConfig(hop_s=0.05),
+                             ServerConfig(port=port))
+
+    out = io.StringIO()
+    result = {}
+    client = threading.Thread(target=lambda: result.setdefault(
+        "code", asyncio.run(subscribe(f"ws://127.0.0.1:{port}", as_json=True, count=6, out=out))), daemon=True)
+    with DaemonThread(daemon()):
+        client.start()
+        deadline = time.time() + 20
+        while out.getvalue().count('"scores"') < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    assert out.getvalue().count('"scores"') >= 2
+    with DaemonThread(daemon()):  # the same port, a new process life
+        client.join(60)
+    assert result.get("code") == 0
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [m["type"] for m in messages].count("hello") == 2  # connected twice
+    assert sum(m["type"] == "scores" for m in messages) == 6
+    assert np.all([abs(sum(m["probabilities"].values()) - 1) < 1e-5 for m in messages if m["type"] == "scores"])
+
+
+@pytest.mark.parametrize("argv", [["--help"]])
+def test_subscriber_command_has_help(argv, capsys):
+    from stream.subscriber import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0 and "--json" in capsys.readouterr().out
