@@ -31,7 +31,7 @@ class Window:
 
 def level_dbfs(samples: np.ndarray) -> float:
     """RMS level relative to full scale (1.0); −inf dB is floored at −200."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
     return 20 * math.log10(max(rms, 1e-10))
 
 
