@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 extras="${1:-}"
+want_browser="${2:-}"  # "browser": Debian's chromium for the dashboard test
 PYTHON="${PYTHON:-python3}"
 
 apt_install() {
@@ -23,6 +24,10 @@ fi
 if ! "$PYTHON" -c 'import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library("portaudio") else 1)'; then
   apt_install libportaudio2 || echo "setup: PortAudio missing; microphone input needs 'apt-get install libportaudio2'" \
     "(file and stdin input work without it)" >&2
+fi
+
+if [ "$want_browser" = browser ] && ! command -v chromium >/dev/null; then
+  apt_install chromium || echo "setup: chromium missing; the dashboard browser test will skip" >&2
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 DEFAULT_SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.flac"
+DASHBOARD = Path(__file__).resolve().parent / "assets" / "dashboard.html"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class EmotionDaemon:
         self._stop: asyncio.Event | None = None
         self._source_stop = threading.Event()
         self._enough_subscribers: asyncio.Event | None = None
+        self._dashboard_html: str | None = None
         c = model.contract
         self.hello = {
             "type": "hello",
@@ -94,13 +96,27 @@ class EmotionDaemon:
         }
 
     def process_request(self, connection, request):
-        if request.path.split("?")[0] == "/healthz":
+        path = request.path.split("?")[0]
+        if path == "/healthz":
             return connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade and (path.endswith("/") or path.endswith("/index.html")):
+            return self.dashboard(connection)
         if self._stop is not None and self._stop.is_set():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "daemon shutting down\n")
         if len(self.broadcaster.subscribers) >= self.server_config.max_subscribers:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many subscribers\n")
         return None
+
+    def dashboard(self, connection):
+        """The live page: one self-contained HTML file that opens a WebSocket back to where it came from."""
+        if self._dashboard_html is None:
+            self._dashboard_html = DASHBOARD.read_text()
+        response = connection.respond(HTTPStatus.OK, self._dashboard_html)
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     async def handle(self, websocket) -> None:
         peer = websocket.remote_address

@@ -1,0 +1,104 @@
+"""The dashboard page in a real headless Chromium, driven by Playwright, against a live daemon."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from test_daemon import DaemonThread
+from websockets.sync.client import connect
+
+from stream.daemon import EmotionDaemon, ServerConfig
+from stream.model import DEFAULT_MODEL_PATH, EmotionModel
+from stream.pipeline import PipelineConfig
+from stream.sources import FileSource
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        reason = "Chromium not installed (scripts/test.sh installs Debian's chromium when run as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def daemon(tiny_onnx):
+    model = EmotionModel(DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else tiny_onnx)
+    sample = Path(__file__).resolve().parent.parent / "stream" / "assets" / "sample.flac"
+    return EmotionDaemon(model, FileSource(sample, realtime=True, loop=True), PipelineConfig(hop_s=0.25),
+                         ServerConfig(port=0))
+
+
+def shown_and_last(page) -> dict:
+    """Read what the page shows and the last message it got in one JS turn (no message in between)."""
+    return page.evaluate("""() => ({ shown: document.getElementById('top').textContent,
+                                     last: window.emostream.last(),
+                                     bars: [...document.querySelectorAll('.bar')].map(b => b.dataset.label) })""")
+
+
+def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon, tmp_path):
+    with DaemonThread(daemon) as running:
+        base = f"http://127.0.0.1:{running.daemon.port}"
+        page = browser.new_page(viewport={"width": 1200, "height": 760})
+        with connect(running.url) as ws:
+            hello = json.loads(ws.recv(timeout=10))
+            page.goto(f"{base}/")
+            page.wait_for_selector("#status[data-state=open]", timeout=15000)
+            # The README's screenshot (EMOSTREAM_SCREENSHOT=path) waits for a fuller timeline.
+            windows = 60 if "EMOSTREAM_SCREENSHOT" in os.environ else 3
+            page.wait_for_function(f"() => window.emostream.last() && window.emostream.last().seq >= {windows}",
+                                   timeout=60000)
+            state = shown_and_last(page)
+            ours = {}
+            deadline = time.time() + 10
+            while state["last"]["seq"] not in ours and time.time() < deadline:
+                m = json.loads(ws.recv(timeout=10))
+                ours[m["seq"]] = m
+        last = state["last"]
+        assert state["bars"] == hello["labels"]
+        assert state["shown"] == ("silence" if last["silence"] else last["top"])
+        assert ours[last["seq"]]["top"] == last["top"]  # the page shows what the daemon sent everyone
+        assert ours[last["seq"]]["probabilities"] == last["probabilities"]
+        contract = page.inner_text("#contract")
+        assert "22050 Hz" in contract and hello["model"]["run_id"] in contract
+        shot = Path(os.environ.get("EMOSTREAM_SCREENSHOT", tmp_path / "dashboard.png"))
+        page.wait_for_timeout(200)  # let the bars finish their 150 ms transition
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+    # The daemon is gone: the page says so and keeps retrying.
+    page.wait_for_selector("#status[data-state=closed]", timeout=15000)
+    assert page.is_visible("#down-banner") and "retrying" in page.inner_text("#status")
+    page.close()
+
+
+def test_page_behind_a_path_prefix_connects_to_the_same_path(browser, daemon):
+    with DaemonThread(daemon) as running:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{running.daemon.port}/emotion/")
+        page.wait_for_selector("#status[data-state=open]", timeout=15000)
+        assert page.inner_text("#ws-url") == f"ws://127.0.0.1:{running.daemon.port}/emotion/"
+        page.close()
+
+
+def test_dashboard_is_plain_html_over_http(daemon):
+    import urllib.request
+
+    with DaemonThread(daemon) as running:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.daemon.port}/", timeout=5) as r:
+            body = r.read().decode()
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert "<script>" in body and "http://" not in body.split("<script>")[1].split("</script>")[0]  # no CDN
