@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import signal
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from stream.broadcast import ScoreBroadcaster
 from stream.model import DEFAULT_MODEL_PATH, EmotionModel, InferenceConfig, ModelError
@@ -46,6 +48,22 @@ class ServerConfig:
     send_buffer_bytes: int = 65536  # kernel send buffer per subscriber (loopback autotunes to MBs otherwise)
     write_limit_bytes: int = 32768  # websockets' own buffer per subscriber before a send waits
     wait_for_subscribers: int = 0  # hold the source until this many have connected (tests, benchmarks)
+    token: str | None = None  # required (query ?token= or "Authorization: Bearer") when set
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the daemon's own page
+
+    def check(self) -> None:
+        """Refuse to expose scores beyond this machine without a token."""
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
+            raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
+                             "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
+
+
+def _request_token(request) -> str | None:
+    query = parse_qs(urlsplit(request.path).query)
+    if "token" in query:
+        return query["token"][0]
+    auth = request.headers.get("Authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else None
 
 
 class EmotionDaemon:
@@ -99,6 +117,14 @@ class EmotionDaemon:
         path = request.path.split("?")[0]
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
+        cfg = self.server_config
+        if cfg.token and not hmac.compare_digest(_request_token(request) or "", cfg.token):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in cfg.allowed_origins and \
+                urlsplit(origin).netloc != request.headers.get("Host", ""):
+            # A web page elsewhere must not read what this microphone hears.
+            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} not allowed\n")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if not upgrade and (path.endswith("/") or path.endswith("/index.html")):
             return self.dashboard(connection)
@@ -157,6 +183,27 @@ class EmotionDaemon:
             return {"type": "status", **self.health()}
         return {"type": "error", "error": f"unknown message type {kind!r}; expected 'ping' or 'status'"}
 
+    def reload_model(self) -> bool:
+        """SIGHUP: load the model file again; a file that fails or changes the contract keeps the old model."""
+        path = self.model.path
+        try:
+            fresh = EmotionModel(path, self.model.inference, self.model.features)
+        except ModelError as exc:
+            logger.error("reload refused, still running the previous model: %s", exc)
+            return False
+        if fresh.contract.labels != self.model.contract.labels or \
+                fresh.contract.feature_config() != self.model.contract.feature_config():
+            logger.error("reload refused, still running the previous model: %s changes the labels or features", path)
+            return False
+        self.model = self.pipeline.model = fresh  # one reference swap; the next window uses it
+        self.hello["model"] = {"run_id": fresh.contract.run_id, "test_accuracy": fresh.contract.test_accuracy,
+                               "feature_version": fresh.contract.feature_version}
+        logger.info("reloaded model %s (run %s)", path, fresh.contract.run_id)
+        return True
+
+    def _reload_in_background(self) -> None:
+        asyncio.ensure_future(asyncio.to_thread(self.reload_model))  # loading must not stall the event loop
+
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful shutdown."""
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
@@ -187,10 +234,11 @@ class EmotionDaemon:
                          write_limit=cfg.write_limit_bytes, close_timeout=2,
                          compression=None) as server:  # per-message deflate costs CPU and memory per subscriber
             self.port = server.sockets[0].getsockname()[1]
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig, action in ((signal.SIGINT, self._stop.set), (signal.SIGTERM, self._stop.set),
+                                (signal.SIGHUP, self._reload_in_background)):
                 try:
-                    self._loop.add_signal_handler(sig, self._stop.set)
-                except (RuntimeError, ValueError):  # not the main thread (tests): request_stop() instead
+                    self._loop.add_signal_handler(sig, action)
+                except (RuntimeError, ValueError):  # not the main thread (tests): call the methods instead
                     pass
             logger.info("listening on ws://%s:%d (healthz: http://%s:%d/healthz); source: %s",
                         cfg.host, self.port, cfg.host, self.port, self.source.description)
@@ -245,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=s.host)
     p.add_argument("--port", type=int, default=s.port)
     p.add_argument("--queue", type=int, default=s.queue_messages, help="messages queued per subscriber")
+    p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
+    p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
+    p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -275,10 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # our own connect/disconnect lines say more
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
+        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
+                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
+        server_config.check()
+        pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
-        pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
-        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config)
         return asyncio.run(daemon.run())
     except (ModelError, SourceError, ValueError) as exc:

@@ -76,6 +76,7 @@ class EmotionModel:
         except ContractError as exc:
             raise ModelError(f"{self.path or 'model'}: {exc}") from None
         self.features = features
+        self.inference = inference
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [features.n_mels, features.window_frames, 1]:
             raise ModelError(f"{self.path}: model input {inputs[0].shape} does not take "

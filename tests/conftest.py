@@ -50,19 +50,29 @@ def write_clip(tmp_path):
     return _write
 
 
+LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+
+
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory) -> Path:
-    """A small, freshly built (untrained) CRNN exported with its contract: real ONNX, real metadata."""
+def onnx_with_run_id():
+    """bytes of a small, freshly built (untrained) CRNN exported with its contract: real ONNX, real metadata."""
     import keras
 
     from export.onnx_export import convert
     from features.contract import ModelContract
     from train.model import CrnnConfig, build_crnn
 
-    keras.utils.set_random_seed(7)
-    model = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
-    labels = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
-    proto = convert(model, ModelContract.for_features(labels, run_id="tiny-untrained", test_accuracy=0.125))
+    def _build(run_id: str, labels=LABELS, seed: int = 7) -> bytes:
+        keras.utils.set_random_seed(seed)
+        model = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
+        proto = convert(model, ModelContract.for_features(labels, run_id=run_id, test_accuracy=0.125))
+        return proto.SerializeToString()
+
+    return _build
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, onnx_with_run_id) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    path.write_bytes(proto.SerializeToString())
+    path.write_bytes(onnx_with_run_id("tiny-untrained"))
     return path

@@ -1,0 +1,88 @@
+"""Token, origins, connection limit, and model reload on SIGHUP."""
+
+import json
+import shutil
+
+import pytest
+from test_daemon import DaemonThread
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from stream.daemon import EmotionDaemon, ServerConfig
+from stream.daemon import main as daemon_main
+from stream.model import EmotionModel
+from stream.pipeline import PipelineConfig
+from stream.sources import FileSource
+
+
+@pytest.fixture
+def make(tiny_onnx, tmp_path):
+    import soundfile as sf
+    from synth import SR, speechlike
+
+    audio = tmp_path / "a.wav"
+    sf.write(audio, speechlike(4.0, seed=1), SR)
+
+    def _make(model_path=tiny_onnx, **server):
+        return EmotionDaemon(EmotionModel(model_path), FileSource(audio, realtime=True, loop=True),
+                             PipelineConfig(hop_s=0.1), ServerConfig(port=0, **server))
+
+    return _make
+
+
+def status_of(url, **kwargs):
+    try:
+        with connect(url, **kwargs) as ws:
+            return json.loads(ws.recv(timeout=10))["type"]
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_token_is_required_when_set(make):
+    with DaemonThread(make(token="s3cret")) as running:
+        assert status_of(running.url) == 401
+        assert status_of(running.url + "/?token=wrong") == 401
+        assert status_of(running.url + "/?token=s3cret") == "hello"
+        assert status_of(running.url, additional_headers={"Authorization": "Bearer s3cret"}) == "hello"
+
+
+def test_browser_origins_other_than_the_daemons_own_are_refused(make):
+    with DaemonThread(make(allowed_origins=("https://dash.example",))) as running:
+        own = f"http://127.0.0.1:{running.daemon.port}"
+        assert status_of(running.url, origin="http://evil.example") == 403
+        assert status_of(running.url, origin=own) == "hello"
+        assert status_of(running.url, origin="https://dash.example") == "hello"
+        assert status_of(running.url) == "hello"  # command-line clients send no Origin
+
+
+def test_connection_limit(make):
+    with DaemonThread(make(max_subscribers=2)) as running:
+        with connect(running.url) as a, connect(running.url) as b:
+            a.recv(timeout=10), b.recv(timeout=10)
+            assert status_of(running.url) == 503
+
+
+def test_binding_beyond_loopback_needs_a_token(tiny_onnx, caplog):
+    assert daemon_main(["--model", str(tiny_onnx), "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "--token" in caplog.records[-1].getMessage()
+    with pytest.raises(ValueError, match="token"):
+        ServerConfig(host="0.0.0.0").check()
+    ServerConfig(host="0.0.0.0", token="x").check()
+
+
+def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tmp_path, onnx_with_run_id):
+    live = tmp_path / "live.onnx"
+    shutil.copy(tiny_onnx, live)
+    with DaemonThread(make(model_path=live)) as running:
+        daemon = running.daemon
+        old = daemon.model
+        live.write_bytes(b"corrupt")
+        assert daemon.reload_model() is False and daemon.model is old
+        live.write_bytes(onnx_with_run_id("other-run", labels=list("abcdefgh")))
+        assert daemon.reload_model() is False and daemon.model is old  # labels changed: refused
+        live.write_bytes(onnx_with_run_id("retrained"))
+        assert daemon.reload_model() is True
+        assert daemon.model.contract.run_id == "retrained" and daemon.pipeline.model is daemon.model
+        with connect(running.url) as ws:
+            assert json.loads(ws.recv(timeout=10))["model"]["run_id"] == "retrained"
+            assert json.loads(ws.recv(timeout=10))["type"] == "scores"  # and the stream goes on
