@@ -149,7 +149,9 @@ class AnalysisWorker(threading.Thread):
                     logger.warning("audio overrun: %d frames dropped so far (analysis fell behind)",
                                    self.ring.overrun_frames)
                     reported_overruns = self.ring.overrun_frames
-                if finished:
+                if finished:  # flush what the resampler still holds back
+                    for message in self.pipeline.process(np.zeros((0, self.ring.channels), np.float32), last=True):
+                        self.on_message(message)
                     break
         except Exception as exc:  # keep the daemon up long enough to say why
             self.error = f"{type(exc).__name__}: {exc}"
