@@ -30,7 +30,7 @@ class SourceError(RuntimeError):
 class FileSource:
     """Any file soundfile reads, in blocks (never loaded whole), paced in real time unless ``realtime=False``."""
 
-    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int = 2048):
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int | None = None):
         import soundfile as sf
 
         self.path = Path(path)
@@ -43,7 +43,9 @@ class FileSource:
             raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
         if frames == 0:
             raise SourceError(f"audio file {self.path} holds no samples")
-        self.realtime, self.loop, self.block_frames = realtime, loop, block_frames
+        # Real time: small blocks, like a sound card's, so windows leave on cadence; fast: large blocks.
+        self.block_frames = block_frames or (512 if realtime else 8192)
+        self.realtime, self.loop = realtime, loop
         self.description = f"file {self.path.name} ({self.sample_rate_hz} Hz, {self.channels} ch" + \
             (", looped" if loop else "") + (")" if realtime else ", fast)")
 

@@ -1,0 +1,213 @@
+"""``emostream-stress``: hostile and heavy clients, and a soak run, against the real daemon on loopback.
+
+Each scenario runs the daemon as a subprocess, keeps one well-behaved subscriber connected to
+measure its cadence (gaps between score messages), and records the daemon's memory. All load goes to
+127.0.0.1 only and every loop is bounded in count and time. Figures go to ``--out``/stress.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.fanout import raise_fd_limit, start_daemon
+from stream.daemon import DEFAULT_SAMPLE
+from stream.model import DEFAULT_MODEL_PATH
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Watcher:
+    """One subscriber that reads everything and records arrival times of score messages."""
+
+    def __init__(self, url: str):
+        self.url, self.arrivals, self.max_dropped = url, [], 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from websockets.asyncio.client import connect
+
+        async with connect(self.url) as ws:
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 1.0)
+                except asyncio.TimeoutError:
+                    continue
+                m = json.loads(raw)
+                if m.get("type") == "scores":
+                    self.arrivals.append(time.monotonic())
+                    self.max_dropped = max(self.max_dropped, m.get("dropped", 0))
+
+    def cadence(self) -> dict:
+        gaps = np.diff(self.arrivals) * 1e3 if len(self.arrivals) > 1 else np.array([np.nan])
+        return {"messages": len(self.arrivals), "gap_p50_ms": float(np.nanpercentile(gaps, 50)),
+                "gap_p99_ms": float(np.nanpercentile(gaps, 99)), "gap_max_ms": float(np.nanmax(gaps)),
+                "dropped": self.max_dropped}
+
+
+async def storm(url: str, cycles: int, concurrency: int = 20) -> dict:
+    """``cycles`` connect → hello → disconnect cycles, ``concurrency`` at a time; some leave without closing."""
+    from websockets.asyncio.client import connect
+
+    failures = 0
+    done = 0
+
+    async def worker(n: int):
+        nonlocal failures, done
+        for i in range(n):
+            try:
+                ws = await connect(url, open_timeout=10)
+                await ws.recv()
+                if i % 3 == 0:
+                    ws.transport.abort()  # vanish without a close frame
+                else:
+                    await ws.close()
+            except Exception:
+                failures += 1
+            done += 1
+
+    started = time.monotonic()
+    per = cycles // concurrency
+    await asyncio.gather(*(worker(per) for _ in range(concurrency)))
+    return {"cycles": done, "failures": failures, "seconds": time.monotonic() - started}
+
+
+async def crowd(url: str, n: int, seconds: float, stuck: int = 0) -> dict:
+    """``n`` reading subscribers plus ``stuck`` that never read, held for ``seconds``."""
+    from websockets.asyncio.client import connect
+
+    sockets = []
+    for i in range(n + stuck):
+        ws = await connect(url, open_timeout=30, max_queue=1 if i >= n else 16)
+        sockets.append(ws)
+        if i % 100 == 99:
+            await asyncio.sleep(0.01)
+
+    async def drain(ws):
+        try:
+            async for _ in ws:
+                pass
+        except Exception:
+            pass
+
+    readers = [asyncio.create_task(drain(ws)) for ws in sockets[:n]]
+    await asyncio.sleep(seconds)
+    for task in readers:
+        task.cancel()
+    for ws in sockets:
+        ws.transport.abort()
+    return {"subscribers": n, "stuck": stuck, "seconds": seconds}
+
+
+async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
+    import psutil
+
+    proc, port = start_daemon(daemon_args)
+    url = f"ws://127.0.0.1:{port}"
+    daemon = psutil.Process(proc.pid)
+    try:
+        stop = asyncio.Event()
+        watcher = Watcher(url)
+        watching = asyncio.create_task(watcher.run(stop))
+        await asyncio.sleep(settle_s)
+        rss_before = daemon.memory_info().rss
+        fds_before = daemon.num_fds()
+        load_result = await load(url)
+        await asyncio.sleep(settle_s)
+        health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
+        rss_after = daemon.memory_info().rss
+        fds_after = daemon.num_fds()
+        stop.set()
+        await watching
+    finally:
+        proc.terminate()
+        code = proc.wait(15)
+    return {"load": load_result, "cadence": watcher.cadence(), "rss_before_mb": rss_before / 2**20,
+            "rss_after_mb": rss_after / 2**20, "fds_before": fds_before, "fds_after": fds_after,
+            "subscribers_after": health["subscribers"], "exit_code": code}
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+async def soak(daemon_args: list[str], seconds: float, sample_every_s: float = 10.0) -> dict:
+    """The daemon on ``--fast --loop`` for ``seconds``: RSS over time, windows, drops and overruns."""
+    import psutil
+
+    proc, port = start_daemon([*daemon_args, "--fast"])
+    daemon = psutil.Process(proc.pid)
+    watcher = Watcher(f"ws://127.0.0.1:{port}")
+    stop = asyncio.Event()
+    watching = asyncio.create_task(watcher.run(stop))
+    samples = []
+    started = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
+            samples.append({"t_s": round(elapsed, 1), "rss_mb": daemon.memory_info().rss / 2**20,
+                            "windows": health["windows"], "overrun_frames": health["overrun_frames"],
+                            "dropped": health["dropped_to_subscribers"]})
+            await asyncio.sleep(sample_every_s)
+        stop.set()
+        await watching
+    finally:
+        proc.terminate()
+        code = proc.wait(15)
+    rss = [s["rss_mb"] for s in samples]
+    half = len(rss) // 2
+    return {"seconds": seconds, "samples": samples, "exit_code": code,
+            "rss_first_mb": rss[0], "rss_last_mb": rss[-1],
+            "rss_growth_second_half_mb": rss[-1] - rss[half] if half else 0.0,
+            "windows": samples[-1]["windows"], "windows_per_s": samples[-1]["windows"] / max(samples[-1]["t_s"], 1),
+            "overrun_frames": samples[-1]["overrun_frames"], "dropped": samples[-1]["dropped"],
+            "watcher": watcher.cadence()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="emostream-stress", description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
+    p.add_argument("--cycles", type=int, default=10_000, help="connect/disconnect storm size")
+    p.add_argument("--subscribers", type=int, default=1000, help="concurrent reading subscribers")
+    p.add_argument("--stuck", type=int, default=50, help="subscribers that never read, alongside the crowd")
+    p.add_argument("--hold", type=float, default=20.0, help="seconds to hold the crowd")
+    p.add_argument("--soak", type=float, default=600.0, help="seconds of --fast --loop soak (0 to skip)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_fd_limit()
+    daemon_args = ["--model", str(args.model), "--file", str(args.audio), "--loop", "--hop", "0.25"]
+
+    async def everything():
+        results = {}
+        logger.info("storm: %d connect/disconnect cycles", args.cycles)
+        results["storm"] = await scenario(daemon_args, lambda url: storm(url, args.cycles))
+        logger.info("crowd: %d subscribers + %d stuck for %.0f s", args.subscribers, args.stuck, args.hold)
+        results["crowd"] = await scenario(daemon_args, lambda url: crowd(url, args.subscribers, args.hold, args.stuck))
+        if args.soak > 0:
+            logger.info("soak: %.0f s --fast --loop", args.soak)
+            results["soak"] = await soak(daemon_args, args.soak)
+        return results
+
+    results = asyncio.run(everything())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stress.json").write_text(json.dumps(results, indent=2) + "\n")
+    for name, r in results.items():
+        summary = {k: v for k, v in r.items() if k != "samples"}
+        print(f"{name}: {json.dumps(summary)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
