@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-stress", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
-    p.add_argument("--cycles", type=int, default=10_000, help="connect/disconnect storm size")
-    p.add_argument("--subscribers", type=int, default=1000, help="concurrent reading subscribers")
+    p.add_argument("--cycles", type=int, default=10_000, help="connect/disconnect storm size (0 skips)")
+    p.add_argument("--subscribers", type=int, default=1000, help="concurrent reading subscribers (0 skips)")
     p.add_argument("--stuck", type=int, default=50, help="subscribers that never read, alongside the crowd")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold the crowd")
     p.add_argument("--soak", type=float, default=600.0, help="seconds of --fast --loop soak (0 to skip)")
@@ -189,12 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     daemon_args = ["--model", str(args.model), "--file", str(args.audio), "--loop", "--hop", "0.25"]
 
+    out_file = args.out / "stress.json"
+
     async def everything():
-        results = {}
-        logger.info("storm: %d connect/disconnect cycles", args.cycles)
-        results["storm"] = await scenario(daemon_args, lambda url: storm(url, args.cycles))
-        logger.info("crowd: %d subscribers + %d stuck for %.0f s", args.subscribers, args.stuck, args.hold)
-        results["crowd"] = await scenario(daemon_args, lambda url: crowd(url, args.subscribers, args.hold, args.stuck))
+        # Scenarios set to 0 are skipped and keep their figures from an earlier run.
+        results = json.loads(out_file.read_text()) if out_file.is_file() else {}
+        if args.cycles:
+            logger.info("storm: %d connect/disconnect cycles", args.cycles)
+            results["storm"] = await scenario(daemon_args, lambda url: storm(url, args.cycles))
+        if args.subscribers:
+            logger.info("crowd: %d subscribers + %d stuck for %.0f s", args.subscribers, args.stuck, args.hold)
+            results["crowd"] = await scenario(daemon_args,
+                                              lambda url: crowd(url, args.subscribers, args.hold, args.stuck))
         if args.soak > 0:
             logger.info("soak: %.0f s --fast --loop", args.soak)
             results["soak"] = await soak(daemon_args, args.soak)
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = asyncio.run(everything())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stress.json").write_text(json.dumps(results, indent=2) + "\n")
+    out_file.write_text(json.dumps(results, indent=2) + "\n")
     for name, r in results.items():
         summary = {k: v for k, v in r.items() if k != "samples"}
         print(f"{name}: {json.dumps(summary)}")

@@ -28,6 +28,7 @@ class ModelError(RuntimeError):
 class InferenceConfig:
     intra_op_threads: int = 1
     allow_spinning: bool = False
+    max_batch_windows: int = 4  # onnxruntime's arena keeps its peak: big batches would pin hundreds of MB
 
 
 def _onnxruntime():
@@ -95,4 +96,8 @@ class EmotionModel:
         if x.shape[1:] != (self.features.n_mels, self.features.window_frames):
             raise ValueError(f"expected windows of shape (n, {self.features.n_mels}, "
                              f"{self.features.window_frames}), got {x.shape}")
-        return self.session.run(None, {self.input_name: x[..., np.newaxis]})[0]
+        step = self.inference.max_batch_windows
+        if len(x) <= step:
+            return self.session.run(None, {self.input_name: x[..., np.newaxis]})[0]
+        return np.concatenate([self.session.run(None, {self.input_name: x[i : i + step, ..., np.newaxis]})[0]
+                               for i in range(0, len(x), step)])
