@@ -152,13 +152,17 @@ async def soak(daemon_args: list[str], seconds: float, sample_every_s: float = 1
     watching = asyncio.create_task(watcher.run(stop))
     samples = []
     started = time.monotonic()
+    step = min(sample_every_s, seconds / 3)
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
+        while True:
+            elapsed = time.monotonic() - started
             health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
             samples.append({"t_s": round(elapsed, 1), "rss_mb": daemon.memory_info().rss / 2**20,
                             "windows": health["windows"], "overrun_frames": health["overrun_frames"],
                             "dropped": health["dropped_to_subscribers"]})
-            await asyncio.sleep(sample_every_s)
+            if elapsed >= seconds:
+                break
+            await asyncio.sleep(min(step, seconds - elapsed))
         stop.set()
         await watching
     finally:

@@ -147,3 +147,11 @@ def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, cap
     record = json.loads((tmp_path / "m.parity.json").read_text())
     assert record["max_abs_diff"] < 1e-5 and record["top1_agreement"] == 1.0
     assert "## ONNX export" in (run / "metrics.md").read_text()
+
+
+def test_large_batches_are_scored_in_chunks_with_the_same_result(onnx_proto):
+    from stream.model import InferenceConfig
+
+    model = EmotionModel(onnx_proto.SerializeToString(), InferenceConfig(max_batch_windows=3))
+    x = np.random.default_rng(3).standard_normal((10, 128, 100)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), np.concatenate([model.predict(w) for w in x]), atol=1e-6)

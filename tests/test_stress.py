@@ -1,0 +1,16 @@
+import json
+
+from bench.stress import main
+
+
+def test_stress_command_runs_a_small_storm_crowd_and_soak(tiny_onnx, tmp_path):
+    out = tmp_path / "stress"
+    assert main(["--model", str(tiny_onnx), "--cycles", "60", "--subscribers", "8", "--stuck", "2", "--hold", "2",
+                 "--soak", "3", "--out", str(out)]) == 0
+    r = json.loads((out / "stress.json").read_text())
+    assert r["storm"]["load"]["cycles"] == 60 and r["storm"]["load"]["failures"] == 0
+    for name in ("storm", "crowd"):
+        assert r[name]["subscribers_after"] == 1  # every load client was cleaned up; the watcher remains
+        assert r[name]["fds_after"] <= r[name]["fds_before"] + 1
+        assert r[name]["cadence"]["messages"] > 0 and r[name]["exit_code"] == 0
+    assert r["soak"]["windows"] > 0 and r["soak"]["overrun_frames"] == 0 and r["soak"]["exit_code"] == 0
