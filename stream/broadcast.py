@@ -90,13 +90,14 @@ class ScoreBroadcaster:
             self.subscribers.discard(subscriber)
             self.dropped_by_departed += subscriber.dropped
 
-    def publish(self, message: dict) -> None:
+    def publish(self, message: dict, is_window: bool = True) -> None:
         encoded = json.dumps(message, separators=(",", ":"))
         head = encoded[:-1]  # the closing brace is added per subscriber, after its drop count
         for subscriber in self.subscribers:
             subscriber.offer(head)
-        self.published += 1
-        self.last_message = message
+        if is_window:
+            self.published += 1
+            self.last_message = message
 
     @property
     def dropped_total(self) -> int:

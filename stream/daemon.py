@@ -226,6 +226,8 @@ class EmotionDaemon:
             on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
             on_end=self.request_stop,
         )
+        if hasattr(self.source, "on_event"):  # device lost / back: every subscriber hears of it
+            self.source.on_event = lambda e: self._loop.call_soon_threadsafe(self.broadcaster.publish, e, False)
         source_thread = threading.Thread(target=self.source.run, args=(self.ring, self._source_stop),
                                          name="emostream-source", daemon=True)
         cfg = self.server_config

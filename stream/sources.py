@@ -124,6 +124,9 @@ def _sounddevice():
 class MicrophoneSource:
     """An input device through sounddevice; the callback only copies into the ring (never blocks)."""
 
+    RETRY_FIRST_S = 0.5
+    RETRY_MAX_S = 8.0
+
     def __init__(self, device: str | int | None = None, sample_rate_hz: int = 22050, channels: int = 1,
                  block_frames: int = 512):
         sd = _sounddevice()
@@ -141,9 +144,11 @@ class MicrophoneSource:
             self.sample_rate_hz = int(info["default_samplerate"])
         self.block_frames = block_frames
         self.input_overflows = 0
+        self.on_event = None  # set by the daemon: device lost / back, told to subscribers
         self.description = f"microphone {info['name']!r} ({self.sample_rate_hz} Hz, {self.channels} ch)"
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        """Capture until stopped; a device that fails or vanishes is reopened with backoff (0.5 s → 8 s)."""
         sd = _sounddevice()
 
         def callback(indata, frames, time_info, status):
@@ -151,14 +156,33 @@ class MicrophoneSource:
                 self.input_overflows += 1
             ring.write(indata)
 
+        delay_s, failed = self.RETRY_FIRST_S, False
         try:
-            with sd.InputStream(device=self.device, channels=self.channels, samplerate=self.sample_rate_hz,
-                                blocksize=self.block_frames, dtype="float32", callback=callback):
-                stop.wait()
-        except sd.PortAudioError as exc:
-            logger.error("audio device failed: %s", str(exc).strip().splitlines()[0])
+            while not stop.is_set():
+                try:
+                    with sd.InputStream(device=self.device, channels=self.channels, samplerate=self.sample_rate_hz,
+                                        blocksize=self.block_frames, dtype="float32", callback=callback) as stream:
+                        if failed:
+                            logger.info("audio device back")
+                            self._tell({"type": "status", "audio": "ok", "source": self.description})
+                        failed, delay_s = False, self.RETRY_FIRST_S
+                        while not stop.wait(0.2):
+                            if not stream.active:
+                                raise sd.PortAudioError("input stream stopped")
+                except sd.PortAudioError as exc:
+                    failed = True
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "device error"
+                    logger.warning("audio device failed (%s); reopening in %.1f s", reason, delay_s)
+                    self._tell({"type": "status", "audio": "lost", "error": reason, "retry_s": delay_s})
+                    if stop.wait(delay_s):
+                        break
+                    delay_s = min(delay_s * 2, self.RETRY_MAX_S)
         finally:
             ring.close()
+
+    def _tell(self, event: dict) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
 
 def list_devices_main(argv: list[str] | None = None) -> int:

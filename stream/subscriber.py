@@ -50,6 +50,8 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
                               f"{message['window_s']:.2f} s\n{header(labels)}\n")
                 elif message.get("type") == "scores":
                     out.write(format_line(message, labels) + "\n")
+                elif message.get("type") == "status":
+                    out.write(f"# audio {message.get('audio')}: {message.get('error', message.get('source', ''))}\n")
                 out.flush()
                 if message.get("type") == "scores":
                     received += 1
