@@ -16,7 +16,7 @@ class FakePortAudioError(Exception):
 
 
 def fake_sounddevice(script):
-    """``script``: one entry per InputStream opened — "fail" (cannot open) or N (blocks before it dies; None = never)."""
+    """``script``: per InputStream opened, "fail" (cannot open) or N (blocks before it dies; None: never dies)."""
     module = types.ModuleType("sounddevice")
     module.PortAudioError = FakePortAudioError
     module.query_devices = lambda device=None, kind=None: {"index": 0, "name": "Fake Mic", "max_input_channels": 2,
