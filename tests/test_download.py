@@ -32,8 +32,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        self.sent.append(len(body) - start)  # before writing: the client may finish before we return
         self.wfile.write(body[start:])
-        self.sent.append(len(body) - start)
 
     def log_message(self, *args):
         pass
