@@ -10,6 +10,7 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,22 +30,23 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def start_daemon(args: list[str]) -> tuple[subprocess.Popen, int]:
-    """``python -m stream.daemon ARGS --port 0``; returns the process and the port it bound."""
-    proc = subprocess.Popen([sys.executable, "-m", "stream.daemon", *args, "--port", "0"], cwd=ROOT,
+def start_daemon(args: list[str], env: dict | None = None, preamble: str = "") -> tuple[subprocess.Popen, int]:
+    """``python -m stream.daemon ARGS --port 0``; returns the process and the port it bound.
+
+    ``preamble``: Python run first in the daemon's process (e.g. lowering a resource limit). The daemon's
+    stderr is read on a thread into ``proc.log_lines`` so it never blocks on a full pipe.
+    """
+    code = f"{preamble}\nimport sys\nfrom stream.daemon import main\nsys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--port", "0"], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc.log_lines = []
     for line in proc.stderr:
+        proc.log_lines.append(line)
         if match := re.search(r"listening on ws://[\d.]+:(\d+)", line):
-            threading_drain(proc)
+            proc.log_reader = threading.Thread(target=lambda: proc.log_lines.extend(proc.stderr), daemon=True)
+            proc.log_reader.start()
             return proc, int(match.group(1))
-    raise RuntimeError(f"daemon did not start (exit {proc.wait()})")
-
-
-def threading_drain(proc: subprocess.Popen) -> None:
-    """Keep reading the daemon's stderr so it never blocks on a full pipe."""
-    import threading
-
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    raise RuntimeError(f"daemon did not start (exit {proc.wait()}): {''.join(proc.log_lines[-3:]).strip()}")
 
 
 def _client_process(url: str, n: int, duration_s: float, out: mp.Queue) -> None:

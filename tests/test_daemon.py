@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,6 +17,7 @@ from synth import SR, speechlike
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from bench.fanout import start_daemon
 from features import compute_log_mel_spect
 from stream.daemon import EmotionDaemon, ServerConfig
 from stream.daemon import main as daemon_main
@@ -225,16 +223,8 @@ def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('the daemon imported {name}')\n")
     env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.daemon", "--model", str(tiny_onnx), "--file", str(path), "--loop",
-         "--port", "0"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc, port = start_daemon(["--model", str(tiny_onnx), "--file", str(path), "--loop"], env=env)
     try:
-        port = None
-        for line in proc.stderr:
-            if match := re.search(r"listening on ws://127.0.0.1:(\d+)", line):
-                port = int(match.group(1))
-                break
-        assert port, "daemon did not start"
         with connect(f"ws://127.0.0.1:{port}") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
             assert json.loads(ws.recv(timeout=10))["type"] == "scores"
@@ -244,6 +234,8 @@ def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny
                     ws.recv(timeout=10)
         assert closed.value.rcvd.code == 1000
         assert proc.wait(timeout=15) == 0
-        assert "imported" not in proc.stderr.read()
+        proc.log_reader.join(5)
+        log = "".join(proc.log_lines)
+        assert "imported" not in log and "shutting down" in log
     finally:
         proc.kill()

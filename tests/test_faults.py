@@ -1,11 +1,6 @@
 """Faults around the daemon: the input file vanishing, running out of file descriptors."""
 
 import json
-import os
-import re
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,6 +9,7 @@ from synth import SR, speechlike
 from test_daemon import DaemonThread
 from websockets.sync.client import connect
 
+from bench.fanout import start_daemon
 from stream.daemon import EmotionDaemon, ServerConfig
 from stream.model import EmotionModel
 from stream.pipeline import PipelineConfig
@@ -47,20 +43,10 @@ def test_running_out_of_file_descriptors_keeps_existing_subscribers_served(tiny_
     """The daemon under a 64-descriptor limit: connections beyond it fail, the ones inside keep their cadence."""
     path = tmp_path / "talk.wav"
     sf.write(path, speechlike(4.0, seed=9), SR)
-    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
-            "from stream.daemon import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--model", str(tiny_onnx), "--file", str(path), "--loop",
-                             "--hop", "0.05", "--port", "0"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc, port = start_daemon(["--model", str(tiny_onnx), "--file", str(path), "--loop", "--hop", "0.05"],
+                              preamble="import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))")
     extra = []
     try:
-        port = None
-        for line in proc.stderr:
-            if match := re.search(r"listening on ws://127.0.0.1:(\d+)", line):
-                port = int(match.group(1))
-                break
-        assert port
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would stall the daemon
         url = f"ws://127.0.0.1:{port}"
         with connect(url) as steady:
             scores(steady, 2)
