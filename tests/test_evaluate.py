@@ -58,6 +58,7 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     assert summary["test_accuracy"] == fold["test"]["accuracy"] and (saved / "model.keras").stat().st_size > 0
     assert json.loads((saved / "labels.json").read_text()) == result["classes"]
     assert len((saved / "test_files.csv").read_text().splitlines()) == fold["n_test"] + 1
+    assert "first window only" in (saved / "metrics.md").read_text()
     # Two validation passes during training, then the test clips (multi-window and first-window).
     assert len(calls) == 4
     val_rows, test_rows = set(calls[0]), set(calls[-1])

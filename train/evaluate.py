@@ -232,6 +232,18 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
                                            n_classes=len(classes)), folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
     frame.iloc[fold["test"]].to_csv(folder / "test_files.csv", index=False)
+    t, first = result["test"], result.get("test_first_window")
+    lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
+             f"Trained on {result['n_train']} clips (oversampled), checkpoint chosen on {result['n_val']} validation "
+             f"clips (epoch {result['epoch']} of {result['epochs_run']} run), tested once on {result['n_test']} clips.",
+             "", "| test metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
+             f"| averaged over the clip's streaming windows | **{t['accuracy']:.2%}** | {t['macro_f1']:.3f} | "
+             f"{t['uar']:.3f} |"]
+    if first:
+        lines.append(f"| first window only (the reference's input) | {first['accuracy']:.2%} | "
+                     f"{first['macro_f1']:.3f} | {first['uar']:.3f} |")
+    lines += ["", f"Preset: `{json.dumps(dataclasses.asdict(preset))}`", ""]
+    (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
         "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
         "test_accuracy": result["test"]["accuracy"], "test_macro_f1": result["test"]["macro_f1"],
