@@ -186,6 +186,9 @@ class EmotionDaemon:
     def reload_model(self) -> bool:
         """SIGHUP: load the model file again; a file that fails or changes the contract keeps the old model."""
         path = self.model.path
+        if path is None:
+            logger.error("reload refused: the model was not loaded from a file")
+            return False
         try:
             fresh = EmotionModel(path, self.model.inference, self.model.features)
         except ModelError as exc:
