@@ -30,18 +30,14 @@ class Subscriber:
         self._sending = False
         self._wakeup = asyncio.Event()
 
-    def _writes_freely(self) -> bool:
+    def writes_freely(self) -> bool:
         """Nothing queued or in flight and the socket's buffer nearly empty: a direct write cannot block."""
         transport = getattr(self.websocket, "transport", None)
         return (not self.queue and not self._sending and transport is not None
                 and transport.get_write_buffer_size() < self.write_limit_bytes)
 
-    def offer(self, encoded_without_brace: str) -> None:
-        if self._writes_freely():
-            # Fast path: write now, on this loop turn, without waking a task (websockets' broadcast()).
-            broadcast([self.websocket], f'{encoded_without_brace},"dropped":{self.dropped}}}')
-            self.sent += 1
-            return
+    def enqueue(self, encoded_without_brace: str) -> None:
+        """The slow path: this subscriber's own bounded queue, drained by its sender task."""
         if len(self.queue) >= self.max_queue:
             self.queue.popleft()
             self.dropped += 1
@@ -93,8 +89,17 @@ class ScoreBroadcaster:
     def publish(self, message: dict, is_window: bool = True) -> None:
         encoded = json.dumps(message, separators=(",", ":"))
         head = encoded[:-1]  # the closing brace is added per subscriber, after its drop count
+        keeping_up: dict[int, list[Subscriber]] = {}
         for subscriber in self.subscribers:
-            subscriber.offer(head)
+            if subscriber.writes_freely():
+                keeping_up.setdefault(subscriber.dropped, []).append(subscriber)
+            else:
+                subscriber.enqueue(head)
+        # Fast path: written now, on this loop turn, without waking a task; one text per drop count.
+        for dropped, group in keeping_up.items():
+            broadcast([s.websocket for s in group], f'{head},"dropped":{dropped}}}')
+            for s in group:
+                s.sent += 1
         if is_window:
             self.published += 1
             self.last_message = message
