@@ -178,6 +178,7 @@ def run(args) -> dict:
                 "e2e": percentiles_ms(r["e2e"]) if len(r["e2e"]) else None,
                 "broadcast": percentiles_ms(r["broadcast"]) if len(r["broadcast"]) else None,
                 "daemon_cpu_percent": r["daemon_cpu_percent"], "daemon_rss_mb": r["daemon_rss_mb"],
+                "daemon_publish_ms": r["daemon_publish_ms"],
             }
             results.setdefault("_raw", {})[f"e2e_{n}"] = r["e2e"]
     results.setdefault("_raw", {}).update({"features_ours": np.array(ours), "features_naive": np.array(naive)})
@@ -236,7 +237,9 @@ def table(r: dict) -> str:
     if "idle" in r:
         lines.append(f"idle daemon: {r['idle']['cpu_percent']:.2f} % of a core, {r['idle']['rss_mb']:.0f} MB RSS")
     for n, s in r.get("fanout", {}).items():
+        pub = s["daemon_publish_ms"]
         lines.append(f"fan-out {n:>4}: daemon {s['daemon_cpu_percent']:5.1f} % CPU, {s['daemon_rss_mb']:.0f} MB RSS, "
+                     f"publish p50 {pub['p50']} / p99 {pub['p99']} ms on its event loop, "
                      f"{s['messages']} messages received, max dropped {s['max_dropped']}")
     lines.append("")
     for t in r["targets"]:

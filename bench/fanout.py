@@ -111,6 +111,10 @@ def fanout_run(daemon_args: list[str], subscribers: int, duration_s: float) -> d
         result = queue.get(timeout=duration_s + 180)
         cpu_after, wall_after = sum(daemon.cpu_times()[:2]), time.time()
         rss = daemon.memory_info().rss
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            result["daemon_publish_ms"] = json.loads(response.read())["publish_ms"]
         clients.join(10)
     finally:
         proc.terminate()

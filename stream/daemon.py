@@ -111,6 +111,7 @@ class EmotionDaemon:
             "overrun_frames": self.ring.overrun_frames,
             "nonfinite_samples": self.pipeline.nonfinite_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
+            "publish_ms": self.broadcaster.publish_ms(),
         }
 
     def process_request(self, connection, request):
