@@ -20,15 +20,17 @@ def shipped():
     return EmotionModel(DEFAULT_MODEL_PATH), summary, test, labels
 
 
-def test_first_window_accuracy_matches_the_card(shipped, ravdess_dir, tmp_path):
+def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, ravdess_dir, tmp_path):
+    """compute_log_mel_spect of each test clip (its first 100 frames), as emostream-export scored them."""
     from train.featurize import extract_features
 
     model, summary, test, labels = shipped
     assert model.labels == labels and model.contract.test_accuracy == summary["test_accuracy"]
+    parity = json.loads((MODELS / "emotion_crnn.parity.json").read_text())
     features = extract_features(ravdess_dir, list(test["path"]), cache_dir=tmp_path)
     y = np.array([labels.index(e) for e in test["emotion"]])
     accuracy = np.mean(model.predict(features.windows).argmax(axis=1) == y)
-    assert accuracy == pytest.approx(summary["test_first_window"]["accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(parity["onnx_accuracy"], abs=1e-9) == parity["keras_accuracy"]
 
 
 @pytest.mark.slow
