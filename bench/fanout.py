@@ -49,6 +49,14 @@ def start_daemon(args: list[str], env: dict | None = None, preamble: str = "") -
     raise RuntimeError(f"daemon did not start (exit {proc.wait()}): {''.join(proc.log_lines[-3:]).strip()}")
 
 
+def get_text(url: str) -> str:
+    """A plain HTTP GET on loopback (the daemon's /healthz)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
 def _client_process(url: str, n: int, duration_s: float, out: mp.Queue) -> None:
     raise_fd_limit()
     out.put(asyncio.run(_clients(url, n, duration_s)))
@@ -111,10 +119,7 @@ def fanout_run(daemon_args: list[str], subscribers: int, duration_s: float) -> d
         result = queue.get(timeout=duration_s + 180)
         cpu_after, wall_after = sum(daemon.cpu_times()[:2]), time.time()
         rss = daemon.memory_info().rss
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            result["daemon_publish_ms"] = json.loads(response.read())["publish_ms"]
+        result["daemon_publish_ms"] = json.loads(get_text(f"http://127.0.0.1:{port}/healthz"))["publish_ms"]
         clients.join(10)
     finally:
         proc.terminate()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.fanout import raise_fd_limit, start_daemon
+from bench.fanout import get_text, raise_fd_limit, start_daemon
 from stream.daemon import DEFAULT_SAMPLE
 from stream.model import DEFAULT_MODEL_PATH
 
@@ -121,7 +121,7 @@ async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
         fds_before = daemon.num_fds()
         load_result = await load(url)
         await asyncio.sleep(settle_s)
-        health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
+        health = json.loads(await asyncio.to_thread(get_text, f"http://127.0.0.1:{port}/healthz"))
         rss_after = daemon.memory_info().rss
         fds_after = daemon.num_fds()
         stop.set()
@@ -132,13 +132,6 @@ async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
     return {"load": load_result, "cadence": watcher.cadence(), "rss_before_mb": rss_before / 2**20,
             "rss_after_mb": rss_after / 2**20, "fds_before": fds_before, "fds_after": fds_after,
             "subscribers_after": health["subscribers"], "exit_code": code}
-
-
-def _get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return r.read().decode()
 
 
 async def soak(daemon_args: list[str], seconds: float, sample_every_s: float = 10.0) -> dict:
@@ -156,7 +149,7 @@ async def soak(daemon_args: list[str], seconds: float, sample_every_s: float = 1
     try:
         while True:
             elapsed = time.monotonic() - started
-            health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
+            health = json.loads(await asyncio.to_thread(get_text, f"http://127.0.0.1:{port}/healthz"))
             samples.append({"t_s": round(elapsed, 1), "rss_mb": daemon.memory_info().rss / 2**20,
                             "windows": health["windows"], "overrun_frames": health["overrun_frames"],
                             "dropped": health["dropped_to_subscribers"]})

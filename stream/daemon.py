@@ -66,6 +66,12 @@ def _request_token(request) -> str | None:
     return auth[7:] if auth.lower().startswith("bearer ") else None
 
 
+def model_info(contract) -> dict:
+    """What the hello message says about the model."""
+    return {"run_id": contract.run_id, "test_accuracy": contract.test_accuracy,
+            "feature_version": contract.feature_version}
+
+
 class EmotionDaemon:
     """One source, one model, one WebSocket server. ``run`` returns the process exit code."""
 
@@ -96,7 +102,7 @@ class EmotionDaemon:
             "silence_dbfs": pipeline_config.silence_dbfs,
             "smoothing": pipeline_config.smoothing,
             "source": source.description,
-            "model": {"run_id": c.run_id, "test_accuracy": c.test_accuracy, "feature_version": c.feature_version},
+            "model": model_info(c),
         }
 
     # -- event-loop side -------------------------------------------------------------------------
@@ -200,8 +206,7 @@ class EmotionDaemon:
             logger.error("reload refused, still running the previous model: %s changes the labels or features", path)
             return False
         self.model = self.pipeline.model = fresh  # one reference swap; the next window uses it
-        self.hello["model"] = {"run_id": fresh.contract.run_id, "test_accuracy": fresh.contract.test_accuracy,
-                               "feature_version": fresh.contract.feature_version}
+        self.hello["model"] = model_info(fresh.contract)
         logger.info("reloaded model %s (run %s)", path, fresh.contract.run_id)
         return True
 
