@@ -45,7 +45,8 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     out = tmp_path / "eval"
     code = evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "2",
                           "--max-clips-per-class", "12", "--data-dir", str(ravdess_dir), "--out", str(out),
-                          "--cache-dir", str(tmp_path / "cache"), "--save-model"])
+                          "--cache-dir", str(tmp_path / "cache"), "--save-model",
+                          "--set", "mixup_alpha=0.2", "--set", "conv_filters=8,16", "--label", "tiny-variant"])
     assert code == 0
     for name in ("evaluation.json", "evaluation.md", "folds.json", "confusion.png"):
         assert (out / name).stat().st_size > 0
@@ -53,12 +54,18 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     fold = result["folds"][0]
     assert fold["epochs_run"] == 2 and 1 <= fold["epoch"] <= 2
     assert set(result["summary"]) == {"accuracy", "macro_f1", "uar"}
+    assert result["preset"]["name"] == "tiny-variant" and result["preset"]["mixup_alpha"] == 0.2
+    assert "`tiny-variant`" in (out / "evaluation.md").read_text()
     saved = out / "model-fold1"  # ready for emostream-export
     summary = json.loads((saved / "summary.json").read_text())
     assert summary["test_accuracy"] == fold["test"]["accuracy"] and (saved / "model.keras").stat().st_size > 0
     assert json.loads((saved / "labels.json").read_text()) == result["classes"]
     assert len((saved / "test_files.csv").read_text().splitlines()) == fold["n_test"] + 1
     assert "first window only" in (saved / "metrics.md").read_text()
+    import keras
+
+    convs = [layer for layer in keras.saving.load_model(saved / "model.keras").layers if "conv" in layer.name]
+    assert [c.filters for c in convs] == [8, 16]  # the overridden width is what gets saved for export
     # Two validation passes during training, then the test clips (multi-window and first-window).
     assert len(calls) == 4
     val_rows, test_rows = set(calls[0]), set(calls[-1])
@@ -77,3 +84,32 @@ def test_augmentations_keep_audio_finite_and_change_it(variant):
     assert out.dtype == np.float32 and np.all(np.isfinite(out))
     assert 0.8 * len(y) <= len(out) <= 1.2 * len(y)
     assert not np.allclose(out[: min(len(y), len(out))], y[: min(len(y), len(out))], atol=1e-3)
+
+
+def test_preset_overrides_are_typed_after_the_preset_and_unknown_fields_are_refused():
+    base = evaluate.PRESETS["improved"]
+    changed = base.with_overrides(["mixup_alpha=0.4", "lstm_units=192,96", "spec_augment=false",
+                                   "early_stopping_patience=none", "epochs=7"])
+    assert changed.mixup_alpha == 0.4 and changed.lstm_units == (192, 96) and changed.spec_augment is False
+    assert changed.early_stopping_patience is None and changed.epochs == 7
+    assert changed.crnn_config(8).lstm_units == (192, 96)
+    for bad in (["nonsense=1"], ["epochs"], ["name=x"]):
+        with pytest.raises(ValueError, match="FIELD=VALUE"):
+            base.with_overrides(bad)
+
+
+def test_mixup_blends_inputs_and_targets_with_the_same_weight_and_keeps_the_first_label_dominant():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4, 5, 1)).astype(np.float32)
+    labels = rng.integers(0, 8, size=64)
+    targets = np.eye(8, dtype=np.float32)[labels]
+    mixed_x, mixed_t = evaluate.mixup(x, targets, 0.4, np.random.default_rng(1))
+    np.testing.assert_allclose(mixed_t.sum(axis=1), 1.0, rtol=1e-6)
+    lam = mixed_t[np.arange(64), labels]  # own-label weight (≥ 0.5; 1.0 where the partner shares the label)
+    assert np.all(lam >= 0.5 - 1e-6) and np.any(lam < 0.99)
+    # Recover the partner from the targets and check the inputs were blended with the same λ.
+    for i in np.flatnonzero(lam < 0.99):
+        partner_weight = 1.0 - lam[i]
+        candidates = [j for j in range(64) if np.allclose(mixed_x[i], lam[i] * x[i] + partner_weight * x[j],
+                                                          atol=1e-5)]
+        assert candidates and labels[candidates[0]] == mixed_t[i].argsort()[-2]

@@ -50,8 +50,36 @@ class Preset:
     early_stopping_patience: int | None  # epochs without validation UAR gain; None = run all epochs
     multi_window_test: bool
     batch_size: int = 32
+    conv_filters: tuple[int, int] = (32, 64)
     lstm_units: tuple[int, int] = (128, 64)
     dropout: float = 0.3
+    mixup_alpha: float = 0.0  # Beta(α, α) mixing weight of two training windows and their labels; 0 = off
+    label_smoothing: float = 0.0
+
+    def crnn_config(self, n_classes: int):
+        from train.model import CrnnConfig
+
+        return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
+                          n_classes=n_classes)
+
+    def with_overrides(self, assignments: list[str]) -> Preset:
+        """``field=value`` strings (tuples as ``a,b``), typed after the preset's current values."""
+        changes = {}
+        for item in assignments:
+            name, sep, text = item.partition("=")
+            if not sep or name not in {f.name for f in dataclasses.fields(self)} or name == "name":
+                raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of the preset's settings")
+            current = getattr(self, name)
+            if isinstance(current, bool):
+                value = text.lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, tuple):
+                value = tuple(int(v) for v in text.split(","))
+            elif current is None or name == "early_stopping_patience":
+                value = None if text.lower() == "none" else int(text)
+            else:
+                value = type(current)(text)
+            changes[name] = value
+        return dataclasses.replace(self, **changes)
 
 
 PRESETS = {
@@ -122,6 +150,19 @@ class TrainingWindows:
         return np.stack([self.window(r) for r in rows])[..., np.newaxis]
 
 
+def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Each window blended with a random partner: λ·a + (1−λ)·b for inputs and one-hot targets alike.
+
+    λ ~ Beta(α, α) folded to ≥ 0.5, so the first window stays the dominant one.
+    """
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    lam = np.maximum(lam, 1.0 - lam)
+    partner = rng.permutation(len(x))
+    mixed_x = lam[:, None, None, None] * x + (1.0 - lam[:, None, None, None]) * x[partner]
+    mixed_t = lam[:, None] * targets + (1.0 - lam[:, None]) * targets[partner]
+    return mixed_x.astype(np.float32), mixed_t.astype(np.float32)
+
+
 def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool) -> np.ndarray:
     """Per clip: the mean of the model over its streaming windows, or the first window only."""
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
@@ -142,15 +183,14 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
     import keras
 
-    from train.model import CrnnConfig, build_crnn
+    from train.model import build_crnn
 
-    model = build_crnn(CrnnConfig(lstm_units=preset.lstm_units, dropout=preset.dropout, n_classes=n_classes),
-                       compile=False)
+    model = build_crnn(preset.crnn_config(n_classes), compile=False)
     lr = preset.learning_rate
     if preset.early_stopping_patience is not None:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=preset.epochs * steps_per_epoch, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -167,9 +207,10 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, n_classes: int, banks: d
     started = time.time()
     for epoch in range(1, preset.epochs + 1):
         order = np.random.default_rng([seed, epoch]).permutation(train_rows)
-        x = windows.epoch(order)
-        fit = model.fit(x, keras.utils.to_categorical(y[order], n_classes), batch_size=preset.batch_size,
-                        epochs=1, verbose=0, shuffle=False)
+        x, targets = windows.epoch(order), keras.utils.to_categorical(y[order], n_classes)
+        if preset.mixup_alpha:
+            x, targets = mixup(x, targets, preset.mixup_alpha, windows.rng)
+        fit = model.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
         val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
@@ -231,11 +272,9 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
                         folder: Path) -> None:
     """The model plus what ``emostream-export`` reads beside it: labels, summary and the test files."""
     from train.cli import save_inference_model
-    from train.model import CrnnConfig
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_inference_model(model, CrnnConfig(lstm_units=preset.lstm_units, dropout=preset.dropout,
-                                           n_classes=len(classes)), folder / "model.keras")
+    save_inference_model(model, preset.crnn_config(len(classes)), folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
     frame.iloc[fold["test"]].to_csv(folder / "test_files.csv", index=False)
     t, first = result["test"], result.get("test_first_window")
@@ -264,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=sorted(PRESETS), default="improved")
     p.add_argument("--folds", help="comma-separated fold numbers 1-6 to run (actors protocol; default all)")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one preset setting, e.g. --set mixup_alpha=0.2 --set lstm_units=192,96 "
+                        "(repeatable; the card records the settings used)")
+    p.add_argument("--label", help="name recorded for this variant (default: the preset's name)")
+    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads (default: all cores)")
     p.add_argument("--max-clips-per-class", type=int, help="a small slice, for quick checks")
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir", type=Path)
@@ -276,6 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     if args.epochs:
         preset = dataclasses.replace(preset, epochs=args.epochs)
+    try:
+        preset = preset.with_overrides(args.overrides)
+    except (ValueError, TypeError) as exc:
+        p.error(str(exc))
+    if args.label:
+        preset = dataclasses.replace(preset, name=args.label)
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     index = index_ravdess(args.data_dir, seed=args.seed)
     frame = index.frame
     if args.max_clips_per_class:
