@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import pytest
+
+from train import compare
+
+
+def _evaluation(folder, name, protocol, accuracies, val_uars, **preset):
+    folds = [{"fold": f"fold {i}", "epoch": 2, "epochs_run": 3,
+              "history": [{"val_uar": 0.1}, {"val_uar": v}, {"val_uar": 0.2}],
+              "test": {"accuracy": a, "macro_f1": a - 0.01, "uar": a + 0.01},
+              "test_first_window": {"accuracy": a - 0.1}}
+             for i, (a, v) in enumerate(zip(accuracies, val_uars))]
+    summary = {k: {"mean": float(np.mean([f["test"][k] for f in folds])),
+                   "std": float(np.std([f["test"][k] for f in folds]))} for k in ("accuracy", "macro_f1", "uar")}
+    folder.mkdir(parents=True)
+    (folder / "evaluation.json").write_text(json.dumps({
+        "protocol": protocol, "preset": {"name": name, "epochs": 60, "mixup_alpha": 0.0, **preset},
+        "summary": summary, "folds": folds}))
+    return folder
+
+
+def test_compare_reads_the_chosen_checkpoints_validation_and_diffs_settings_per_protocol(tmp_path):
+    base = _evaluation(tmp_path / "base", "improved", "random", [0.80], [0.82])
+    mix = _evaluation(tmp_path / "mix", "mixup", "random", [0.83], [0.85], mixup_alpha=0.2)
+    folds = _evaluation(tmp_path / "folds", "improved", "actors", [0.70, 0.60], [0.72, 0.66])
+    out = tmp_path / "report" / "ablation.md"
+    assert compare.main([str(base), str(mix), str(folds), "--out", str(out)]) == 0
+    rows = {line.split("|")[1].strip() + line.split("|")[2].strip(): line for line in out.read_text().splitlines()
+            if line.startswith("| `")}
+    mixup_row = rows["`mixup`random"]
+    assert "mixup_alpha: 0.0 → 0.2" in mixup_row and "+3.0 pt" in mixup_row and "0.850" in mixup_row
+    actors_row = rows["`improved`actors"]  # its own protocol's baseline, not the random one
+    assert "(baseline)" in actors_row and "0.690" in actors_row and "65.00% ± 5.0%" in actors_row
+    runs = json.loads(out.with_suffix(".json").read_text())
+    assert [r["val_uar"] for r in runs] == pytest.approx([0.82, 0.85, 0.69])
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_compare_refuses_a_folder_without_results_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare.main([str(tmp_path), "--out", str(tmp_path / "x.md")])
+    assert "not a readable evaluation result" in capsys.readouterr().err

@@ -1,0 +1,15 @@
+import importlib
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_the_readme_names_is_an_installed_entry_point_that_imports():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    named = set(re.findall(r"\bemostream-[a-z]+\b", (ROOT / "README.md").read_text()))
+    assert named and named <= set(scripts), f"README names commands pyproject does not install: {named - set(scripts)}"
+    for target in scripts.values():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function))

@@ -1,0 +1,124 @@
+"""``emostream-compare``: one table (and chart) over several ``emostream-evaluate`` runs — the ablation.
+
+Each run is a folder holding ``evaluation.json``. The table says what each run changed against the
+baseline run, the validation UAR its checkpoint was chosen on (the only figure used to pick a
+variant), and its test figures, which are reported but never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from train import report
+from train.evaluate import Preset
+
+logger = logging.getLogger(__name__)
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Preset) if f.default is not dataclasses.MISSING}
+
+
+def load_run(folder: Path) -> dict:
+    """The figures the table needs from one evaluation folder (means over its folds)."""
+    path = Path(folder) / "evaluation.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable evaluation result ({exc})") from exc
+    preset = {**_DEFAULTS, **data["preset"]}
+    folds = data["folds"]
+    val_uar = [f["history"][f["epoch"] - 1]["val_uar"] for f in folds]
+    first = [f["test_first_window"]["accuracy"] for f in folds if f.get("test_first_window")]
+    summary = data["summary"]
+    return {"folder": str(folder), "name": preset["name"], "protocol": data["protocol"], "preset": preset,
+            "n_folds": len(folds), "val_uar": float(np.mean(val_uar)),
+            "accuracy": summary["accuracy"]["mean"], "accuracy_std": summary["accuracy"]["std"],
+            "macro_f1": summary["macro_f1"]["mean"], "uar": summary["uar"]["mean"],
+            "first_window_accuracy": float(np.mean(first)) if first else None,
+            "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds]}
+
+
+def changes(preset: dict, baseline: dict) -> str:
+    """``field: baseline → this`` for every setting that differs (the name aside)."""
+    diffs = [f"{k}: {_show(baseline.get(k))} → {_show(v)}" for k, v in preset.items()
+             if k != "name" and baseline.get(k) != v]
+    return "; ".join(diffs) or "(baseline)"
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
+    """One row per run, compared with the baseline of its own protocol."""
+    lines = ["| run | protocol | change against the baseline | val UAR (chooses) | test accuracy | Δ accuracy | "
+             "macro-F1 | UAR | first window | epoch used / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        baseline = baselines[r["protocol"]]
+        spread = f" ± {r['accuracy_std']:.1%}" if r["n_folds"] > 1 else ""
+        delta = None if r is baseline else r["accuracy"] - baseline["accuracy"]
+        first = f"{r['first_window_accuracy']:.1%}" if r["first_window_accuracy"] is not None else "—"
+        lines.append(f"| `{r['name']}` | {r['protocol']} | {changes(r['preset'], baseline['preset'])} | "
+                     f"{r['val_uar']:.3f} | {r['accuracy']:.2%}{spread} | "
+                     f"{'—' if delta is None else f'{delta * 100:+.1f} pt'} | {r['macro_f1']:.3f} | "
+                     f"{r['uar']:.3f} | {first} | {', '.join(r['epochs'])} |")
+    return lines
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    """Validation UAR (what chooses) beside test accuracy (what is reported), one pair of bars per run."""
+    plt = report._pyplot()
+    names = [f"{r['name']}\n({r['protocol']})" for r in runs]
+    x = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(runs)), 4.2))
+    ax.bar(x - 0.2, [r["val_uar"] for r in runs], 0.4, label="validation UAR (chooses)")
+    ax.bar(x + 0.2, [r["accuracy"] for r in runs], 0.4, yerr=[r["accuracy_std"] for r in runs],
+           label="test accuracy (reported)")
+    for i, r in enumerate(runs):
+        ax.text(i + 0.2, r["accuracy"] + 0.01, f"{r['accuracy']:.1%}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set(ylim=(0.4, 1.0), ylabel="score", title="Ablation: each run against the baseline")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="emostream-compare", description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path, help="evaluation folders (each with evaluation.json)")
+    p.add_argument("--baseline", type=Path, action="append", default=[],
+                   help="a run the others of its protocol are compared with (repeatable; default: the first "
+                        "run of each protocol)")
+    p.add_argument("--out", type=Path, required=True, help="Markdown file to write; the chart goes beside it")
+    p.add_argument("--title", default="Ablation")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runs = [load_run(folder) for folder in dict.fromkeys([*args.baseline, *args.runs])]
+    except ValueError as exc:
+        p.error(str(exc))
+    baselines: dict[str, dict] = {}
+    for r in runs:  # named baselines come first, so they win their protocol
+        baselines.setdefault(r["protocol"], r)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    chart = args.out.with_suffix(".png")
+    plot(runs, chart)
+    named = ", ".join(f"`{b['name']}` for {protocol} ({b['folder']})" for protocol, b in baselines.items())
+    lines = [f"# {args.title}", "", f"Baselines: {named}. Validation UAR is the mean over folds of the checkpoint's "
+             "validation UAR; test figures are means over folds, reported but never used to choose.", "",
+             *table(runs, baselines), "", f"![ablation chart]({chart.name})", ""]
+    args.out.write_text("\n".join(lines))
+    report.write_json(args.out.with_suffix(".json"), runs)
+    logger.info("compared %d runs → %s", len(runs), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
