@@ -113,3 +113,42 @@ def test_mixup_blends_inputs_and_targets_with_the_same_weight_and_keeps_the_firs
         candidates = [j for j in range(64) if np.allclose(mixed_x[i], lam[i] * x[i] + partner_weight * x[j],
                                                           atol=1e-5)]
         assert candidates and labels[candidates[0]] == mixed_t[i].argsort()[-2]
+
+
+def test_early_stopping_waits_for_min_epochs_then_needs_patience_epochs_without_gain():
+    preset = evaluate.PRESETS["improved"].with_overrides(["early_stopping_patience=12", "min_epochs=45"])
+    assert not evaluate.should_stop(preset, epoch=39, best_epoch=27)  # the old rule stopped here, LR still high
+    assert not evaluate.should_stop(preset, epoch=50, best_epoch=40)
+    assert evaluate.should_stop(preset, epoch=52, best_epoch=40)
+    assert evaluate.should_stop(preset, epoch=45, best_epoch=27)
+    never = preset.with_overrides(["early_stopping_patience=none"])
+    assert not evaluate.should_stop(never, epoch=100, best_epoch=1)
+
+
+def test_merging_runs_over_different_folds_gives_one_evaluation_and_refuses_mixed_runs(tmp_path):
+    import dataclasses
+
+    preset = evaluate.PRESETS["improved"]
+
+    def run(folder, fold_names, preset):
+        folder.mkdir()
+        folds = [{"fold": name, "epoch": 1, "epochs_run": 1, "n_test": 4, "history": [{"val_uar": 0.5}],
+                  "test": {"accuracy": acc, "macro_f1": acc, "uar": acc}, "y_true": [0, 1, 2, 3],
+                  "y_pred": [0, 1, 2, 3 if acc == 1.0 else 0]} for name, acc in fold_names]
+        (folder / "folds.json").write_text(json.dumps(folds))
+        (folder / "evaluation.json").write_text(json.dumps({"protocol": "actors", "classes": list("abcd"),
+                                                            "preset": dataclasses.asdict(preset)}))
+        return folder
+
+    a = run(tmp_path / "a", [("actors 05-08", 0.75)], preset)
+    b = run(tmp_path / "b", [("actors 01-04", 1.0)], preset)
+    summary = evaluate.merge_runs([a, b], tmp_path / "merged")
+    assert summary["accuracy"]["mean"] == pytest.approx(0.875) and summary["accuracy"]["std"] == pytest.approx(0.125)
+    merged = json.loads((tmp_path / "merged" / "evaluation.json").read_text())
+    assert [f["fold"] for f in merged["folds"]] == ["actors 01-04", "actors 05-08"]
+    assert (tmp_path / "merged" / "confusion.png").stat().st_size > 0
+    other = run(tmp_path / "c", [("actors 09-12", 0.5)], preset.with_overrides(["mixup_alpha=0.2"]))
+    with pytest.raises(ValueError, match="cannot merge"):
+        evaluate.merge_runs([a, other], tmp_path / "bad")
+    with pytest.raises(ValueError, match="twice"):
+        evaluate.merge_runs([a, a], tmp_path / "bad2")

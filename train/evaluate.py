@@ -49,6 +49,7 @@ class Preset:
     spec_augment: bool
     early_stopping_patience: int | None  # epochs without validation UAR gain; None = run all epochs
     multi_window_test: bool
+    min_epochs: int = 0  # early stopping waits for this many epochs (the cosine rate is still high before)
     batch_size: int = 32
     conv_filters: tuple[int, int] = (32, 64)
     lstm_units: tuple[int, int] = (128, 64)
@@ -86,7 +87,7 @@ PRESETS = {
     "reference": Preset("reference", epochs=100, learning_rate=1e-4, crops=False, augment_share=0.0,
                         spec_augment=False, early_stopping_patience=None, multi_window_test=False),
     "improved": Preset("improved", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
-                       spec_augment=True, early_stopping_patience=12, multi_window_test=True),
+                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45),
 }
 
 
@@ -194,6 +195,13 @@ def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
     return model
 
 
+def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
+    """Early stopping: ``patience`` epochs without a validation gain, but never before ``min_epochs``."""
+    if preset.early_stopping_patience is None:
+        return False
+    return epoch - best_epoch >= preset.early_stopping_patience and epoch >= preset.min_epochs
+
+
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, n_classes: int, banks: dict[str, ClipBank],
              seed: int, log_prefix: str) -> tuple[dict, object]:
     import keras
@@ -221,7 +229,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, n_classes: int, banks: d
             continue
         if val["uar"] > best["uar"]:
             best = {"uar": val["uar"], "epoch": epoch, "weights": model.get_weights()}
-        elif epoch - best["epoch"] >= preset.early_stopping_patience:
+        elif should_stop(preset, epoch, best["epoch"]):
             break
     if best["weights"] is not None:
         model.set_weights(best["weights"])
@@ -266,6 +274,42 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
                         f"window only (the reference's input, one 2.3 s window per clip): accuracy "
                         f"{mean['accuracy']:.2%}, macro-F1 {mean['macro_f1']:.3f}, UAR {mean['uar']:.3f}."]
     (out / "evaluation.md").write_text("\n".join(lines))
+
+
+def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str]) -> dict:
+    """evaluation.json, the card and the pooled confusion matrix from finished folds."""
+    summary = summarise(results)
+    y_true = np.concatenate([r["y_true"] for r in results])
+    y_pred = np.concatenate([r["y_pred"] for r in results])
+    report.plot_confusion(y_true, y_pred, classes, out / "confusion.png",
+                          f"{preset.name}, {protocol}: pooled over {len(results)} fold(s)")
+    report.write_json(out / "evaluation.json", {"protocol": protocol, "preset": dataclasses.asdict(preset),
+                                                "classes": classes, "summary": summary,
+                                                "folds": [{k: v for k, v in r.items() if k not in
+                                                           ("y_true", "y_pred")} for r in results]})
+    write_card(out, protocol, preset, results, summary, classes)
+    logger.info("%s / %s: accuracy %.4f ± %.4f, macro-F1 %.4f, UAR %.4f", preset.name, protocol,
+                summary["accuracy"]["mean"], summary["accuracy"]["std"], summary["macro_f1"]["mean"],
+                summary["uar"]["mean"])
+    return summary
+
+
+def merge_runs(folders: list[Path], out: Path) -> dict:
+    """One evaluation from runs of the same preset and protocol over different folds (e.g. run side by side)."""
+    runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
+    first = runs[0]
+    for folder, run in zip(folders, runs):
+        if (run["protocol"], run["preset"], run["classes"]) != (first["protocol"], first["preset"], first["classes"]):
+            raise ValueError(f"{folder}: protocol, preset or classes differ from {folders[0]}; cannot merge")
+    results = [r for f in folders for r in json.loads((Path(f) / "folds.json").read_text())]
+    names = [r["fold"] for r in results]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the same fold appears twice among {', '.join(map(str, folders))}")
+    results.sort(key=lambda r: r["fold"])
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in first["preset"].items()}
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "folds.json", results)
+    return write_outputs(out, first["protocol"], Preset(**settings), results, first["classes"])
 
 
 def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
@@ -313,10 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                   help="no training: merge finished runs over different folds into one evaluation in --out")
     p.add_argument("--save-model", action="store_true",
                    help="save each fold's model with labels, summary and test files (ready for emostream-export)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.merge:
+        try:
+            merge_runs(args.merge, args.out)
+        except (OSError, ValueError, KeyError) as exc:
+            p.error(f"--merge: {exc}")
+        return 0
     preset = PRESETS[args.preset]
     if args.epochs:
         preset = dataclasses.replace(preset, epochs=args.epochs)
@@ -358,19 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_model:
             save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{k + 1}")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
-    summary = summarise(results)
-    y_true = np.concatenate([r["y_true"] for r in results])
-    y_pred = np.concatenate([r["y_pred"] for r in results])
-    report.plot_confusion(y_true, y_pred, classes, args.out / "confusion.png",
-                          f"{preset.name}, {args.protocol}: pooled over {len(results)} fold(s)")
-    report.write_json(args.out / "evaluation.json", {"protocol": args.protocol, "preset": dataclasses.asdict(preset),
-                                                     "classes": classes, "summary": summary,
-                                                     "folds": [{k: v for k, v in r.items() if k not in
-                                                                ("y_true", "y_pred")} for r in results]})
-    write_card(args.out, args.protocol, preset, results, summary, classes)
-    logger.info("%s / %s: accuracy %.4f ± %.4f, macro-F1 %.4f, UAR %.4f", preset.name, args.protocol,
-                summary["accuracy"]["mean"], summary["accuracy"]["std"], summary["macro_f1"]["mean"],
-                summary["uar"]["mean"])
+    write_outputs(args.out, args.protocol, preset, results, classes)
     return 0
 
 
