@@ -31,7 +31,7 @@ def load_run(folder: Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable evaluation result ({exc})") from exc
-    preset = {**_DEFAULTS, **data["preset"]}
+    preset = {k: tuple(v) if isinstance(v, list) else v for k, v in {**_DEFAULTS, **data["preset"]}.items()}
     folds = data["folds"]
     val_uar = [f["history"][f["epoch"] - 1]["val_uar"] for f in folds]
     first = [f["test_first_window"]["accuracy"] for f in folds if f.get("test_first_window")]
