@@ -97,7 +97,8 @@ def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
     for k in range(len(FOLDS)):
         test = np.isin(actors, FOLDS[k])
         val = np.isin(actors, FOLDS[(k + 1) % len(FOLDS)])
-        folds.append({"name": f"actors {FOLDS[k][0]:02d}-{FOLDS[k][-1]:02d}", "test": np.flatnonzero(test),
+        folds.append({"name": f"actors {FOLDS[k][0]:02d}-{FOLDS[k][-1]:02d}", "number": k + 1,
+                      "test": np.flatnonzero(test),
                       "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val)})
     return folds
 
@@ -109,7 +110,7 @@ def random_split(labels: np.ndarray, seed: int = 42) -> list[dict[str, np.ndarra
     rows = np.arange(len(labels))
     train, test = train_test_split(rows, test_size=0.2, stratify=labels, random_state=seed)
     train, val = train_test_split(train, test_size=0.1, stratify=labels[train], random_state=seed)
-    return [{"name": f"random 80/20 seed {seed}", "train": train, "val": val, "test": test}]
+    return [{"name": f"random 80/20 seed {seed}", "number": 1, "train": train, "val": val, "test": test}]
 
 
 def oversample(rows: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -403,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             folds = [folds[int(k) - 1] for k in args.folds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for k, fold in enumerate(folds):
+    for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
+        k = fold["number"] - 1
         result, model = run_fold(preset, fold, y, len(classes), banks, args.seed + k, f"[{fold['name']}]")
         logger.info("[%s] test %s", fold["name"], result["test"])
         results.append(result)
