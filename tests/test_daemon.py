@@ -104,7 +104,11 @@ def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(mod
 
 
 def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
-    """Real-time audio at one window per STFT hop (43/s); one client stops reading after its first message."""
+    """Real-time audio at one window per STFT hop (43/s); one client stops reading after its first message.
+
+    The 32-message queue (0.75 s) lets the reader fall behind on a loaded machine without losing windows;
+    the stuck client still overflows it within a second.
+    """
     import socket
 
     import soundfile as sf
@@ -113,7 +117,7 @@ def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
     y = speechlike(8.0, seed=5)
     sf.write(path, y, SR)
     daemon = EmotionDaemon(model, FileSource(path, realtime=True), PipelineConfig(hop_s=0.0, silence_dbfs=-120),
-                           ServerConfig(port=0, queue_messages=8, wait_for_subscribers=2, drain_on_exit_s=0.5,
+                           ServerConfig(port=0, queue_messages=32, wait_for_subscribers=2, drain_on_exit_s=0.5,
                                         send_buffer_bytes=4096, write_limit_bytes=4096))
     with DaemonThread(daemon) as running:
         sock = socket.socket()
