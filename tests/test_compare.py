@@ -26,16 +26,19 @@ def test_compare_reads_the_chosen_checkpoints_validation_and_diffs_settings_per_
     mix = _evaluation(tmp_path / "mix", "mixup", "random", [0.83], [0.85], mixup_alpha=0.2,
                       conv_filters=[32, 64])  # JSON lists equal to the default tuples are no change
     folds = _evaluation(tmp_path / "folds", "improved", "actors", [0.70, 0.60], [0.72, 0.66])
+    partial = _evaluation(tmp_path / "partial", "mixup", "actors", [0.65], [0.7], mixup_alpha=0.2)
     out = tmp_path / "report" / "ablation.md"
-    assert compare.main([str(base), str(mix), str(folds), "--out", str(out)]) == 0
+    assert compare.main([str(base), str(mix), str(folds), str(partial), "--out", str(out)]) == 0
     rows = {line.split("|")[1].strip() + line.split("|")[2].strip(): line for line in out.read_text().splitlines()
             if line.startswith("| `")}
     mixup_row = rows["`mixup`random"]
     assert "mixup_alpha: 0.0 → 0.2" in mixup_row and "conv_filters" not in mixup_row and "+3.0 pt" in mixup_row and "0.850" in mixup_row
     actors_row = rows["`improved`actors"]  # its own protocol's baseline, not the random one
     assert "(baseline)" in actors_row and "0.690" in actors_row and "65.00% ± 5.0%" in actors_row
+    # One fold of two: compared with the baseline's same fold (0.65 − 0.70), not with its two-fold mean (0.65).
+    assert "-5.0 pt (on the 1 shared folds)" in rows["`mixup`actors"]
     runs = json.loads(out.with_suffix(".json").read_text())
-    assert [r["val_uar"] for r in runs] == pytest.approx([0.82, 0.85, 0.69])
+    assert [r["val_uar"] for r in runs] == pytest.approx([0.82, 0.85, 0.69, 0.7])
     assert out.with_suffix(".png").stat().st_size > 0
 
 

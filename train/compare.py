@@ -41,7 +41,18 @@ def load_run(folder: Path) -> dict:
             "accuracy": summary["accuracy"]["mean"], "accuracy_std": summary["accuracy"]["std"],
             "macro_f1": summary["macro_f1"]["mean"], "uar": summary["uar"]["mean"],
             "first_window_accuracy": float(np.mean(first)) if first else None,
-            "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds]}
+            "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds],
+            "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds}}
+
+
+def accuracy_gain(run: dict, baseline: dict) -> str:
+    """Test accuracy against the baseline on the folds both ran (a partial run is not compared with all six)."""
+    shared = sorted(set(run["fold_accuracy"]) & set(baseline["fold_accuracy"]))
+    if run is baseline or not shared:
+        return "—"
+    gain = np.mean([run["fold_accuracy"][f] - baseline["fold_accuracy"][f] for f in shared])
+    partial = len(shared) < max(len(run["fold_accuracy"]), len(baseline["fold_accuracy"]))
+    return f"{gain * 100:+.1f} pt" + (f" (on the {len(shared)} shared folds)" if partial else "")
 
 
 def changes(preset: dict, baseline: dict) -> str:
@@ -62,11 +73,10 @@ def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
     for r in runs:
         baseline = baselines[r["protocol"]]
         spread = f" ± {r['accuracy_std']:.1%}" if r["n_folds"] > 1 else ""
-        delta = None if r is baseline else r["accuracy"] - baseline["accuracy"]
         first = f"{r['first_window_accuracy']:.1%}" if r["first_window_accuracy"] is not None else "—"
         lines.append(f"| `{r['name']}` | {r['protocol']} | {changes(r['preset'], baseline['preset'])} | "
                      f"{r['val_uar']:.3f} | {r['accuracy']:.2%}{spread} | "
-                     f"{'—' if delta is None else f'{delta * 100:+.1f} pt'} | {r['macro_f1']:.3f} | "
+                     f"{accuracy_gain(r, baseline)} | {r['macro_f1']:.3f} | "
                      f"{r['uar']:.3f} | {first} | {', '.join(r['epochs'])} |")
     return lines
 
