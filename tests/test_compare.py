@@ -1,9 +1,11 @@
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from train import compare
+from train.evaluate import PRESETS
 
 
 def _evaluation(folder, name, protocol, accuracies, val_uars, **preset):
@@ -16,7 +18,7 @@ def _evaluation(folder, name, protocol, accuracies, val_uars, **preset):
                    "std": float(np.std([f["test"][k] for f in folds]))} for k in ("accuracy", "macro_f1", "uar")}
     folder.mkdir(parents=True)
     (folder / "evaluation.json").write_text(json.dumps({
-        "protocol": protocol, "preset": {"name": name, "epochs": 60, "mixup_alpha": 0.0, **preset},
+        "protocol": protocol, "preset": {**dataclasses.asdict(PRESETS["improved"]), "name": name, **preset},
         "summary": summary, "folds": folds}))
     return folder
 

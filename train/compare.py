@@ -21,17 +21,14 @@ from train.evaluate import Preset
 
 logger = logging.getLogger(__name__)
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Preset) if f.default is not dataclasses.MISSING}
-
-
 def load_run(folder: Path) -> dict:
     """The figures the table needs from one evaluation folder (means over its folds)."""
     path = Path(folder) / "evaluation.json"
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        preset = dataclasses.asdict(Preset.from_record(data["preset"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a readable evaluation result ({exc})") from exc
-    preset = {k: tuple(v) if isinstance(v, list) else v for k, v in {**_DEFAULTS, **data["preset"]}.items()}
     folds = data["folds"]
     val_uar = [f["history"][f["epoch"] - 1]["val_uar"] for f in folds]
     first = [f["test_first_window"]["accuracy"] for f in folds if f.get("test_first_window")]

@@ -57,6 +57,11 @@ class Preset:
     mixup_alpha: float = 0.0  # Beta(α, α) mixing weight of two training windows and their labels; 0 = off
     label_smoothing: float = 0.0
 
+    @classmethod
+    def from_record(cls, record: dict) -> Preset:
+        """A preset as a result file recorded it: JSON lists back to tuples, later-added settings at defaults."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+
     def crnn_config(self, n_classes: int):
         from train.model import CrnnConfig
 
@@ -307,10 +312,9 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
     if len(set(names)) != len(names):
         raise ValueError(f"the same fold appears twice among {', '.join(map(str, folders))}")
     results.sort(key=lambda r: r["fold"])
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in first["preset"].items()}
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "folds.json", results)
-    return write_outputs(out, first["protocol"], Preset(**settings), results, first["classes"])
+    return write_outputs(out, first["protocol"], Preset.from_record(first["preset"]), results, first["classes"])
 
 
 def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
@@ -405,12 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
-        k = fold["number"] - 1
-        result, model = run_fold(preset, fold, y, len(classes), banks, args.seed + k, f"[{fold['name']}]")
+        result, model = run_fold(preset, fold, y, len(classes), banks, args.seed + fold["number"] - 1,
+                                 f"[{fold['name']}]")
         logger.info("[%s] test %s", fold["name"], result["test"])
         results.append(result)
         if args.save_model:
-            save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{k + 1}")
+            save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{fold['number']}")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
     write_outputs(args.out, args.protocol, preset, results, classes)
     return 0
