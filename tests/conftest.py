@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from needs import unavailable
 from synth import SR
 
-from train.data import resolve_data_dir
+from emostream.train.data import resolve_data_dir
 
 
 def pytest_addoption(parser):
@@ -56,9 +58,9 @@ def onnx_with_run_id():
     """bytes of a small, freshly built (untrained) CRNN exported with its contract: real ONNX, real metadata."""
     import keras
 
-    from export.onnx_export import convert
-    from features.contract import ModelContract
-    from train.model import CrnnConfig, build_crnn
+    from emostream.export.onnx_export import convert
+    from emostream.features.contract import ModelContract
+    from emostream.train.model import CrnnConfig, build_crnn
 
     def _build(run_id: str, labels=LABELS, seed: int = 7) -> bytes:
         keras.utils.set_random_seed(seed)
@@ -74,3 +76,33 @@ def tiny_onnx(tmp_path_factory, onnx_with_run_id) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     path.write_bytes(onnx_with_run_id("tiny-untrained"))
     return path
+
+
+class DaemonThread:
+    """Runs ``EmotionDaemon.run`` on its own event loop in a thread; ``port`` once listening."""
+
+    def __init__(self, daemon: EmotionDaemon):
+        self.daemon = daemon
+        self.listening = threading.Event()
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.code = asyncio.run(self.daemon.run(on_listening=lambda port: self.listening.set()))
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.listening.wait(10)
+        self.url = f"ws://127.0.0.1:{self.daemon.port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.daemon.request_stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def daemon_thread():
+    """``with daemon_thread(EmotionDaemon(...)) as running:`` serves on ``running.url`` until the block ends."""
+    return DaemonThread

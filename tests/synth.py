@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features import DEFAULT_CONFIG
+from emostream.features import DEFAULT_CONFIG
 
 SR = DEFAULT_CONFIG.sample_rate_hz
 

@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 from synth import SR, speechlike
 
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.model import EmotionModel
-from stream.pipeline import EmotionPipeline, PipelineConfig
-from stream.ring_buffer import RingBuffer
-from stream.sources import FileSource, SourceError, StdinSource
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.ring_buffer import RingBuffer
+from emostream.stream.sources import FileSource, SourceError, StdinSource
 
 
 @pytest.mark.parametrize(

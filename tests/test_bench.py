@@ -1,6 +1,6 @@
 import json
 
-from bench.cli import main
+from emostream.bench.cli import main
 
 
 def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, tmp_path):
@@ -27,10 +27,10 @@ def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, t
 def test_flop_count_of_the_reference_crnn_matches_the_arithmetic(tmp_path):
     import keras
 
-    from bench.measure import onnx_flops_per_window
-    from export.onnx_export import convert
-    from features.contract import ModelContract
-    from train.model import build_crnn
+    from emostream.bench.measure import onnx_flops_per_window
+    from emostream.export.onnx_export import convert
+    from emostream.features.contract import ModelContract
+    from emostream.train.model import build_crnn
 
     keras.utils.set_random_seed(0)
     path = tmp_path / "ref.onnx"

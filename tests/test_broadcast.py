@@ -1,7 +1,7 @@
 import asyncio
 import json
 
-from stream.broadcast import ScoreBroadcaster
+from emostream.stream.broadcast import ScoreBroadcaster
 
 
 class FakeSocket:

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from train import compare
-from train.evaluate import PRESETS
+from emostream.train import compare
+from emostream.train.evaluate import PRESETS
 
 
 def _evaluation(folder, name, protocol, accuracies, val_uars, **preset):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,39 +15,15 @@ from synth import SR, speechlike
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from bench.fanout import start_daemon
-from features import compute_log_mel_spect
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.daemon import main as daemon_main
-from stream.model import EmotionModel
-from stream.pipeline import PipelineConfig
-from stream.sources import FileSource, MicrophoneSource, SourceError
+from emostream.bench.fanout import start_daemon
+from emostream.features import compute_log_mel_spect
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import PipelineConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.daemon import main as daemon_main
+from emostream.stream.sources import FileSource, MicrophoneSource, SourceError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class DaemonThread:
-    """Runs ``EmotionDaemon.run`` on its own event loop in a thread; ``port`` once listening."""
-
-    def __init__(self, daemon: EmotionDaemon):
-        self.daemon = daemon
-        self.listening = threading.Event()
-        self.code = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        self.code = asyncio.run(self.daemon.run(on_listening=lambda port: self.listening.set()))
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.listening.wait(10)
-        self.url = f"ws://127.0.0.1:{self.daemon.port}"
-        return self
-
-    def __exit__(self, *exc):
-        self.daemon.request_stop()
-        self.thread.join(15)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +58,9 @@ def receive_all(ws, timeout=20):
         return hello, scores, closed.rcvd.code if closed.rcvd else None
 
 
-def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(model, clip):
+def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(model, clip, daemon_thread):
     path, y = clip
-    with DaemonThread(make_daemon(model, path, wait_for_subscribers=1)) as running, connect(running.url) as ws:
+    with daemon_thread(make_daemon(model, path, wait_for_subscribers=1)) as running, connect(running.url) as ws:
         hello, scores, code = receive_all(ws)
     assert running.code == 0 and code == 1000
     assert hello["type"] == "hello" and hello["labels"] == model.labels
@@ -103,7 +77,7 @@ def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(mod
         assert {"wall_time", "features_ms", "inference_ms", "top", "top_p", "dropped", "level_dbfs"} <= set(m)
 
 
-def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
+def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path, daemon_thread):
     """Real-time audio at one window per STFT hop (43/s); one client stops reading after its first message.
 
     The 32-message queue (0.75 s) lets the reader fall behind on a loaded machine without losing windows;
@@ -119,7 +93,7 @@ def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
     daemon = EmotionDaemon(model, FileSource(path, realtime=True), PipelineConfig(hop_s=0.0, silence_dbfs=-120),
                            ServerConfig(port=0, queue_messages=32, wait_for_subscribers=2, drain_on_exit_s=0.5,
                                         send_buffer_bytes=4096, write_limit_bytes=4096))
-    with DaemonThread(daemon) as running:
+    with daemon_thread(daemon) as running:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # fills after a few messages
         sock.connect(("127.0.0.1", running.daemon.port))
@@ -144,9 +118,9 @@ def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path):
     assert running.code == 0
 
 
-def test_a_client_that_vanishes_mid_stream_is_cleaned_up(model, clip):
+def test_a_client_that_vanishes_mid_stream_is_cleaned_up(model, clip, daemon_thread):
     path, _ = clip
-    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running:
+    with daemon_thread(make_daemon(model, path, realtime=True, loop=True)) as running:
         with connect(running.url) as steady:
             vanishing = connect(running.url)
             vanishing.recv(timeout=10)
@@ -164,9 +138,9 @@ def test_a_client_that_vanishes_mid_stream_is_cleaned_up(model, clip):
             assert after == before + 1  # the stream goes on for the others
 
 
-def test_malformed_client_messages_get_one_line_errors_and_keep_the_connection(model, clip):
+def test_malformed_client_messages_get_one_line_errors_and_keep_the_connection(model, clip, daemon_thread):
     path, _ = clip
-    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running, connect(running.url) as ws:
+    with daemon_thread(make_daemon(model, path, realtime=True, loop=True)) as running, connect(running.url) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "hello"
 
         def reply(payload):
@@ -191,9 +165,9 @@ def test_malformed_client_messages_get_one_line_errors_and_keep_the_connection(m
         assert running.thread.is_alive()  # one bad client closes only its own connection
 
 
-def test_healthz_answers_plain_http_on_the_same_port(model, clip):
+def test_healthz_answers_plain_http_on_the_same_port(model, clip, daemon_thread):
     path, _ = clip
-    with DaemonThread(make_daemon(model, path, realtime=True, loop=True)) as running:
+    with daemon_thread(make_daemon(model, path, realtime=True, loop=True)) as running:
         with urllib.request.urlopen(f"http://127.0.0.1:{running.daemon.port}/healthz", timeout=5) as response:
             health = json.loads(response.read())
         assert response.status == 200

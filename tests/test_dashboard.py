@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from needs import unavailable
-from test_daemon import DaemonThread
 from websockets.sync.client import connect
 
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.model import DEFAULT_MODEL_PATH, EmotionModel
-from stream.pipeline import PipelineConfig
-from stream.sources import FileSource
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import PipelineConfig
+from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.sources import FileSource
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -36,7 +36,7 @@ def browser():
 @pytest.fixture
 def daemon(tiny_onnx):
     model = EmotionModel(DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else tiny_onnx)
-    sample = Path(__file__).resolve().parent.parent / "stream" / "assets" / "sample.flac"
+    sample = DEFAULT_SAMPLE
     return EmotionDaemon(model, FileSource(sample, realtime=True, loop=True), PipelineConfig(hop_s=0.25),
                          ServerConfig(port=0))
 
@@ -48,8 +48,8 @@ def shown_and_last(page) -> dict:
                                      bars: [...document.querySelectorAll('.bar')].map(b => b.dataset.label) })""")
 
 
-def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon, tmp_path):
-    with DaemonThread(daemon) as running:
+def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon, tmp_path, daemon_thread):
+    with daemon_thread(daemon) as running:
         base = f"http://127.0.0.1:{running.daemon.port}"
         page = browser.new_page(viewport={"width": 1200, "height": 760})
         with connect(running.url) as ws:
@@ -83,8 +83,8 @@ def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon
     page.close()
 
 
-def test_page_behind_a_path_prefix_connects_to_the_same_path(browser, daemon):
-    with DaemonThread(daemon) as running:
+def test_page_behind_a_path_prefix_connects_to_the_same_path(browser, daemon, daemon_thread):
+    with daemon_thread(daemon) as running:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{running.daemon.port}/emotion/")
         page.wait_for_selector("#status[data-state=open]", timeout=15000)
@@ -92,10 +92,10 @@ def test_page_behind_a_path_prefix_connects_to_the_same_path(browser, daemon):
         page.close()
 
 
-def test_dashboard_is_plain_html_over_http(daemon):
+def test_dashboard_is_plain_html_over_http(daemon, daemon_thread):
     import urllib.request
 
-    with DaemonThread(daemon) as running:
+    with daemon_thread(daemon) as running:
         with urllib.request.urlopen(f"http://127.0.0.1:{running.daemon.port}/", timeout=5) as r:
             body = r.read().decode()
         assert r.headers["Content-Type"].startswith("text/html")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from synth import tone
 
-from train.data import (
+from emostream.train.data import (
     EMOTIONS,
     DatasetError,
     class_distribution,

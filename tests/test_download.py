@@ -7,8 +7,8 @@ import zipfile
 import pytest
 from synth import tone
 
-from train.data import index_ravdess
-from train.download import DownloadError, download_ravdess, fetch_resumable
+from emostream.train.data import index_ravdess
+from emostream.train.download import DownloadError, download_ravdess, fetch_resumable
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):

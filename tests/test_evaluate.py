@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from train import evaluate
-from train.evaluate import FOLDS, actor_folds, random_split
-from train.prepare import split_and_oversample
+from emostream.train import evaluate
+from emostream.train.evaluate import FOLDS, actor_folds, random_split
+from emostream.train.prepare import split_and_oversample
 
 
 def test_actor_folds_never_share_an_actor_and_cover_everyone_once():
@@ -77,7 +77,7 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
 def test_augmentations_keep_audio_finite_and_change_it(variant):
     from synth import speechlike
 
-    from train.augment import AUGMENTATIONS
+    from emostream.train.augment import AUGMENTATIONS
 
     y = speechlike(2.0, seed=1)
     out = AUGMENTATIONS[variant](y, np.random.default_rng(0))

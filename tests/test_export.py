@@ -5,12 +5,12 @@ import onnx
 import pytest
 from synth import speechlike
 
-from export.cli import main as export_main
-from export.onnx_export import ExportError, check_parity, convert, load_keras_model, without_cudnn
-from features import DEFAULT_CONFIG, compute_log_mel_spect
-from features.contract import ModelContract
-from stream.model import EmotionModel, ModelError
-from train.model import CrnnConfig, build_crnn
+from emostream.export.cli import main as export_main
+from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model, without_cudnn
+from emostream.features import DEFAULT_CONFIG, compute_log_mel_spect
+from emostream.features.contract import ModelContract
+from emostream.inference.model import EmotionModel, ModelError
+from emostream.train.model import CrnnConfig, build_crnn
 
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 
@@ -129,7 +129,7 @@ def test_lstms_are_rebuilt_off_cudnn_with_the_same_weights(small_crnn):
 
 
 def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, capsys):
-    from train.cli import main as train_main
+    from emostream.train.cli import main as train_main
 
     run = tmp_path / "run"
     assert train_main(["--data-dir", str(ravdess_dir), "--max-clips-per-class", "5", "--epochs", "1",
@@ -150,7 +150,7 @@ def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, cap
 
 
 def test_large_batches_are_scored_in_chunks_with_the_same_result(onnx_proto):
-    from stream.model import InferenceConfig
+    from emostream.inference.model import InferenceConfig
 
     model = EmotionModel(onnx_proto.SerializeToString(), InferenceConfig(max_batch_windows=3))
     x = np.random.default_rng(3).standard_normal((10, 128, 100)).astype(np.float32)

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import soundfile as sf
 from synth import SR, speechlike
-from test_daemon import DaemonThread
 from websockets.sync.client import connect
 
-from bench.fanout import start_daemon
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.model import EmotionModel
-from stream.pipeline import PipelineConfig
-from stream.sources import FileSource
+from emostream.bench.fanout import start_daemon
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import PipelineConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.sources import FileSource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,12 +26,12 @@ def scores(ws, n, timeout=10):
     return got
 
 
-def test_input_file_vanishing_mid_stream_does_not_stop_the_daemon(tiny_onnx, tmp_path):
+def test_input_file_vanishing_mid_stream_does_not_stop_the_daemon(tiny_onnx, tmp_path, daemon_thread):
     path = tmp_path / "talk.wav"
     sf.write(path, speechlike(3.0, seed=8), SR)
     daemon = EmotionDaemon(EmotionModel(tiny_onnx), FileSource(path, realtime=True, loop=True),
                            PipelineConfig(hop_s=0.05), ServerConfig(port=0))
-    with DaemonThread(daemon) as running, connect(running.url) as ws:
+    with daemon_thread(daemon) as running, connect(running.url) as ws:
         first = scores(ws, 2)
         path.unlink()  # the open file stays readable; the loop goes on
         later = scores(ws, 30)

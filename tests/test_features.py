@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from synth import SR, speechlike, tone
 
-from features import DEFAULT_CONFIG, AudioDecodeError, compute_log_mel_spect, load_audio, mel_power_of_frames
+from emostream.features import DEFAULT_CONFIG, AudioDecodeError, compute_log_mel_spect, load_audio, mel_power_of_frames
 
 
 def reference_features(y: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from synth import speechlike
 
-from features import DEFAULT_CONFIG, compute_log_mel_spect
-from stream.logmel_stream import LogMelStream
+from emostream.features import DEFAULT_CONFIG, compute_log_mel_spect
+from emostream.inference.logmel_stream import LogMelStream
 
 SIGNAL = speechlike(9.0, seed=11) + 0.05 * np.sin(np.arange(int(9.0 * 22050)) * 0.01).astype(np.float32)
 
@@ -50,7 +50,7 @@ def test_nothing_is_emitted_before_the_first_window_is_full():
 
 
 def test_each_interior_frame_is_computed_once(monkeypatch):
-    import stream.logmel_stream as module
+    import emostream.inference.logmel_stream as module
 
     computed = []
     real = module.mel_power_of_frames

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from stream.ring_buffer import RingBuffer
+from emostream.stream.ring_buffer import RingBuffer
 
 
 class FakePortAudioError(Exception):
@@ -59,7 +59,7 @@ def fake_sounddevice(script):
 def test_a_failing_device_is_reopened_with_backoff_and_subscribers_are_told(monkeypatch):
     sd = fake_sounddevice(["fail", 20, None])  # cannot open, then dies after 20 blocks, then stays
     monkeypatch.setitem(sys.modules, "sounddevice", sd)
-    from stream.sources import MicrophoneSource
+    from emostream.stream.sources import MicrophoneSource
 
     monkeypatch.setattr(MicrophoneSource, "RETRY_FIRST_S", 0.05)
     mic = MicrophoneSource(block_frames=256)
@@ -96,7 +96,7 @@ def test_missing_portaudio_is_a_clear_error(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_portaudio)
-    from stream.sources import MicrophoneSource, SourceError
+    from emostream.stream.sources import MicrophoneSource, SourceError
 
     with pytest.raises(SourceError, match="libportaudio2") as err:
         MicrophoneSource()

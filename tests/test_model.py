@@ -1,6 +1,6 @@
 import numpy as np
 
-from train.model import build_crnn
+from emostream.train.model import build_crnn
 
 
 def test_reference_crnn_layers_and_parameter_count():

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from synth import SR, speechlike
 
-from features import compute_log_mel_spect
-from stream.model import EmotionModel
-from stream.pipeline import EmotionPipeline, PipelineConfig
+from emostream.features import compute_log_mel_spect
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 
 
 @pytest.fixture(scope="module")

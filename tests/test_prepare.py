@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from train.prepare import encode_labels, split_and_oversample
+from emostream.train.prepare import encode_labels, split_and_oversample
 
 # The real class sizes of RAVDESS speech + song: imbalanced, as the oversampler expects.
 COUNTS = {"neutral": 188, "calm": 376, "happy": 376, "sad": 376, "angry": 376, "fearful": 376,

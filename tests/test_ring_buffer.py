@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 
-from stream.ring_buffer import RingBuffer
+from emostream.stream.ring_buffer import RingBuffer
 
 
 def test_wraps_around_and_keeps_order():

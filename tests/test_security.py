@@ -4,15 +4,14 @@ import json
 import shutil
 
 import pytest
-from test_daemon import DaemonThread
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.daemon import main as daemon_main
-from stream.model import EmotionModel
-from stream.pipeline import PipelineConfig
-from stream.sources import FileSource
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import PipelineConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.daemon import main as daemon_main
+from emostream.stream.sources import FileSource
 
 
 @pytest.fixture
@@ -38,16 +37,16 @@ def status_of(url, **kwargs):
         return exc.response.status_code
 
 
-def test_token_is_required_when_set(make):
-    with DaemonThread(make(token="s3cret")) as running:
+def test_token_is_required_when_set(make, daemon_thread):
+    with daemon_thread(make(token="s3cret")) as running:
         assert status_of(running.url) == 401
         assert status_of(running.url + "/?token=wrong") == 401
         assert status_of(running.url + "/?token=s3cret") == "hello"
         assert status_of(running.url, additional_headers={"Authorization": "Bearer s3cret"}) == "hello"
 
 
-def test_browser_origins_other_than_the_daemons_own_are_refused(make):
-    with DaemonThread(make(allowed_origins=("https://dash.example",))) as running:
+def test_browser_origins_other_than_the_daemons_own_are_refused(make, daemon_thread):
+    with daemon_thread(make(allowed_origins=("https://dash.example",))) as running:
         own = f"http://127.0.0.1:{running.daemon.port}"
         assert status_of(running.url, origin="http://evil.example") == 403
         assert status_of(running.url, origin=own) == "hello"
@@ -55,8 +54,8 @@ def test_browser_origins_other_than_the_daemons_own_are_refused(make):
         assert status_of(running.url) == "hello"  # command-line clients send no Origin
 
 
-def test_connection_limit(make):
-    with DaemonThread(make(max_subscribers=2)) as running:
+def test_connection_limit(make, daemon_thread):
+    with daemon_thread(make(max_subscribers=2)) as running:
         with connect(running.url) as a, connect(running.url) as b:
             a.recv(timeout=10), b.recv(timeout=10)
             assert status_of(running.url) == 503
@@ -70,10 +69,10 @@ def test_binding_beyond_loopback_needs_a_token(tiny_onnx, caplog):
     ServerConfig(host="0.0.0.0", token="x").check()
 
 
-def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tmp_path, onnx_with_run_id):
+def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tmp_path, onnx_with_run_id, daemon_thread):
     live = tmp_path / "live.onnx"
     shutil.copy(tiny_onnx, live)
-    with DaemonThread(make(model_path=live)) as running:
+    with daemon_thread(make(model_path=live)) as running:
         daemon = running.daemon
         old = daemon.model
         live.write_bytes(b"corrupt")

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stream.model import DEFAULT_MODEL_PATH, EmotionModel
+from emostream.inference.model import EmotionModel
+from emostream.paths import DEFAULT_MODEL_PATH
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -22,7 +23,7 @@ def shipped():
 
 def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, ravdess_dir, tmp_path):
     """compute_log_mel_spect of each test clip (its first 100 frames), as emostream-export scored them."""
-    from train.featurize import extract_features
+    from emostream.train.featurize import extract_features
 
     model, summary, test, labels = shipped
     assert model.labels == labels and model.contract.test_accuracy == summary["test_accuracy"]
@@ -36,7 +37,7 @@ def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, 
 @pytest.mark.slow
 def test_streamed_clip_accuracy_matches_the_card(shipped, ravdess_dir, tmp_path):
     """Every test clip streamed through LogMelStream; the mean over its windows is the clip's score."""
-    from train.clipbank import clip_bank
+    from emostream.train.clipbank import clip_bank
 
     model, summary, test, labels = shipped
     bank = clip_bank(ravdess_dir, list(test["path"]), cache_dir=tmp_path)

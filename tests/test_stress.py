@@ -1,6 +1,6 @@
 import json
 
-from bench.stress import main
+from emostream.bench.stress import main
 
 
 def test_stress_command_runs_a_small_storm_crowd_and_soak(tiny_onnx, tmp_path):

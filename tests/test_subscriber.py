@@ -8,13 +8,12 @@ import time
 import numpy as np
 import pytest
 from synth import SR, speechlike
-from test_daemon import DaemonThread
 
-from stream.daemon import EmotionDaemon, ServerConfig
-from stream.model import EmotionModel
-from stream.pipeline import PipelineConfig
-from stream.sources import FileSource
-from stream.subscriber import format_line, subscribe
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import PipelineConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.sources import FileSource
+from emostream.stream.subscriber import format_line, subscribe
 
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 
@@ -32,7 +31,7 @@ def test_lines_show_top_emotion_bars_and_silence():
                                       "top_p": 0.75, "dropped": 3}, LABELS)
 
 
-def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path):
+def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path, daemon_thread):
     import soundfile as sf
 
     path = tmp_path / "a.wav"
@@ -50,13 +49,13 @@ def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path):
     result = {}
     client = threading.Thread(target=lambda: result.setdefault(
         "code", asyncio.run(subscribe(f"ws://127.0.0.1:{port}", as_json=True, count=6, out=out))), daemon=True)
-    with DaemonThread(daemon()):
+    with daemon_thread(daemon()):
         client.start()
         deadline = time.time() + 20
         while out.getvalue().count('"scores"') < 2 and time.time() < deadline:
             time.sleep(0.05)
     assert out.getvalue().count('"scores"') >= 2
-    with DaemonThread(daemon()):  # the same port, a new process life
+    with daemon_thread(daemon()):  # the same port, a new process life
         client.join(60)
     assert result.get("code") == 0
     messages = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -67,7 +66,7 @@ def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path):
 
 @pytest.mark.parametrize("argv", [["--help"]])
 def test_subscriber_command_has_help(argv, capsys):
-    from stream.subscriber import main
+    from emostream.stream.subscriber import main
 
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from train.cli import RUN_FILES, main
+from emostream.train.cli import RUN_FILES, main
 
 
 def test_short_training_run_on_real_clips_writes_every_output(ravdess_dir, tmp_path):

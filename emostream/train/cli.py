@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from features import DEFAULT_CONFIG
-from train import report
-from train.data import DatasetError, class_distribution, index_ravdess
-from train.featurize import extract_features
-from train.prepare import split_and_oversample
+from emostream.features import DEFAULT_CONFIG
+from emostream.train import report
+from emostream.train.data import DatasetError, class_distribution, index_ravdess
+from emostream.train.featurize import extract_features
+from emostream.train.prepare import split_and_oversample
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def epoch_progress(total: int, history_path: Path):
 
 def save_inference_model(model, model_config, path: Path) -> None:
     """Save weights and architecture without optimizer state (Keras 3 has no include_optimizer)."""
-    from train.model import build_crnn
+    from emostream.train.model import build_crnn
 
     bare = build_crnn(model_config, DEFAULT_CONFIG, compile=False)
     bare.set_weights(model.get_weights())
@@ -102,7 +102,7 @@ def save_inference_model(model, model_config, path: Path) -> None:
 def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dict:
     import keras
 
-    from train.model import CrnnConfig, build_crnn
+    from emostream.train.model import CrnnConfig, build_crnn
 
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.fanout import get_text, raise_fd_limit, start_daemon
-from stream.daemon import DEFAULT_SAMPLE
-from stream.model import DEFAULT_MODEL_PATH
+from emostream.bench.fanout import get_text, raise_fd_limit, start_daemon
+from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Watcher:
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stuck", type=int, default=50, help="subscribers that never read, alongside the crowd")
     p.add_argument("--hold", type=float, default=20.0, help="seconds to hold the crowd")
     p.add_argument("--soak", type=float, default=600.0, help="seconds of --fast --loop soak (0 to skip)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--out", type=Path, default=Path("bench") / "results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise_fd_limit()

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import DEFAULT_CONFIG, FEATURE_VERSION, compute_log_mel_spect, load_audio, mel_power, power_db
-from stream.logmel_stream import LogMelStream
-from train.augment import AUGMENTATIONS
-from train.featurize import default_cache_dir
+from emostream.features import DEFAULT_CONFIG, FEATURE_VERSION, compute_log_mel_spect, load_audio, mel_power, power_db
+from emostream.inference.logmel_stream import LogMelStream
+from emostream.train.augment import AUGMENTATIONS
+from emostream.train.featurize import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_SAMPLES = 200_000
 
 
@@ -31,13 +29,13 @@ def raise_fd_limit() -> int:
 
 
 def start_daemon(args: list[str], env: dict | None = None, preamble: str = "") -> tuple[subprocess.Popen, int]:
-    """``python -m stream.daemon ARGS --port 0``; returns the process and the port it bound.
+    """``python -m emostream.stream.daemon ARGS --port 0``; returns the process and the port it bound.
 
     ``preamble``: Python run first in the daemon's process (e.g. lowering a resource limit). The daemon's
     stderr is read on a thread into ``proc.log_lines`` so it never blocks on a full pipe.
     """
-    code = f"{preamble}\nimport sys\nfrom stream.daemon import main\nsys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--port", "0"], cwd=ROOT, env=env,
+    code = f"{preamble}\nimport sys\nfrom emostream.stream.daemon import main\nsys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, "--port", "0"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc.log_lines = []
     for line in proc.stderr:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, LogMelConfig
-from features.contract import ContractError, ModelContract
+from emostream.features import DEFAULT_CONFIG, LogMelConfig
+from emostream.features.contract import ContractError, ModelContract
+from emostream.paths import DEFAULT_MODEL_PATH
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "emotion_crnn.onnx"
 
 
 class ModelError(RuntimeError):

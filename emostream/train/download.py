@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from train.data import AUDIO_SUFFIXES, CHANNEL_FOLDERS, EXPECTED_COUNTS, resolve_data_dir
+from emostream.train.data import AUDIO_SUFFIXES, CHANNEL_FOLDERS, EXPECTED_COUNTS, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 

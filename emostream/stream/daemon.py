@@ -23,17 +23,18 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from stream.broadcast import ScoreBroadcaster
-from stream.model import DEFAULT_MODEL_PATH, EmotionModel, InferenceConfig, ModelError
-from stream.pipeline import AnalysisWorker, EmotionPipeline, PipelineConfig
-from stream.ring_buffer import RingBuffer
-from stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
+from emostream import __version__
+from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.stream.broadcast import ScoreBroadcaster
+from emostream.stream.ring_buffer import RingBuffer
+from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
+from emostream.stream.worker import AnalysisWorker
 
 logger = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
-DEFAULT_SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.flac"
-DASHBOARD = Path(__file__).resolve().parent / "assets" / "dashboard.html"
+VERSION = __version__
 
 
 @dataclass(frozen=True)

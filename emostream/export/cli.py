@@ -15,20 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from export.onnx_export import ExportError, check_parity, convert, load_keras_model
-from features import DEFAULT_CONFIG
-from features.contract import ModelContract
+from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model
+from emostream.features import DEFAULT_CONFIG
+from emostream.features.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path("models")  # a checkout's models/ folder, relative to the working directory
 MIN_PARITY_WINDOWS = 200
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="emostream-export", description=__doc__.splitlines()[0])
     p.add_argument("--keras", type=Path, default=MODELS_DIR / "model.keras", help="trained model (.keras)")
-    p.add_argument("--out", type=Path, default=MODELS_DIR / "emotion_crnn.onnx", help="ONNX file to write")
+    p.add_argument("--out", type=Path, default=Path("emostream") / "assets" / "emotion_crnn.onnx", help="ONNX file to write")
     p.add_argument("--data-dir", help="RAVDESS root for the parity windows (default: $RAVDESS_DIR or ../shared/...)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
     p.add_argument("--int8", action="store_true", help="also try static INT8 (kept only if faster and < 1 pt worse)")
@@ -51,8 +51,8 @@ def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir):
     """The test split's windows and label indices, computed by the shared feature code."""
     import pandas as pd
 
-    from train.data import resolve_data_dir
-    from train.featurize import extract_features
+    from emostream.train.data import resolve_data_dir
+    from emostream.train.featurize import extract_features
 
     if not test_files.is_file():
         raise ExportError(f"{test_files} not found: parity needs the training run's test-file list")
@@ -116,8 +116,8 @@ def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300) -> 
     """Windows of clips outside the test split: calibration never sees test audio."""
     import pandas as pd
 
-    from train.data import index_ravdess
-    from train.featurize import extract_features
+    from emostream.train.data import index_ravdess
+    from emostream.train.featurize import extract_features
 
     index = index_ravdess(data_dir)
     test = set(pd.read_csv(test_files)["path"])
@@ -127,7 +127,7 @@ def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300) -> 
 
 
 def int8_report(args, labels, test_files, windows, y_true) -> None:
-    from export.quantize import try_int8
+    from emostream.export.quantize import try_int8
 
     result = try_int8(args.out, windows, y_true, calibration_windows(test_files, args.data_dir, args.cache_dir))
     verdict = "shipped" if result.worth_shipping else "not shipped"

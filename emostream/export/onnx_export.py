@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, LogMelConfig
-from features.contract import ModelContract
+from emostream.features import DEFAULT_CONFIG, LogMelConfig
+from emostream.features.contract import ModelContract
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Parity:
 
 def check_parity(keras_model, onnx_bytes: bytes, windows: np.ndarray, y_true: np.ndarray | None = None) -> Parity:
     """Probabilities of both on ``windows`` (n, n_mels, frames); accuracy too when labels are given."""
-    from stream.model import EmotionModel
+    from emostream.inference.model import EmotionModel
 
     onnx_model = EmotionModel(onnx_bytes)
     p_keras = keras_model.predict(windows[..., np.newaxis], batch_size=128, verbose=0)

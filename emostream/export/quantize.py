@@ -65,7 +65,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, per_chan
 
 def compare(fp32: Path, int8: Path, windows: np.ndarray, y_true: np.ndarray, runs: int = 300) -> tuple:
     """Batch-1 p50 latency (1 thread, no spinning) and test accuracy of both models, side by side."""
-    from stream.model import EmotionModel, InferenceConfig
+    from emostream.inference.model import EmotionModel, InferenceConfig
 
     out = []
     for path in (fp32, int8):

@@ -1,22 +1,19 @@
 """From raw source frames to score messages: mix down → resample → log-Mel windows → model → gate/smooth.
 
-``EmotionPipeline`` is plain and synchronous (the offline path and tests call it directly);
-``AnalysisWorker`` runs it on its own thread, fed from the ring buffer, never on the event loop.
+``EmotionPipeline`` is plain and synchronous: the offline path, file scoring and tests call it directly;
+the daemon's ``AnalysisWorker`` (``emostream.stream.worker``) runs it on its own thread.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from stream.logmel_stream import LogMelStream
-from stream.model import EmotionModel
-from stream.ring_buffer import RingBuffer
+from emostream.inference.logmel_stream import LogMelStream
+from emostream.inference.model import EmotionModel
 
 logger = logging.getLogger(__name__)
 
@@ -123,43 +120,3 @@ class EmotionPipeline:
             })
         self.windows_out += len(messages)
         return messages
-
-
-class AnalysisWorker(threading.Thread):
-    """Drains the ring buffer through the pipeline on its own thread and hands each message on."""
-
-    def __init__(self, ring: RingBuffer, pipeline: EmotionPipeline, on_message: Callable[[dict], None],
-                 on_end: Callable[[], None] | None = None):
-        super().__init__(name="emostream-analysis", daemon=True)
-        self.ring, self.pipeline = ring, pipeline
-        self.on_message, self.on_end = on_message, on_end
-        self.stop_event = threading.Event()
-        self.error: str | None = None
-
-    def run(self) -> None:
-        reported_overruns = 0
-        try:
-            while not self.stop_event.is_set():
-                self.ring.wait_for_data(0.2)
-                finished = self.ring.closed and self.ring.available == 0
-                if self.ring.available:
-                    for message in self.pipeline.process(self.ring.read(), last=False):
-                        self.on_message(message)
-                if self.ring.overrun_frames != reported_overruns:
-                    logger.warning("audio overrun: %d frames dropped so far (analysis fell behind)",
-                                   self.ring.overrun_frames)
-                    reported_overruns = self.ring.overrun_frames
-                if finished:  # flush what the resampler still holds back
-                    for message in self.pipeline.process(np.zeros((0, self.ring.channels), np.float32), last=True):
-                        self.on_message(message)
-                    break
-        except Exception as exc:  # keep the daemon up long enough to say why
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception("analysis failed")
-        finally:
-            if self.on_end is not None:
-                self.on_end()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.ring.close()

@@ -8,11 +8,13 @@ Every audio file found is either parsed into a row or reported as a problem, nev
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from emostream.paths import DATA_DIR_ENVS
+from emostream.paths import data_dir as data_dir_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,7 @@ STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by t
 AUDIO_SUFFIXES = (".wav", ".flac")
 EXPECTED_COUNTS = {"speech": 1440, "song": 1012}
 
-DATA_DIR_ENV = "RAVDESS_DIR"
-#: Relative to the project root, where the shared copy of the data set lives.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ravdess"
+DATA_DIR_ENV = DATA_DIR_ENVS["ravdess"]
 
 
 class DatasetError(RuntimeError):
@@ -44,11 +44,7 @@ class DatasetError(RuntimeError):
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """``data_dir`` if given, else ``$RAVDESS_DIR``, else ``../shared/data/ravdess``."""
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    return DEFAULT_DATA_DIR
+    return data_dir_of("ravdess", data_dir)
 
 
 def parse_ravdess_name(name: str) -> dict:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, compute_log_mel_spect
-from stream.logmel_stream import LogMelStream
+from emostream.features import DEFAULT_CONFIG, compute_log_mel_spect
+from emostream.inference.logmel_stream import LogMelStream
 
 
 def percentiles_ms(seconds: list[float] | np.ndarray) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import (
+from emostream.bench.measure import (
     feature_update_times,
     inference_times,
     onnx_flops_per_window,
@@ -25,13 +25,12 @@ from bench.measure import (
     sgemm_flops_per_s,
     windows_from,
 )
-from features import DEFAULT_CONFIG, load_audio
-from stream.daemon import DEFAULT_SAMPLE
-from stream.model import DEFAULT_MODEL_PATH, EmotionModel, InferenceConfig
-from stream.pipeline import EmotionPipeline, PipelineConfig
+from emostream.features import DEFAULT_CONFIG, load_audio
+from emostream.inference.model import EmotionModel, InferenceConfig
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {
     "inference_p50_vs_floor": 1.2,
@@ -105,7 +104,7 @@ def realtime_factor(model: EmotionModel, signal: np.ndarray, hop_s: float, secon
 
 
 def run(args) -> dict:
-    from bench import fanout
+    from emostream.bench import fanout
 
     results: dict = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
@@ -285,7 +284,7 @@ def markdown(r: dict, table_text: str) -> str:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
-    p.add_argument("--keras", type=Path, default=ROOT / "models" / "model.keras",
+    p.add_argument("--keras", type=Path, default=Path("models") / "model.keras",
                    help="Keras twin for the side-by-side (used when TensorFlow is installed)")
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
@@ -297,14 +296,14 @@ def parse_args(argv):
     p.add_argument("--rtf-seconds", type=float, default=60.0)
     p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--skip-fanout", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--out", type=Path, default=Path("bench") / "results")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from stream.model import ModelError
+    from emostream.inference.model import ModelError
 
     try:
         results = run(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features import DEFAULT_CONFIG, LogMelConfig
+from emostream.features import DEFAULT_CONFIG, LogMelConfig
 
 
 @dataclass(frozen=True)

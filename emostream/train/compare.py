@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train import report
-from train.evaluate import Preset
+from emostream.train import report
+from emostream.train.evaluate import Preset
 
 logger = logging.getLogger(__name__)
 

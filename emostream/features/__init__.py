@@ -1,6 +1,6 @@
 """Log-Mel features: the single definition used by training, export and the streaming daemon."""
 
-from features.logmel import (
+from emostream.features.logmel import (
     DEFAULT_CONFIG,
     FEATURE_VERSION,
     NORMALISATION,

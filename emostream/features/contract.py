@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, dataclass, fields
 
-from features.logmel import DEFAULT_CONFIG, FEATURE_VERSION, NORMALISATION, LogMelConfig
+from emostream.features.logmel import DEFAULT_CONFIG, FEATURE_VERSION, NORMALISATION, LogMelConfig
 
 PREFIX = "emostream."
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, standardise_db
-from train import report
-from train.clipbank import ClipBank, clip_bank
-from train.data import index_ravdess
+from emostream.features import DEFAULT_CONFIG, standardise_db
+from emostream.train import report
+from emostream.train.clipbank import ClipBank, clip_bank
+from emostream.train.data import index_ravdess
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Preset:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
 
     def crnn_config(self, n_classes: int):
-        from train.model import CrnnConfig
+        from emostream.train.model import CrnnConfig
 
         return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
                           n_classes=n_classes)
@@ -190,7 +190,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
     import keras
 
-    from train.model import build_crnn
+    from emostream.train.model import build_crnn
 
     model = build_crnn(preset.crnn_config(n_classes), compile=False)
     lr = preset.learning_rate
@@ -320,7 +320,7 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
 def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
                         folder: Path) -> None:
     """The model plus what ``emostream-export`` reads beside it: labels, summary and the test files."""
-    from train.cli import save_inference_model
+    from emostream.train.cli import save_inference_model
 
     folder.mkdir(parents=True, exist_ok=True)
     save_inference_model(model, preset.crnn_config(len(classes)), folder / "model.keras")
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = index.frame
     if args.max_clips_per_class:
         frame = frame.groupby("emotion", sort=False).head(args.max_clips_per_class).reset_index(drop=True)
-    from train.prepare import encode_labels
+    from emostream.train.prepare import encode_labels
 
     y, classes = encode_labels(frame["emotion"])
     paths = list(frame["path"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features import DEFAULT_CONFIG, LogMelConfig, mel_power_of_frames, power_db, standardise_db
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, mel_power_of_frames, power_db, standardise_db
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from stream.ring_buffer import RingBuffer
+from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import DEFAULT_CONFIG, FEATURE_VERSION, AudioDecodeError, LogMelConfig, compute_log_mel_spect
+from emostream.features import DEFAULT_CONFIG, FEATURE_VERSION, AudioDecodeError, LogMelConfig, compute_log_mel_spect
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The daemon: audio source → ring buffer → ``emostream.inference`` → WebSocket broadcast. No TensorFlow."""
