@@ -81,7 +81,7 @@ def tiny_onnx(tmp_path_factory, onnx_with_run_id) -> Path:
 class DaemonThread:
     """Runs ``EmotionDaemon.run`` on its own event loop in a thread; ``port`` once listening."""
 
-    def __init__(self, daemon: EmotionDaemon):
+    def __init__(self, daemon):
         self.daemon = daemon
         self.listening = threading.Event()
         self.code = None

@@ -28,7 +28,8 @@ MIN_PARITY_WINDOWS = 200
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="emostream-export", description=__doc__.splitlines()[0])
     p.add_argument("--keras", type=Path, default=MODELS_DIR / "model.keras", help="trained model (.keras)")
-    p.add_argument("--out", type=Path, default=Path("emostream") / "assets" / "emotion_crnn.onnx", help="ONNX file to write")
+    p.add_argument("--out", type=Path, default=Path("emostream") / "assets" / "emotion_crnn.onnx",
+                   help="ONNX file to write (default: the package's shipped model, in a checkout)")
     p.add_argument("--data-dir", help="RAVDESS root for the parity windows (default: $RAVDESS_DIR or ../shared/...)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
     p.add_argument("--int8", action="store_true", help="also try static INT8 (kept only if faster and < 1 pt worse)")

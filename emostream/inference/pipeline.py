@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emostream import messages as msg
 from emostream.inference.logmel_stream import LogMelStream
 from emostream.inference.model import EmotionModel
 
@@ -101,22 +102,8 @@ class EmotionPipeline:
                 s = self.config.smoothing
                 self._smoothed = p if self._smoothed is None else s * self._smoothed + (1 - s) * p
                 p = self._smoothed
-            top = int(np.argmax(p)) if p is not None else None
-            messages.append({
-                "type": "scores",
-                "seq": w.index,
-                "start_s": round(w.start_sample / sr, 6),
-                "end_s": round(w.end_sample / sr, 6),
-                "ready_time": ready_time,
-                "wall_time": time.time(),
-                "silence": p is None,
-                "level_dbfs": round(w.level_dbfs, 2),
-                "probabilities": None if p is None else {k: float(v) for k, v in zip(self.model.labels, p,
-                                                                                      strict=True)},
-                "top": None if top is None else self.model.labels[top],
-                "top_p": None if top is None else float(p[top]),
-                "features_ms": round(features_ms, 4),
-                "inference_ms": round(inference_ms if p is not None else 0.0, 4),
-            })
+            messages.append(msg.scores(seq=w.index, start_s=w.start_sample / sr, end_s=w.end_sample / sr,
+                                       ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
+                                       p=p, features_ms=features_ms, inference_ms=inference_ms))
         self.windows_out += len(messages)
         return messages

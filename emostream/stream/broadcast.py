@@ -10,13 +10,14 @@ Messages are JSON-encoded once, not once per subscriber.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
 
 import numpy as np
 from websockets.asyncio.server import broadcast
+
+from emostream.messages import encode
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ScoreBroadcaster:
 
     def publish(self, message: dict, is_window: bool = True) -> None:
         started = time.perf_counter()
-        encoded = json.dumps(message, separators=(",", ":"))
+        encoded = encode(message)
         head = encoded[:-1]  # the closing brace is added per subscriber, after its drop count
         keeping_up: dict[int, list[Subscriber]] = {}
         for subscriber in self.subscribers:

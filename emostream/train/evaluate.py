@@ -304,7 +304,7 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
     """One evaluation from runs of the same preset and protocol over different folds (e.g. run side by side)."""
     runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
     first = runs[0]
-    for folder, run in zip(folders, runs):
+    for folder, run in zip(folders, runs, strict=True):
         if (run["protocol"], run["preset"], run["classes"]) != (first["protocol"], first["preset"], first["classes"]):
             raise ValueError(f"{folder}: protocol, preset or classes differ from {folders[0]}; cannot merge")
     results = [r for f in folders for r in json.loads((Path(f) / "folds.json").read_text())]

@@ -1,0 +1,93 @@
+"""The one definition of every message emostream sends: WebSocket frames, JSON lines, published records.
+
+Each builder returns a plain dict; ``encode`` turns any of them into strict JSON (no NaN/Infinity: a
+non-finite number becomes ``null``), so a strict client can parse every frame. The README's message
+schema is this module in words.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+#: type → the fields a message of that type always carries (README "WebSocket messages").
+SCHEMA: dict[str, tuple[str, ...]] = {
+    "hello": ("type", "version", "labels", "sample_rate_hz", "hop_s", "window_s", "window_frames", "n_mels",
+              "silence_dbfs", "smoothing", "source", "model"),
+    "scores": ("type", "seq", "start_s", "end_s", "ready_time", "wall_time", "silence", "level_dbfs",
+               "probabilities", "top", "top_p", "features_ms", "inference_ms"),
+    "utterance": ("type", "start_s", "end_s", "windows", "probabilities", "top", "top_p"),
+    "end": ("type", "windows", "utterances", "duration_s", "reason"),
+    "error": ("type", "error"),
+    "pong": ("type", "wall_time"),
+}
+
+
+def finite(value):
+    """``value`` with every non-finite float (NaN, ±Inf) replaced by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def encode(message: dict, compact: bool = True) -> str:
+    """Strict JSON text of a message; raises nothing for NaN/Inf (they become null)."""
+    separators = (",", ":") if compact else None
+    try:
+        return json.dumps(message, separators=separators, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(message), separators=separators, allow_nan=False)
+
+
+def probabilities_dict(labels, p) -> dict[str, float]:
+    return {label: float(v) for label, v in zip(labels, p, strict=True)}
+
+
+def top_of(labels, p) -> tuple[str | None, float | None]:
+    if p is None:
+        return None, None
+    best = max(range(len(labels)), key=lambda i: p[i])
+    return labels[best], float(p[best])
+
+
+def scores(*, seq: int, start_s: float, end_s: float, ready_time: float, level_dbfs: float, labels,
+           p, features_ms: float, inference_ms: float) -> dict:
+    """One window's scores; ``p`` None marks a silent window (no label)."""
+    top, top_p = top_of(labels, p)
+    return {
+        "type": "scores",
+        "seq": seq,
+        "start_s": round(start_s, 6),
+        "end_s": round(end_s, 6),
+        "ready_time": ready_time,
+        "wall_time": time.time(),
+        "silence": p is None,
+        "level_dbfs": round(level_dbfs, 2),
+        "probabilities": None if p is None else probabilities_dict(labels, p),
+        "top": top,
+        "top_p": top_p,
+        "features_ms": round(features_ms, 4),
+        "inference_ms": round(inference_ms if p is not None else 0.0, 4),
+    }
+
+
+def utterance(*, start_s: float, end_s: float, windows: int, labels, p, short: bool = False) -> dict:
+    """A speech segment's result: the mean of its windows' probabilities."""
+    top, top_p = top_of(labels, p)
+    return {"type": "utterance", "start_s": round(start_s, 6), "end_s": round(end_s, 6), "windows": windows,
+            "probabilities": probabilities_dict(labels, p), "top": top, "top_p": top_p, "short": short}
+
+
+def end(*, windows: int, utterances: int, duration_s: float, reason: str = "source ended") -> dict:
+    """A finite stream is over: nothing follows but the close."""
+    return {"type": "end", "windows": windows, "utterances": utterances, "duration_s": round(duration_s, 6),
+            "reason": reason}
+
+
+def error(text: str) -> dict:
+    return {"type": "error", "error": text.splitlines()[0] if text else "error"}
