@@ -3,12 +3,14 @@
 For every clip and variant (the original, or one waveform augmentation with a per-clip seed):
 - ``db``: dB frames of the whole clip (n_mels, n_frames), float16 — random 100-frame crops of these,
   put through ``standardise_db``, are training windows;
-- for the original only, ``windows``: the exact windows the daemon would see while the clip streams
-  past (``LogMelStream``, hop 11 frames), float16 — the test-time inputs.
+- for the original only, ``windows``: the exact windows the daemon classifies while the clip streams
+  past inside a quiet noise floor (``inference.scoring.clip_windows``: hop 11 frames, level gate),
+  float16 — the test-time inputs. Clips shorter than a window are embedded the same way, never dB-padded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,8 +23,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, FEATURE_VERSION, compute_log_mel_spect, load_audio, mel_power, power_db
-from emostream.inference.logmel_stream import LogMelStream
+from emostream.features import DEFAULT_CONFIG, FEATURE_VERSION, load_audio, mel_power, power_db
+from emostream.inference.scoring import (
+    DEFAULT_CONTEXT,
+    StreamContext,
+    clip_seed,
+    clip_windows,
+    embed_in_noise_floor,
+    is_short,
+)
 from emostream.train.augment import AUGMENTATIONS
 from emostream.train.featurize import default_cache_dir
 
@@ -38,27 +47,42 @@ class ClipBank:
     windows: list[np.ndarray] | None  # per clip (n_windows, n_mels, frames) float16; original variant only
 
 
-def _clip(args: tuple[str, str, int]):
-    path, variant, seed = args
+def training_signal(y: np.ndarray, context_s: float, rng: np.random.Generator) -> np.ndarray:
+    """The stretch of stream training crops are cut from.
+
+    ``context_s`` > 0: the clip inside a noise floor (random level −75…−50 dBFS, random lead and tail up to
+    ``context_s``), so crops hold onsets, offsets and partial speech as the daemon's windows do. A clip shorter
+    than one window always gets a floor around it: crops are never padded in the dB domain.
+    """
+    if context_s <= 0 and not is_short(y.size):
+        return y
+    floor = StreamContext(context_s=float(rng.uniform(0, context_s)) if context_s > 0 else 0.0,
+                          floor_dbfs=float(rng.uniform(-75, -50)))
+    return embed_in_noise_floor(y, floor, seed=int(rng.integers(2**31)))
+
+
+def _clip(args: tuple[str, str, int, float]):
+    path, variant, seed, context_s = args
     y = load_audio(path)
+    rng = np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
     if variant != "orig":
-        rng = np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
         y = AUGMENTATIONS[variant](y, rng)
         y = y / max(1.0, float(np.abs(y).max()))  # keep within full scale like a real recording
-    db = power_db(mel_power(y)).astype(np.float16)
+    db = power_db(mel_power(training_signal(y, context_s, rng))).astype(np.float16)
     if variant != "orig":
         return db, None
-    windows = [w.features for w in LogMelStream(DEFAULT_CONFIG, TEST_HOP_FRAMES).push(y)]
-    if not windows:  # shorter than one window: the padded window, as compute_log_mel_spect gives
-        windows = [compute_log_mel_spect(y)]
-    return db, np.stack(windows).astype(np.float16)
+    # Test-time inputs: the clip inside a quiet stream, the daemon's windows over it, its level gate.
+    return db, clip_windows(y, seed=clip_seed(Path(path).name, seed)).astype(np.float16)
 
 
 def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0,
-              cache_dir: Path | None = None, workers: int | None = None) -> ClipBank:
+              cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0) -> ClipBank:
+    """Features of ``paths`` (relative to ``root``, or absolute) for one variant, cached on disk."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
-                                     "config": DEFAULT_CONFIG.to_dict(), "hop": TEST_HOP_FRAMES}).encode())
+                                     "config": DEFAULT_CONFIG.to_dict(), "hop": TEST_HOP_FRAMES,
+                                     "scoring": dataclasses.asdict(DEFAULT_CONTEXT), "context_s": context_s,
+                                     "bank": 2}).encode())
     cache = cache_dir / f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
@@ -66,7 +90,7 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
             windows = np.split(z["windows"], z["win_offsets"][1:-1]) if "windows" in z else None
         logger.info("clip bank %s: %d clips from cache", variant, len(paths))
         return ClipBank(paths, db, windows)
-    jobs = [(str(root / p), variant, seed) for p in paths]
+    jobs = [(str(root / p), variant, seed, context_s) for p in paths]
     with ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4)) as pool:
         results = list(tqdm(pool.map(_clip, jobs, chunksize=8), total=len(jobs), desc=f"clips ({variant})"))
     db = [r[0] for r in results]

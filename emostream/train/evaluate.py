@@ -5,6 +5,17 @@ Protocols (speech + song):
   is the validation part that early stopping and checkpoints look at. The test part is looked at once.
 - ``actors``: 6 folds of 4 consecutive actors (2 male, 2 female each). For fold k the test actors are
   fold k, the validation actors fold k+1, and training uses the other 16 — no actor is shared.
+- ``emobox``: the EmoBox benchmark's folds (RAVDESS speech only, 1440 clips, 6 × 4 test actors), so the
+  unseen-actor figure sits beside the published ones; validation = the next fold's test actors, taken
+  from the training side. Every fold's model is also scored on EmoDB (cross-corpus, never trained on).
+- ``corpus``: train on RAVDESS (speech + song; actors 21–24 validate), test on EmoDB: its 6 classes shared
+  with RAVDESS (argmax over all 8 outputs, as a user sees them) and the 4-class view (angry/happy/neutral/
+  sad, argmax over those four).
+- ``ship``: the model to ship: RAVDESS and EmoDB together, balanced by corpus and class; RAVDESS actors
+  21–24 and EmoDB speakers 15–16 validate (checkpoint choice only); no test part.
+
+Every test clip is scored as the daemon scores speech (``inference.scoring``): laid into a quiet noise
+floor, the daemon's sliding windows, its level gate, the mean over the windows it classifies.
 
 Presets:
 - ``reference``: the notebook's recipe (first 100 frames, oversampling, Adam 1e-4, fixed epochs,
@@ -32,10 +43,16 @@ from emostream.features import DEFAULT_CONFIG, standardise_db
 from emostream.train import report
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
+from emostream.train.prepare import encode_labels
 
 logger = logging.getLogger(__name__)
 
 FOLDS = [list(range(4 * k + 1, 4 * k + 5)) for k in range(6)]
+#: EmoBox's RAVDESS folds (test actors per fold), https://github.com/emo-box/EmoBox.
+EMOBOX_FOLDS = [[1, 11, 20, 21], [4, 10, 12, 14], [8, 9, 19, 23], [3, 5, 7, 24], [2, 15, 16, 18], [6, 13, 17, 22]]
+CORPUS_VAL_ACTORS = [21, 22, 23, 24]
+SHIP_VAL = {"ravdess": [21, 22, 23, 24], "emodb": [15, 16]}
+PROTOCOLS = ("random", "actors", "emobox", "corpus", "ship")
 VARIANTS = ("noise", "speed", "reverb", "eq")
 
 
@@ -56,6 +73,8 @@ class Preset:
     dropout: float = 0.3
     mixup_alpha: float = 0.0  # Beta(α, α) mixing weight of two training windows and their labels; 0 = off
     label_smoothing: float = 0.0
+    train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
+    vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
 
     @classmethod
     def from_record(cls, record: dict) -> Preset:
@@ -93,19 +112,56 @@ PRESETS = {
                         spec_augment=False, early_stopping_patience=None, multi_window_test=False),
     "improved": Preset("improved", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
                        spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45),
+    # The recipe shipped before the transfer work: improved + mixup (chosen on random-split validation).
+    "shipped-v1": Preset("shipped-v1", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
+                         spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
+                         mixup_alpha=0.2),
+    # For new voices: stream-like crops (onsets, offsets, noise floors) and vocal-tract warping on top.
+    "transfer": Preset("transfer", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
+                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
+                       mixup_alpha=0.2, train_context_s=1.0, vtlp=0.12),
 }
 
 
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Row indices per fold: test = fold k's actors, validation = fold k+1's, train = the rest."""
+    """Row indices per fold: test = fold k's actors, validation = fold k+1's, train = the rest (rows with
+    actor ≤ 0 belong to another corpus and are in none of them)."""
     folds = []
     for k in range(len(FOLDS)):
         test = np.isin(actors, FOLDS[k])
         val = np.isin(actors, FOLDS[(k + 1) % len(FOLDS)])
         folds.append({"name": f"actors {FOLDS[k][0]:02d}-{FOLDS[k][-1]:02d}", "number": k + 1,
                       "test": np.flatnonzero(test),
-                      "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val)})
+                      "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val & (actors > 0))})
     return folds
+
+
+def emobox_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """EmoBox's folds: test = the fold's actors, validation = the next fold's, train = the other 16."""
+    folds = []
+    for k, test_actors in enumerate(EMOBOX_FOLDS):
+        test = np.isin(actors, test_actors)
+        val = np.isin(actors, EMOBOX_FOLDS[(k + 1) % len(EMOBOX_FOLDS)])
+        folds.append({"name": f"emobox fold {k + 1}", "number": k + 1, "test": np.flatnonzero(test),
+                      "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val & (actors > 0))})
+    return folds
+
+
+def corpus_fold(corpus: np.ndarray, actors: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Train on RAVDESS, validate on RAVDESS actors 21–24, test on EmoDB: no speaker or corpus shared."""
+    ravdess = corpus == "ravdess"
+    val = ravdess & np.isin(actors, CORPUS_VAL_ACTORS)
+    return [{"name": "RAVDESS → EmoDB", "number": 1, "train": np.flatnonzero(ravdess & ~val),
+             "val": np.flatnonzero(val), "test": np.flatnonzero(corpus == "emodb")}]
+
+
+def ship_fold(corpus: np.ndarray, actors: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Everything trains except the validation speakers of each corpus (checkpoint choice only)."""
+    val = np.zeros(len(corpus), bool)
+    for name, speakers in SHIP_VAL.items():
+        val |= (corpus == name) & np.isin(actors, speakers)
+    return [{"name": "ship (all corpora)", "number": 1, "train": np.flatnonzero(~val), "val": np.flatnonzero(val),
+             "test": np.zeros(0, np.int64)}]
 
 
 def random_split(labels: np.ndarray, seed: int = 42) -> list[dict[str, np.ndarray]]:
@@ -118,10 +174,12 @@ def random_split(labels: np.ndarray, seed: int = 42) -> list[dict[str, np.ndarra
     return [{"name": f"random 80/20 seed {seed}", "number": 1, "train": train, "val": val, "test": test}]
 
 
-def oversample(rows: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+def oversample(rows: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Repeat training rows until every class (or every corpus × class group) is as common as the largest."""
     from imblearn.over_sampling import RandomOverSampler
 
-    resampled, _ = RandomOverSampler(random_state=seed).fit_resample(rows.reshape(-1, 1), y[rows])
+    key = y[rows] if groups is None else np.array([f"{g}/{c}" for g, c in zip(groups[rows], y[rows], strict=True)])
+    resampled, _ = RandomOverSampler(random_state=seed).fit_resample(rows.reshape(-1, 1), key)
     return resampled.ravel()
 
 
@@ -142,7 +200,10 @@ class TrainingWindows:
         start = 0
         if p.crops and db.shape[1] > self.frames:
             start = int(self.rng.integers(0, db.shape[1] - self.frames + 1))
-        x = standardise_db(db[:, start : start + self.frames])
+        crop = db[:, start : start + self.frames]
+        if p.vtlp:
+            crop = warp_mel_axis(crop, float(self.rng.uniform(1 - p.vtlp, 1 + p.vtlp)))
+        x = standardise_db(crop)
         if p.spec_augment:
             for _ in range(2):
                 width = int(self.rng.integers(0, 16))
@@ -155,6 +216,17 @@ class TrainingWindows:
 
     def epoch(self, rows: np.ndarray) -> np.ndarray:
         return np.stack([self.window(r) for r in rows])[..., np.newaxis]
+
+
+def warp_mel_axis(db: np.ndarray, factor: float) -> np.ndarray:
+    """Stretch (factor > 1) or squeeze the mel axis of dB frames: formants move as with a longer or shorter
+    vocal tract. Bins past the top repeat the last bin."""
+    n = db.shape[0]
+    source = np.clip(np.arange(n) / factor, 0, n - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    w = (source - low)[:, None].astype(np.float32)
+    return (1 - w) * db[low] + w * db[high]
 
 
 def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
@@ -180,11 +252,30 @@ def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bo
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    """Accuracy, macro-F1 and UAR over the classes present in ``y_true``."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+    present = np.unique(y_true)
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-            "uar": float(balanced_accuracy_score(y_true, y_pred))}
+            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+            "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))}
+
+
+def full_scores(y_true: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
+    """``scores`` of the argmax over all outputs, the share of predictions per class (a collapse onto one
+    class shows as a large ``max_share``), and the 4-class view (angry/happy/neutral/sad, argmax over those)."""
+    from emostream.train.emodb import FOUR_CLASSES
+
+    y_pred = p.argmax(axis=1)
+    share = np.bincount(y_pred, minlength=len(classes)) / max(len(y_pred), 1)
+    out = {**scores(y_true, y_pred), "predicted_share": {c: float(v) for c, v in zip(classes, share, strict=True)},
+           "max_share": float(share.max()), "n": int(len(y_true))}
+    four = [classes.index(c) for c in FOUR_CLASSES if c in classes]
+    rows = np.isin(y_true, four)
+    if rows.any():
+        pred4 = np.array(four)[p[rows][:, four].argmax(axis=1)]
+        out["four_class"] = scores(y_true[rows], pred4)
+    return out
 
 
 def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
@@ -208,12 +299,16 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
     return epoch - best_epoch >= preset.early_stopping_patience and epoch >= preset.min_epochs
 
 
-def run_fold(preset: Preset, fold: dict, y: np.ndarray, n_classes: int, banks: dict[str, ClipBank],
-             seed: int, log_prefix: str) -> tuple[dict, object]:
+def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
+             seed: int, log_prefix: str, groups: np.ndarray | None = None,
+             cross: np.ndarray | None = None) -> tuple[dict, object]:
+    """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
+    the ``cross`` rows (another corpus, never trained on) once."""
     import keras
 
+    n_classes = len(classes)
     keras.utils.set_random_seed(seed)
-    train_rows = oversample(fold["train"], y, seed)
+    train_rows = oversample(fold["train"], y, seed, groups)
     windows = TrainingWindows(preset, banks, seed)
     model = build_model(preset, n_classes, int(np.ceil(len(train_rows) / preset.batch_size)))
     orig = banks["orig"]
@@ -240,63 +335,126 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, n_classes: int, banks: d
     if best["weights"] is not None:
         model.set_weights(best["weights"])
     chosen_epoch = best["epoch"] if best["weights"] is not None else len(history)
-    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test)
-    y_pred = test_p.argmax(axis=1)
     result = {"fold": fold["name"], "epoch": chosen_epoch, "epochs_run": len(history),
               "n_train": len(fold["train"]), "n_val": len(fold["val"]), "n_test": len(fold["test"]),
-              "test": scores(y[fold["test"]], y_pred), "seconds": time.time() - started, "history": history,
-              "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()}
+              "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
+              "seconds": time.time() - started, "history": history}
+    if cross is not None and len(cross):
+        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test)
+        result["cross"] = full_scores(y[cross], cross_p, classes)
+        result["cross_y_true"], result["cross_y_pred"] = y[cross].tolist(), cross_p.argmax(axis=1).tolist()
+        logger.info("%s cross-corpus %s", log_prefix, {k: v for k, v in result["cross"].items()
+                                                        if k in ("accuracy", "uar", "max_share")})
+    if not len(fold["test"]):
+        return result, model
+    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test)
+    y_pred = test_p.argmax(axis=1)
+    result.update({"test": full_scores(y[fold["test"]], test_p, classes),
+                   "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()})
     if preset.multi_window_test:
         first = clip_probabilities(model, orig, fold["test"], multi_window=False).argmax(axis=1)
         result["test_first_window"] = scores(y[fold["test"]], first)
     return result, model
 
 
+def _mean_std(values) -> dict:
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std()), "per_fold": values.tolist()}
+
+
 def summarise(results: list[dict]) -> dict:
+    """Means over folds: the test part (when there is one) and the cross-corpus part (when scored).
+
+    ``selection`` is the rule written down before the transfer runs: the mean of the unseen-speaker UAR and
+    the cross-corpus UAR (the recipe never trained on the cross corpus).
+    """
     out = {}
-    for key in ("accuracy", "macro_f1", "uar"):
-        values = np.array([r["test"][key] for r in results])
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()), "per_fold": values.tolist()}
+    tested = [r for r in results if "test" in r]
+    for key in ("accuracy", "macro_f1", "uar", "max_share"):
+        if tested and all(key in r["test"] for r in tested):
+            out[key] = _mean_std([r["test"][key] for r in tested])
+    if tested and all("four_class" in r["test"] for r in tested):
+        out["four_class_uar"] = _mean_std([r["test"]["four_class"]["uar"] for r in tested])
+    crossed = [r for r in results if "cross" in r]
+    if crossed:
+        for key in ("accuracy", "macro_f1", "uar", "max_share"):
+            out[f"cross_{key}"] = _mean_std([r["cross"][key] for r in crossed])
+        out["cross_four_class_uar"] = _mean_std([r["cross"]["four_class"]["uar"] for r in crossed])
+    if "uar" in out and "cross_uar" in out:
+        out["selection"] = (out["uar"]["mean"] + out["cross_uar"]["mean"]) / 2
+    out["val_uar"] = _mean_std([r["val"]["uar"] for r in results if r.get("val")] or [float("nan")])
     return out
+
+
+def _pct(d: dict, key: str, pct: bool = True) -> str:
+    if key not in d:
+        return "—"
+    m, sd = d[key]["mean"], d[key]["std"]
+    return f"{m:.2%} ± {sd:.2%}" if pct else f"{m:.3f} ± {sd:.3f}"
 
 
 def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str]):
     lines = [f"# Evaluation: preset `{preset.name}`, protocol `{protocol}`", "",
              f"Settings: `{json.dumps(dataclasses.asdict(preset))}`", "",
-             "| fold | test clips | epoch used / run | accuracy | macro-F1 | UAR |", "|---|---|---|---|---|---|"]
+             "Clips are scored as the daemon scores speech: laid into a quiet noise floor (−60 dBFS), the daemon's "
+             "sliding windows (hop 0.255 s), its −50 dBFS gate, the mean over the windows it classifies.", "",
+             "| fold | test clips | epoch used / run | val UAR | accuracy | macro-F1 | UAR | 4-class UAR | top class share "
+             "| cross-corpus UAR (6 cl.) | cross 4-class UAR | cross top share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(d, key, pct=False):
+        return "—" if d is None or key not in d else (f"{d[key]:.2%}" if pct else f"{d[key]:.3f}")
+
     for r in results:
-        t = r["test"]
-        lines.append(f"| {r['fold']} | {r['n_test']} | {r['epoch']} / {r['epochs_run']} | {t['accuracy']:.2%} | "
-                     f"{t['macro_f1']:.3f} | {t['uar']:.3f} |")
+        t, c = r.get("test"), r.get("cross")
+        lines.append(f"| {r['fold']} | {r['n_test']} | {r['epoch']} / {r['epochs_run']} | {cell(r.get('val'), 'uar')} | "
+                     f"{cell(t, 'accuracy', True)} | {cell(t, 'macro_f1')} | {cell(t, 'uar')} | "
+                     f"{cell(t and t.get('four_class'), 'uar')} | {cell(t, 'max_share', True)} | {cell(c, 'uar')} | "
+                     f"{cell(c and c.get('four_class'), 'uar')} | {cell(c, 'max_share', True)} |")
     s = summary
-    lines += [f"| **mean ± std** | | | **{s['accuracy']['mean']:.2%} ± {s['accuracy']['std']:.2%}** | "
-              f"{s['macro_f1']['mean']:.3f} ± {s['macro_f1']['std']:.3f} | "
-              f"{s['uar']['mean']:.3f} ± {s['uar']['std']:.3f} |", "",
-              "![pooled confusion matrix](confusion.png)", ""]
+    lines += [f"| **mean ± std** | | | {_pct(s, 'val_uar', False)} | **{_pct(s, 'accuracy')}** | "
+              f"{_pct(s, 'macro_f1', False)} | {_pct(s, 'uar', False)} | {_pct(s, 'four_class_uar', False)} | "
+              f"{_pct(s, 'max_share')} | {_pct(s, 'cross_uar', False)} | {_pct(s, 'cross_four_class_uar', False)} | "
+              f"{_pct(s, 'cross_max_share')} |", ""]
+    if "selection" in s:
+        lines += [f"Selection score (mean of unseen-speaker UAR and cross-corpus UAR): **{s['selection']:.3f}**", ""]
     firsts = [r["test_first_window"] for r in results if r.get("test_first_window")]
     if firsts:
         mean = {k: np.mean([f[k] for f in firsts]) for k in ("accuracy", "macro_f1", "uar")}
-        lines[-3:-3] = ["", f"Scores are the mean of the model over each test clip's streaming windows. With the first "
-                        f"window only (the reference's input, one 2.3 s window per clip): accuracy "
-                        f"{mean['accuracy']:.2%}, macro-F1 {mean['macro_f1']:.3f}, UAR {mean['uar']:.3f}."]
+        lines += [f"With the first classified window only: accuracy {mean['accuracy']:.2%}, macro-F1 "
+                  f"{mean['macro_f1']:.3f}, UAR {mean['uar']:.3f}.", ""]
+    shares = [r["test"]["predicted_share"] for r in results if "test" in r]
+    cross_shares = [r["cross"]["predicted_share"] for r in results if "cross" in r]
+    for title, group in (("test", shares), ("cross-corpus", cross_shares)):
+        if group:
+            mean_share = {k: np.mean([g[k] for g in group]) for k in classes}
+            lines.append(f"Predicted classes ({title}, share of clips): " +
+                         ", ".join(f"{k} {v:.0%}" for k, v in mean_share.items()))
+    lines += ["", "![pooled confusion matrix](confusion.png)" if any("test" in r for r in results) else "",
+              "![cross-corpus confusion matrix](confusion_cross.png)" if cross_shares else "", ""]
     (out / "evaluation.md").write_text("\n".join(lines))
 
 
+POOLED_KEYS = ("y_true", "y_pred", "cross_y_true", "cross_y_pred")
+
+
 def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str]) -> dict:
-    """evaluation.json, the card and the pooled confusion matrix from finished folds."""
+    """evaluation.json, the card and the pooled confusion matrices from finished folds."""
     summary = summarise(results)
-    y_true = np.concatenate([r["y_true"] for r in results])
-    y_pred = np.concatenate([r["y_pred"] for r in results])
-    report.plot_confusion(y_true, y_pred, classes, out / "confusion.png",
-                          f"{preset.name}, {protocol}: pooled over {len(results)} fold(s)")
+    for prefix, name, what in (("", "confusion.png", "pooled over"), ("cross_", "confusion_cross.png",
+                                                                      "cross-corpus, each of")):
+        pooled = [r for r in results if prefix + "y_true" in r]
+        if pooled:
+            report.plot_confusion(np.concatenate([r[prefix + "y_true"] for r in pooled]),
+                                  np.concatenate([r[prefix + "y_pred"] for r in pooled]), classes, out / name,
+                                  f"{preset.name}, {protocol}: {what} {len(pooled)} fold model(s)")
     report.write_json(out / "evaluation.json", {"protocol": protocol, "preset": dataclasses.asdict(preset),
                                                 "classes": classes, "summary": summary,
-                                                "folds": [{k: v for k, v in r.items() if k not in
-                                                           ("y_true", "y_pred")} for r in results]})
+                                                "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
+                                                          for r in results]})
     write_card(out, protocol, preset, results, summary, classes)
-    logger.info("%s / %s: accuracy %.4f ± %.4f, macro-F1 %.4f, UAR %.4f", preset.name, protocol,
-                summary["accuracy"]["mean"], summary["accuracy"]["std"], summary["macro_f1"]["mean"],
-                summary["uar"]["mean"])
+    logger.info("%s / %s: %s", preset.name, protocol,
+                {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) for k, v in summary.items()})
     return summary
 
 
@@ -326,11 +484,12 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     save_inference_model(model, preset.crnn_config(len(classes)), folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
     frame.iloc[fold["test"]].to_csv(folder / "test_files.csv", index=False)
-    t, first = result["test"], result.get("test_first_window")
+    t, first = result.get("test") or result["val"], result.get("test_first_window")
+    part = "test" if "test" in result else "validation (no test part: every other clip trained)"
     lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
              f"Trained on {result['n_train']} clips (oversampled), checkpoint chosen on {result['n_val']} validation "
              f"clips (epoch {result['epoch']} of {result['epochs_run']} run), tested once on {result['n_test']} clips.",
-             "", "| test metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
+             "", f"| {part} metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
              f"| averaged over the clip's streaming windows | **{t['accuracy']:.2%}** | {t['macro_f1']:.3f} | "
              f"{t['uar']:.3f} |"]
     if first:
@@ -340,17 +499,59 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
         "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
-        "test_accuracy": result["test"]["accuracy"], "test_macro_f1": result["test"]["macro_f1"],
-        "test_uar": result["test"]["uar"], "test_first_window": result.get("test_first_window"),
+        "test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"], "test_uar": t["uar"], "scored_on": part,
+        "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
         "epoch": result["epoch"], "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
     })
 
 
+def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False):
+    """The clips a protocol uses, one row each: ``path`` (absolute), ``emotion``, ``actor``, ``corpus``, ``channel``.
+
+    EmoDB is needed by ``corpus`` and ``ship``, and joins ``actors``/``emobox`` as the cross-corpus test set
+    when it is present (``no_cross`` leaves it out).
+    """
+    import pandas as pd
+
+    from emostream.train.emodb import EmoDBError, index_emodb
+
+    index = index_ravdess(data_dir, seed=seed)
+    frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], corpus="ravdess")
+    if protocol == "emobox":
+        frame = frame[frame["channel"] == "speech"].reset_index(drop=True)
+    if protocol == "random":
+        return frame
+    try:
+        emodb = index_emodb(emodb_dir)
+    except EmoDBError as exc:
+        if protocol in ("corpus", "ship"):
+            raise
+        logger.warning("no cross-corpus scores: %s", exc)
+        return frame
+    if no_cross and protocol in ("actors", "emobox"):
+        return frame
+    return pd.concat([frame, emodb], ignore_index=True)
+
+
+def check_no_leaks(folds: list[dict], corpus: np.ndarray, actors: np.ndarray, cross: np.ndarray | None) -> None:
+    """No speaker in two of train/validation/test, and the cross-corpus rows' corpus never in training."""
+    speaker = np.array([f"{c}-{a}" for c, a in zip(corpus, actors, strict=True)])
+    for fold in folds:
+        parts = {k: set(speaker[fold[k]]) for k in ("train", "val", "test")}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            if parts[a] & parts[b]:
+                raise AssertionError(f"{fold['name']}: speakers {sorted(parts[a] & parts[b])} in both {a} and {b}")
+        if cross is not None and len(cross) and set(corpus[cross]) & set(corpus[fold["train"]]):
+            raise AssertionError(f"{fold['name']}: the cross-corpus test corpus is also in training")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--protocol", choices=["random", "actors"], default="actors")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="actors")
     p.add_argument("--preset", choices=sorted(PRESETS), default="improved")
-    p.add_argument("--folds", help="comma-separated fold numbers 1-6 to run (actors protocol; default all)")
+    p.add_argument("--folds", help="comma-separated fold numbers 1-6 to run (actors/emobox; default all)")
+    p.add_argument("--emodb-dir", help="EmoDB root (default: $EMODB_DIR or ../shared/data/emodb)")
+    p.add_argument("--no-cross", action="store_true", help="emobox: do not score EmoDB with each fold's model")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one preset setting, e.g. --set mixup_alpha=0.2 --set lstm_units=192,96 "
@@ -388,30 +589,38 @@ def main(argv: list[str] | None = None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    index = index_ravdess(args.data_dir, seed=args.seed)
-    frame = index.frame
+    frame = load_frame(args.protocol, args.data_dir, args.emodb_dir, args.seed, args.no_cross)
     if args.max_clips_per_class:
-        frame = frame.groupby("emotion", sort=False).head(args.max_clips_per_class).reset_index(drop=True)
-    from emostream.train.prepare import encode_labels
-
+        frame = frame.groupby(["corpus", "emotion"], sort=False).head(args.max_clips_per_class).reset_index(drop=True)
     y, classes = encode_labels(frame["emotion"])
     paths = list(frame["path"])
-    banks = {"orig": clip_bank(index.root, paths, "orig", args.seed, args.cache_dir)}
+    banks = {"orig": clip_bank(Path("/"), paths, "orig", args.seed, args.cache_dir, context_s=preset.train_context_s)}
     if preset.augment_share:
         for variant in VARIANTS:
-            banks[variant] = clip_bank(index.root, paths, variant, args.seed, args.cache_dir)
+            banks[variant] = clip_bank(Path("/"), paths, variant, args.seed, args.cache_dir,
+                                       context_s=preset.train_context_s)
+    corpus, actors = frame["corpus"].to_numpy(), frame["actor"].to_numpy()
+    cross = None
     if args.protocol == "random":
         folds = random_split(y, args.seed)
+    elif args.protocol == "corpus":
+        folds = corpus_fold(corpus, actors)
+    elif args.protocol == "ship":
+        folds = ship_fold(corpus, actors)
     else:
-        folds = actor_folds(frame["actor"].to_numpy())
+        ravdess_actors = np.where(corpus == "ravdess", actors, -1)
+        folds = (actor_folds if args.protocol == "actors" else emobox_folds)(ravdess_actors)
         if args.folds:
             folds = [folds[int(k) - 1] for k in args.folds.split(",")]
+        cross = np.flatnonzero(corpus == "emodb")
+    check_no_leaks(folds, corpus, actors, cross)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
-        result, model = run_fold(preset, fold, y, len(classes), banks, args.seed + fold["number"] - 1,
-                                 f"[{fold['name']}]")
-        logger.info("[%s] test %s", fold["name"], result["test"])
+        result, model = run_fold(preset, fold, y, classes, banks, args.seed + fold["number"] - 1,
+                                 f"[{fold['name']}]", groups=corpus, cross=cross)
+        logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
+                                                    if k in ("accuracy", "uar", "max_share")})
         results.append(result)
         if args.save_model:
             save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{fold['number']}")
