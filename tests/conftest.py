@@ -36,6 +36,17 @@ def ravdess_dir() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def emodb_dir() -> Path:
+    """The EmoDB copy; skip where absent, fail instead under CI=true."""
+    from emostream.paths import data_dir
+
+    root = data_dir("emodb")
+    if not (root / "wav").is_dir():
+        unavailable(f"EmoDB clips not found at {root} (set EMODB_DIR)")
+    return root
+
+
 @pytest.fixture
 def write_clip(tmp_path):
     """Write float samples to a 16-bit WAV (or FLAC) under tmp_path; returns the path."""

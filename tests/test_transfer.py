@@ -1,0 +1,128 @@
+"""#14: protocols without speaker or corpus leaks, clips scored inside a stream (never dB-padded), the
+transfer augmentations, and a tiny cross-corpus run that writes every output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from synth import SR, speechlike
+
+from emostream.features import compute_log_mel_spect
+from emostream.inference.scoring import clip_windows, embed_in_noise_floor, stream_windows
+from emostream.train import evaluate as ev
+
+
+def _frame(n_ravdess_actors=24, emodb_speakers=(3, 8, 9, 10, 11, 12, 13, 14, 15, 16)):
+    corpus = ["ravdess"] * (n_ravdess_actors * 5) + ["emodb"] * (len(emodb_speakers) * 5)
+    actors = [a for a in range(1, n_ravdess_actors + 1) for _ in range(5)] + [s for s in emodb_speakers for _ in range(5)]
+    return np.array(corpus), np.array(actors)
+
+
+def _speakers(corpus, actors, rows):
+    return {f"{corpus[r]}-{actors[r]}" for r in rows}
+
+
+def test_emobox_folds_test_each_actor_once_and_never_train_on_test_validation_or_emodb():
+    corpus, actors = _frame()
+    folds = ev.emobox_folds(np.where(corpus == "ravdess", actors, -1))
+    tested = [a for f in folds for a in set(actors[f["test"]])]
+    assert sorted(tested) == list(range(1, 25))
+    assert [sorted(set(actors[f["test"]])) for f in folds] == [sorted(a) for a in ev.EMOBOX_FOLDS]
+    for f in folds:
+        parts = [_speakers(corpus, actors, f[k]) for k in ("train", "val", "test")]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert set(corpus[f["train"]]) == {"ravdess"} and len(f["train"]) == 16 * 5
+    ev.check_no_leaks(folds, corpus, actors, np.flatnonzero(corpus == "emodb"))
+
+
+def test_corpus_and_ship_protocols_keep_speakers_apart():
+    corpus, actors = _frame()
+    (fold,) = ev.corpus_fold(corpus, actors)
+    assert set(corpus[fold["train"]]) == {"ravdess"} and set(corpus[fold["test"]]) == {"emodb"}
+    assert set(actors[fold["val"]]) == set(ev.CORPUS_VAL_ACTORS)
+    (ship,) = ev.ship_fold(corpus, actors)
+    assert len(ship["test"]) == 0 and set(corpus[ship["train"]]) == {"ravdess", "emodb"}
+    assert not _speakers(corpus, actors, ship["train"]) & _speakers(corpus, actors, ship["val"])
+    ev.check_no_leaks([fold, ship], corpus, actors, None)
+
+
+def test_leak_check_fails_on_a_shared_speaker_or_a_trained_cross_corpus():
+    corpus, actors = _frame()
+    (fold,) = ev.corpus_fold(corpus, actors)
+    leaky = {**fold, "val": np.concatenate([fold["val"], fold["train"][:1]])}
+    with pytest.raises(AssertionError, match="in both train and val"):
+        ev.check_no_leaks([leaky], corpus, actors, None)
+    with pytest.raises(AssertionError, match="cross-corpus"):
+        ev.check_no_leaks(ev.ship_fold(corpus, actors), corpus, actors, np.flatnonzero(corpus == "emodb"))
+
+
+def _padded_at_the_top(window: np.ndarray) -> bool:
+    """The old dB-domain pad: whole columns at the window's loudest value (0 dB before standardising)."""
+    return bool(np.any(np.all(np.isclose(window, window.max()), axis=0)))
+
+
+def test_short_clips_are_embedded_in_a_noise_floor_never_padded_in_db():
+    short = speechlike(1.2, seed=3)
+    assert _padded_at_the_top(compute_log_mel_spect(short))  # what the old scoring fed the model
+    windows = clip_windows(short)
+    assert len(windows) >= 1 and not any(_padded_at_the_top(w) for w in windows)
+    stream = embed_in_noise_floor(short)
+    assert stream.size >= 99 * 512 and np.all(np.isfinite(stream))
+    floor = stream[: int(0.4 * SR)]
+    assert -63 < 20 * np.log10(np.sqrt(np.mean(floor**2))) < -57  # −60 dBFS floor before the clip
+
+
+def test_the_level_gate_keeps_windows_of_speech_and_drops_floor_only_windows():
+    y = np.concatenate([speechlike(3.0, seed=5), np.zeros(4 * SR, np.float32), speechlike(3.0, seed=6)])
+    everything, voiced = stream_windows(y)
+    assert 0 < len(voiced) < len(everything)  # windows wholly inside the 4 s pause hold only the −60 dBFS floor
+    assert all(w.level_dbfs >= -50 for w in voiced)
+    assert all(w.level_dbfs < -50 for w in everything if w not in voiced)
+
+
+def test_clip_bank_windows_of_a_short_clip_are_streamed_and_its_training_frames_cover_a_window(write_clip, tmp_path):
+    from emostream.train.clipbank import clip_bank
+
+    path = write_clip("short.wav", speechlike(1.0, seed=8))
+    bank = clip_bank(tmp_path, ["short.wav"], "orig", 0, tmp_path / "cache", workers=1)
+    assert bank.db[0].shape[1] >= 100  # crops never need a dB pad
+    assert not any(_padded_at_the_top(w.astype(np.float32)) for w in bank.windows[0])
+    assert path.is_file()
+
+
+def test_mel_axis_warp_moves_formants_and_keeps_identity():
+    db = np.full((128, 10), -80.0, np.float32)
+    db[40] = 0.0
+    assert np.allclose(ev.warp_mel_axis(db, 1.0), db)
+    assert np.argmax(ev.warp_mel_axis(db, 1.1)[:, 0]) > 40 > np.argmax(ev.warp_mel_axis(db, 0.9)[:, 0])
+
+
+def test_full_scores_show_a_collapse_and_the_four_class_view():
+    classes = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    y = np.array([0, 4, 5, 6] * 5)
+    p = np.zeros((20, 8))
+    p[:, 2] = 0.6  # "disgust" always wins over all 8
+    p[np.arange(20), y] = 0.3  # but the true class leads among the four
+    s = ev.full_scores(y, p, classes)
+    assert s["max_share"] == 1.0 and s["predicted_share"]["disgust"] == 1.0 and s["uar"] == 0.0
+    assert s["four_class"]["uar"] == 1.0
+
+
+def test_tiny_corpus_run_writes_every_output(ravdess_dir, emodb_dir, tmp_path):
+    out = tmp_path / "run"
+    code = ev.main(["--protocol", "corpus", "--preset", "transfer", "--epochs", "1", "--max-clips-per-class", "5",
+                    "--set", "conv_filters=4,8", "--set", "lstm_units=8,8", "--set", "augment_share=0",
+                    "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
+                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--threads", "1"])
+    assert code == 0
+    for name in ("evaluation.json", "evaluation.md", "confusion.png", "folds.json"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "evaluation.json").read_text())
+    summary = result["summary"]
+    assert result["protocol"] == "corpus" and {"uar", "macro_f1", "max_share", "four_class_uar"} <= set(summary)
+    (fold,) = result["folds"]
+    assert set(fold["test"]["predicted_share"]) == set(result["classes"])
+    assert abs(sum(fold["test"]["predicted_share"].values()) - 1) < 1e-6
+    assert fold["n_test"] == 5 * 6  # six EmoDB classes, five clips each; boredom left out
