@@ -38,6 +38,7 @@ def load_run(folder: Path) -> dict:
             "accuracy": summary["accuracy"]["mean"], "accuracy_std": summary["accuracy"]["std"],
             "macro_f1": summary["macro_f1"]["mean"], "uar": summary["uar"]["mean"],
             "first_window_accuracy": float(np.mean(first)) if first else None,
+            "cross_uar": summary.get("cross_uar", {}).get("mean"), "selection": summary.get("selection"),
             "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds],
             "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds}}
 
@@ -59,6 +60,10 @@ def changes(preset: dict, baseline: dict) -> str:
     return "; ".join(diffs) or "(baseline)"
 
 
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _show(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
@@ -66,7 +71,8 @@ def _show(value) -> str:
 def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
     """One row per run, compared with the baseline of its own protocol."""
     lines = ["| run | protocol | change against the baseline | val UAR (chooses) | test accuracy | Δ accuracy | "
-             "macro-F1 | UAR | first window | epoch used / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "macro-F1 | UAR | EmoDB UAR (cross-corpus) | selection score | first window | epoch used / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         baseline = baselines[r["protocol"]]
         spread = f" ± {r['accuracy_std']:.1%}" if r["n_folds"] > 1 else ""
@@ -74,7 +80,8 @@ def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
         lines.append(f"| `{r['name']}` | {r['protocol']} | {changes(r['preset'], baseline['preset'])} | "
                      f"{r['val_uar']:.3f} | {r['accuracy']:.2%}{spread} | "
                      f"{accuracy_gain(r, baseline)} | {r['macro_f1']:.3f} | "
-                     f"{r['uar']:.3f} | {first} | {', '.join(r['epochs'])} |")
+                     f"{r['uar']:.3f} | {_num(r['cross_uar'])} | {_num(r['selection'])} | {first} | "
+                     f"{', '.join(r['epochs'])} |")
     return lines
 
 
