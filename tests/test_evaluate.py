@@ -5,7 +5,6 @@ import pytest
 
 from emostream.train import evaluate
 from emostream.train.evaluate import FOLDS, actor_folds, random_split
-from emostream.train.prepare import split_and_oversample
 
 
 def test_actor_folds_never_share_an_actor_and_cover_everyone_once():
@@ -26,9 +25,12 @@ def test_actor_folds_never_share_an_actor_and_cover_everyone_once():
 def test_random_protocol_keeps_the_reference_test_split_and_validates_on_the_training_side():
     labels = np.random.default_rng(0).permutation(np.repeat(["a", "b", "c", "d"], [50, 100, 100, 60]))
     (fold,) = random_split(labels, seed=42)
-    reference = split_and_oversample(labels, 0.2, seed=42)
-    np.testing.assert_array_equal(np.sort(fold["test"]), np.sort(reference.test))
-    assert set(fold["val"]) | set(fold["train"]) == set(reference.train)
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    reference_train, reference_test = train_test_split(rows, test_size=0.2, stratify=labels, random_state=42)
+    np.testing.assert_array_equal(np.sort(fold["test"]), np.sort(reference_test))
+    assert set(fold["val"]) | set(fold["train"]) == set(reference_train)
     assert set(fold["val"]).isdisjoint(fold["test"]) and set(fold["val"]).isdisjoint(fold["train"])
 
 

@@ -1,7 +1,8 @@
 """``emostream-train``: the reference recipe end to end, into one run folder.
 
-RAVDESS root → file index → log-Mel windows (cached) → stratified 80/20 split → oversampled training
-part → CRNN → model, history, plots, reports, metrics card.
+The ``reference`` preset of ``emostream-evaluate`` on its ``random`` protocol (one training stack): RAVDESS
+root → file index → feature banks (cached) → stratified 80/20 split, validation carved from the training
+side → oversampled training part → CRNN → model, history, plots, reports, metrics card.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import numpy as np
 
 from emostream.features import DEFAULT_CONFIG
 from emostream.train import report
-from emostream.train.data import DatasetError, class_distribution, index_ravdess
-from emostream.train.featurize import extract_features
-from emostream.train.prepare import split_and_oversample
+from emostream.train.data import DatasetError, class_distribution
 
 logger = logging.getLogger(__name__)
 
@@ -57,39 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def select_slice(frame, max_per_class: int | None):
-    if max_per_class is None:
-        return frame
-    return frame.groupby("emotion", sort=False).head(max_per_class).reset_index(drop=True)
-
-
-def epoch_progress(total: int, history_path: Path):
-    """A Keras callback: a tqdm bar over epochs, one log line per epoch, the history saved as it grows."""
-    import keras
-    from tqdm import tqdm
-
-    class EpochProgress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=total, desc="epochs", unit="epoch", file=sys.stderr)
-            self.history: dict[str, list[float]] = {}
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            self.bar.update(1)
-            self.bar.set_postfix(acc=f"{logs['accuracy']:.3f}", val_acc=f"{logs['val_accuracy']:.3f}")
-            logger.info(
-                "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f",
-                epoch + 1, total, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-            )
-            report.write_json(history_path, self.history)
-
-        def on_train_end(self, logs=None):
-            self.bar.close()
-
-    return EpochProgress()
-
-
 def save_inference_model(model, model_config, path: Path) -> None:
     """Save weights and architecture without optimizer state (Keras 3 has no include_optimizer)."""
     from emostream.train.model import build_crnn
@@ -100,79 +66,50 @@ def save_inference_model(model, model_config, path: Path) -> None:
 
 
 def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dict:
+    """The ``reference`` preset of ``emostream-evaluate`` on its ``random`` protocol, written as one run folder.
+
+    One training stack: the split, oversampling, feature banks and training loop are the evaluation code's.
+    The validation part is carved from the training side; the final epoch's model is kept and the test part
+    is scored once, at the end.
+    """
     import keras
 
-    from emostream.train.model import CrnnConfig, build_crnn
+    from emostream.train.evaluate import PRESETS, prepare, run_fold, save_run_for_export
 
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    index = index_ravdess(data_dir, seed=config.shuffle_seed)
-    frame = select_slice(index.frame, config.max_clips_per_class)
-    distribution = class_distribution(frame)
-    logger.info("class distribution (%d clips, %d unparsable names):\n%s", len(frame), len(index.problems),
-                distribution.to_string())
+    preset = dataclasses.replace(PRESETS["reference"], epochs=config.epochs, batch_size=config.batch_size)
+    data = prepare("random", preset, data_dir, seed=config.split_seed, cache_dir=cache_dir,
+                   max_clips_per_class=config.max_clips_per_class)
+    distribution = class_distribution(data.frame)
+    logger.info("class distribution (%d clips):\n%s", len(data.frame), distribution.to_string())
     distribution.to_csv(out / "class_distribution.csv")
-
-    features = extract_features(index.root, list(frame["path"]), DEFAULT_CONFIG, cache_dir)
-    frame = frame.set_index("path").loc[features.paths].reset_index()
-    X = features.windows[..., np.newaxis]  # (N, n_mels, frames, 1)
-    split = split_and_oversample(frame["emotion"], config.test_fraction, config.split_seed)
-    n_classes = len(split.classes)
-    Y = keras.utils.to_categorical(split.y, n_classes)
-    frame.iloc[split.test].to_csv(out / "test_files.csv", index=False)
-    report.write_json(out / "labels.json", split.classes)
-    logger.info("train %d → %d oversampled, test %d", len(split.train), len(split.train_oversampled), len(split.test))
-
-    keras.utils.set_random_seed(config.split_seed)
-    model_config = CrnnConfig(n_classes=n_classes)
-    model = build_crnn(model_config, DEFAULT_CONFIG)
-    fit_started = time.time()
-    progress = epoch_progress(config.epochs, out / "history.json")
-    model.fit(
-        X[split.train_oversampled], Y[split.train_oversampled],
-        validation_data=(X[split.test], Y[split.test]),
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0, callbacks=[progress],
-    )
-    train_seconds = time.time() - fit_started
-    history = progress.history
-    save_inference_model(model, model_config, out / "model.keras")
-
-    probabilities = model.predict(X[split.test], batch_size=256, verbose=0)
-    y_true, y_pred = split.y[split.test], probabilities.argmax(axis=1)
-    text, class_report = report.classification_reports(y_true, y_pred, split.classes)
+    (fold,) = data.folds
+    result, model = run_fold(preset, fold, data.y, data.classes, data.banks, config.split_seed, "[reference]")
+    save_run_for_export(model, preset, data.classes, data.frame, fold, result, out)
+    history = {key: [epoch[key] for epoch in result["history"]] for key in result["history"][0] if key != "epoch"}
+    report.write_json(out / "history.json", history)
+    y_true, y_pred = np.array(result["y_true"]), np.array(result["y_pred"])
+    text, class_report = report.classification_reports(y_true, y_pred, data.classes)
     (out / "classification_report.txt").write_text(text)
     report.write_json(out / "classification_report.json", class_report)
     report.plot_history(history, out / "curves.png")
-    report.plot_confusion(y_true, y_pred, split.classes, out / "confusion_matrix.png",
+    report.plot_confusion(y_true, y_pred, data.classes, out / "confusion_matrix.png",
                           f"Test split, final epoch ({class_report['accuracy']:.1%})")
     summary = {
-        "run_id": out.name,
-        "preset": config.preset,
-        "config": dataclasses.asdict(config),
-        "features": DEFAULT_CONFIG.to_dict(),
-        "classes": split.classes,
-        "n_clips": len(frame),
-        "n_unparsable": len(index.problems),
-        "n_undecodable": len(features.failures),
-        "n_train": len(split.train),
-        "n_train_oversampled": len(split.train_oversampled),
-        "n_test": len(split.test),
-        "split_seed": config.split_seed,
-        "batch_size": config.batch_size,
-        "n_params": int(model.count_params()),
-        "final_val_accuracy": history["val_accuracy"][-1],
-        "best_val_accuracy": max(history["val_accuracy"]),
+        "run_id": out.name, "preset": config.preset, "config": dataclasses.asdict(config),
+        "features": DEFAULT_CONFIG.to_dict(), "classes": data.classes, "n_clips": len(data.frame),
+        "n_train": len(fold["train"]), "n_val": len(fold["val"]), "n_test": len(fold["test"]),
+        "n_train_oversampled": result["n_train_oversampled"],
+        "split_seed": config.split_seed, "batch_size": config.batch_size, "n_params": int(model.count_params()),
+        "final_val_accuracy": history["val_accuracy"][-1], "best_val_accuracy": max(history["val_accuracy"]),
         "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
-        "test_accuracy": class_report["accuracy"],
-        "test_macro_f1": class_report["macro avg"]["f1-score"],
-        "test_uar": class_report["uar"],
-        "train_seconds": train_seconds,
-        "total_seconds": time.time() - started,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, keras {keras.__version__}",
-        "history": history,
+        "test_accuracy": class_report["accuracy"], "test_macro_f1": class_report["macro avg"]["f1-score"],
+        "test_uar": class_report["uar"], "train_seconds": result["seconds"], "total_seconds": time.time() - started,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, keras {keras.__version__}", "history": history,
     }
     report.write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "history"})
-    (out / "metrics.md").write_text(report.metrics_card(summary, class_report, split.classes))
+    (out / "metrics.md").write_text(report.metrics_card(summary, class_report, data.classes))
     return summary
 
 

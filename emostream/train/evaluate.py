@@ -11,8 +11,8 @@ Protocols (speech + song):
 - ``corpus``: train on RAVDESS (speech + song; actors 21–24 validate), test on EmoDB: its 6 classes shared
   with RAVDESS (argmax over all 8 outputs, as a user sees them) and the 4-class view (angry/happy/neutral/
   sad, argmax over those four).
-- ``ship``: the model to ship: RAVDESS and EmoDB together, balanced by corpus and class; RAVDESS actors
-  21–24 and EmoDB speakers 15–16 validate (checkpoint choice only); no test part.
+- ``ship``: the model to ship: RAVDESS speech and EmoDB together, balanced by corpus and class; RAVDESS
+  actors 21–24 and EmoDB speakers 15–16 validate (checkpoint choice only); no test part.
 
 Every test clip is scored as the daemon scores speech (``inference.scoring``): laid into a quiet noise
 floor, the daemon's sliding windows, its level gate, the mean over the windows it classifies.
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from emostream.features import DEFAULT_CONFIG, standardise_db
 from emostream.train import report
@@ -170,7 +171,9 @@ def random_split(labels: np.ndarray, seed: int = 42) -> list[dict[str, np.ndarra
 
     rows = np.arange(len(labels))
     train, test = train_test_split(rows, test_size=0.2, stratify=labels, random_state=seed)
-    train, val = train_test_split(train, test_size=0.1, stratify=labels[train], random_state=seed)
+    n_classes = len(np.unique(labels))  # a stratified validation part needs one clip per class at least
+    train, val = train_test_split(train, test_size=max(0.1, n_classes / len(train)), stratify=labels[train],
+                                  random_state=seed)
     return [{"name": f"random 80/20 seed {seed}", "number": 1, "train": train, "val": val, "test": test}]
 
 
@@ -301,7 +304,7 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
 
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
              seed: int, log_prefix: str, groups: np.ndarray | None = None,
-             cross: np.ndarray | None = None) -> tuple[dict, object]:
+             cross: np.ndarray | None = None, progress: bool = True) -> tuple[dict, object]:
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
     the ``cross`` rows (another corpus, never trained on) once."""
     import keras
@@ -314,12 +317,22 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     orig = banks["orig"]
     history, best = [], {"uar": -1.0, "epoch": 0, "weights": None}
     started = time.time()
+    bar = tqdm(total=preset.epochs, desc=log_prefix.strip("[]") or "epochs", unit="epoch", file=sys.stderr,
+               disable=not progress)
     for epoch in range(1, preset.epochs + 1):
+        bar.update(1)
         order = np.random.default_rng([seed, epoch]).permutation(train_rows)
         x, targets = windows.epoch(order), keras.utils.to_categorical(y[order], n_classes)
         if preset.mixup_alpha:
             x, targets = mixup(x, targets, preset.mixup_alpha, windows.rng)
         fit = model.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
+        if preset.early_stopping_patience is not None and epoch < preset.min_epochs:
+            # No checkpoint can be chosen before min_epochs: skip the validation pass (half an epoch's time).
+            history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
+                            "accuracy": float(fit.history["accuracy"][0])})
+            logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
+                        history[-1]["accuracy"], time.time() - started)
+            continue
         val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
@@ -332,12 +345,13 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             best = {"uar": val["uar"], "epoch": epoch, "weights": model.get_weights()}
         elif should_stop(preset, epoch, best["epoch"]):
             break
+    bar.close()
     if best["weights"] is not None:
         model.set_weights(best["weights"])
     chosen_epoch = best["epoch"] if best["weights"] is not None else len(history)
     result = {"fold": fold["name"], "epoch": chosen_epoch, "epochs_run": len(history),
               "n_train": len(fold["train"]), "n_val": len(fold["val"]), "n_test": len(fold["test"]),
-              "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
+              "n_train_oversampled": len(train_rows), "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
     if cross is not None and len(cross):
         cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test)
@@ -398,8 +412,8 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
              f"Settings: `{json.dumps(dataclasses.asdict(preset))}`", "",
              "Clips are scored as the daemon scores speech: laid into a quiet noise floor (−60 dBFS), the daemon's "
              "sliding windows (hop 0.255 s), its −50 dBFS gate, the mean over the windows it classifies.", "",
-             "| fold | test clips | epoch used / run | val UAR | accuracy | macro-F1 | UAR | 4-class UAR | top class share "
-             "| cross-corpus UAR (6 cl.) | cross 4-class UAR | cross top share |",
+             "| fold | test clips | epoch used / run | val UAR | accuracy | macro-F1 | UAR | 4-class UAR "
+             "| top class share | cross-corpus UAR (6 cl.) | cross 4-class UAR | cross top share |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(d, key, pct=False):
@@ -407,7 +421,8 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
 
     for r in results:
         t, c = r.get("test"), r.get("cross")
-        lines.append(f"| {r['fold']} | {r['n_test']} | {r['epoch']} / {r['epochs_run']} | {cell(r.get('val'), 'uar')} | "
+        lines.append(f"| {r['fold']} | {r['n_test']} | {r['epoch']} / {r['epochs_run']} | "
+                     f"{cell(r.get('val'), 'uar')} | "
                      f"{cell(t, 'accuracy', True)} | {cell(t, 'macro_f1')} | {cell(t, 'uar')} | "
                      f"{cell(t and t.get('four_class'), 'uar')} | {cell(t, 'max_share', True)} | {cell(c, 'uar')} | "
                      f"{cell(c and c.get('four_class'), 'uar')} | {cell(c, 'max_share', True)} |")
@@ -483,7 +498,8 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     folder.mkdir(parents=True, exist_ok=True)
     save_inference_model(model, preset.crnn_config(len(classes)), folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
-    frame.iloc[fold["test"]].to_csv(folder / "test_files.csv", index=False)
+    # The clips export's parity check scores: the test part, or the validation part when there is no test.
+    frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]].to_csv(folder / "test_files.csv", index=False)
     t, first = result.get("test") or result["val"], result.get("test_first_window")
     part = "test" if "test" in result else "validation (no test part: every other clip trained)"
     lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
@@ -499,7 +515,8 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
         "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
-        "test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"], "test_uar": t["uar"], "scored_on": part,
+        "test_accuracy": t["accuracy"] if "test" in result else None, "test_macro_f1": t["macro_f1"],
+        "test_uar": t["uar"], "scored_on": part,
         "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
         "epoch": result["epoch"], "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
     })
@@ -517,7 +534,7 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
 
     index = index_ravdess(data_dir, seed=seed)
     frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], corpus="ravdess")
-    if protocol == "emobox":
+    if protocol in ("emobox", "ship"):  # users speak to the model: the shipped one learns from speech
         frame = frame[frame["channel"] == "speech"].reset_index(drop=True)
     if protocol == "random":
         return frame
@@ -533,9 +550,13 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
     return pd.concat([frame, emodb], ignore_index=True)
 
 
-def check_no_leaks(folds: list[dict], corpus: np.ndarray, actors: np.ndarray, cross: np.ndarray | None) -> None:
-    """No speaker in two of train/validation/test, and the cross-corpus rows' corpus never in training."""
+def check_no_leaks(folds: list[dict], corpus: np.ndarray, actors: np.ndarray, cross: np.ndarray | None,
+                   by_speaker: bool = True) -> None:
+    """No clip (``by_speaker``: no speaker) in two of train/validation/test, and the cross-corpus rows' corpus
+    never in training. The ``random`` protocol shares speakers on purpose (the reference's split): clips only."""
     speaker = np.array([f"{c}-{a}" for c, a in zip(corpus, actors, strict=True)])
+    if not by_speaker:
+        speaker = np.arange(len(corpus)).astype(str)
     for fold in folds:
         parts = {k: set(speaker[fold[k]]) for k in ("train", "val", "test")}
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
@@ -543,6 +564,50 @@ def check_no_leaks(folds: list[dict], corpus: np.ndarray, actors: np.ndarray, cr
                 raise AssertionError(f"{fold['name']}: speakers {sorted(parts[a] & parts[b])} in both {a} and {b}")
         if cross is not None and len(cross) and set(corpus[cross]) & set(corpus[fold["train"]]):
             raise AssertionError(f"{fold['name']}: the cross-corpus test corpus is also in training")
+
+
+@dataclass
+class Prepared:
+    """Everything a protocol's folds train and test on."""
+
+    frame: object  # pandas.DataFrame: path, emotion, actor, corpus, channel
+    y: np.ndarray
+    classes: list[str]
+    banks: dict[str, ClipBank]
+    folds: list[dict]
+    corpus: np.ndarray
+    cross: np.ndarray | None
+
+
+def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: int = 42, cache_dir=None,
+            max_clips_per_class: int | None = None, folds_wanted: list[int] | None = None,
+            no_cross: bool = False) -> Prepared:
+    """Clips, labels, feature banks and folds of a protocol (the one place that splits data), leak-checked."""
+    frame = load_frame(protocol, data_dir, emodb_dir, seed, no_cross)
+    if max_clips_per_class:
+        frame = frame.groupby(["corpus", "emotion"], sort=False).head(max_clips_per_class).reset_index(drop=True)
+    y, classes = encode_labels(frame["emotion"])
+    paths = list(frame["path"])
+    banks = {"orig": clip_bank(Path("/"), paths, "orig", seed, cache_dir, context_s=preset.train_context_s)}
+    if preset.augment_share:
+        for variant in VARIANTS:
+            banks[variant] = clip_bank(Path("/"), paths, variant, seed, cache_dir, context_s=preset.train_context_s)
+    corpus, actors = frame["corpus"].to_numpy(), frame["actor"].to_numpy()
+    cross = None
+    if protocol == "random":
+        folds = random_split(y, seed)
+    elif protocol == "corpus":
+        folds = corpus_fold(corpus, actors)
+    elif protocol == "ship":
+        folds = ship_fold(corpus, actors)
+    else:
+        ravdess_actors = np.where(corpus == "ravdess", actors, -1)
+        folds = (actor_folds if protocol == "actors" else emobox_folds)(ravdess_actors)
+        if folds_wanted:
+            folds = [folds[k - 1] for k in folds_wanted]
+        cross = np.flatnonzero(corpus == "emodb")
+    check_no_leaks(folds, corpus, actors, cross, by_speaker=protocol != "random")
+    return Prepared(frame, y, classes, banks, folds, corpus, cross)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,31 +654,11 @@ def main(argv: list[str] | None = None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    frame = load_frame(args.protocol, args.data_dir, args.emodb_dir, args.seed, args.no_cross)
-    if args.max_clips_per_class:
-        frame = frame.groupby(["corpus", "emotion"], sort=False).head(args.max_clips_per_class).reset_index(drop=True)
-    y, classes = encode_labels(frame["emotion"])
-    paths = list(frame["path"])
-    banks = {"orig": clip_bank(Path("/"), paths, "orig", args.seed, args.cache_dir, context_s=preset.train_context_s)}
-    if preset.augment_share:
-        for variant in VARIANTS:
-            banks[variant] = clip_bank(Path("/"), paths, variant, args.seed, args.cache_dir,
-                                       context_s=preset.train_context_s)
-    corpus, actors = frame["corpus"].to_numpy(), frame["actor"].to_numpy()
-    cross = None
-    if args.protocol == "random":
-        folds = random_split(y, args.seed)
-    elif args.protocol == "corpus":
-        folds = corpus_fold(corpus, actors)
-    elif args.protocol == "ship":
-        folds = ship_fold(corpus, actors)
-    else:
-        ravdess_actors = np.where(corpus == "ravdess", actors, -1)
-        folds = (actor_folds if args.protocol == "actors" else emobox_folds)(ravdess_actors)
-        if args.folds:
-            folds = [folds[int(k) - 1] for k in args.folds.split(",")]
-        cross = np.flatnonzero(corpus == "emodb")
-    check_no_leaks(folds, corpus, actors, cross)
+    folds_wanted = [int(k) for k in args.folds.split(",")] if args.folds else None
+    data = prepare(args.protocol, preset, args.data_dir, args.emodb_dir, args.seed, args.cache_dir,
+                   args.max_clips_per_class, folds_wanted, args.no_cross)
+    frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
+                                                      data.corpus, data.cross)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run

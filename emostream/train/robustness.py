@@ -48,7 +48,7 @@ def telephone(y: np.ndarray, rng) -> np.ndarray:
 
 
 def codec(fmt: str, subtype: str, rate_hz: int, level: float) -> Callable:
-    """Encode with libsndfile's MP3 or Opus encoder at ``compression_level`` (towards 1: lower bitrates), decode back."""
+    """Encode with libsndfile's MP3 or Opus encoder at ``compression_level`` (towards 1: lower bitrates), decode."""
     import soundfile as sf
 
     def apply(y: np.ndarray, rng) -> np.ndarray:
