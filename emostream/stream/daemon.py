@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
+from emostream import messages as msg
 from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
@@ -53,7 +54,9 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the daemon's own page
 
     def check(self) -> None:
-        """Refuse to expose scores beyond this machine without a token."""
+        """Refuse to expose scores beyond this machine without a token; keep counts in range."""
+        if not 0 <= self.wait_for_subscribers <= self.max_subscribers:
+            raise ValueError(f"--wait-for-subscribers must be in [0, {self.max_subscribers}] (--max-subscribers)")
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
                              "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
@@ -163,10 +166,10 @@ class EmotionDaemon:
         logger.info("subscriber %s connected (%d now)", peer, len(self.broadcaster.subscribers))
         sender = None
         try:
-            await websocket.send(json.dumps(self.hello))
+            await websocket.send(msg.encode(self.hello))
             sender = asyncio.create_task(subscriber.pump())
             async for raw in websocket:
-                await websocket.send(json.dumps(self.reply_to(raw)))
+                await websocket.send(msg.encode(self.reply_to(raw)))
         except Exception as exc:  # ConnectionClosed and transport errors end this subscriber only
             logger.debug("subscriber %s: %s", peer, exc)
         finally:
@@ -233,7 +236,7 @@ class EmotionDaemon:
         await asyncio.to_thread(self.pipeline.warm_up)
         worker = AnalysisWorker(
             self.ring, self.pipeline,
-            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
+            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m, m["type"] == "scores"),
             on_end=self.request_stop,
         )
         if hasattr(self.source, "on_event"):  # device lost / back: every subscriber hears of it
@@ -268,6 +271,8 @@ class EmotionDaemon:
             worker.stop()
             await asyncio.to_thread(worker.join, 5.0)
             await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
+            if worker.source_ended:  # a finite source is over: subscribers stop waiting for more
+                self.broadcaster.publish(worker.scorer.end_message(), False)
             subscribers = list(self.broadcaster.subscribers)
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
@@ -312,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
     p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
     p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
+    p.add_argument("--wait-for-subscribers", type=int, default=s.wait_for_subscribers, metavar="N",
+                   help="hold the source until N subscribers have connected (0..--max-subscribers); "
+                        "with a file and --fast, nobody misses the start")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -343,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
         server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
-                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
+                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers,
+                                     wait_for_subscribers=args.wait_for_subscribers)
         server_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
