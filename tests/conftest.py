@@ -106,3 +106,24 @@ class DaemonThread:
 def daemon_thread():
     """``with daemon_thread(EmotionDaemon(...)) as running:`` serves on ``running.url`` until the block ends."""
     return DaemonThread
+
+
+@pytest.fixture(scope="session")
+def recognizer():
+    """``emostream.EmotionRecognizer()`` on the shipped model, loaded once."""
+    from emostream import EmotionRecognizer
+
+    return EmotionRecognizer()
+
+
+@pytest.fixture
+def speech_with_pause(write_clip):
+    """A 44.1 kHz stereo WAV: 3 s speech-like, 3 s silence (a silent window), 3 s speech-like; (path, samples)."""
+    import numpy as np
+    from synth import speechlike
+
+    sr = 44100
+    mono = np.concatenate([speechlike(3.0, seed=31, sr=sr), np.zeros(3 * sr, np.float32),
+                           speechlike(3.0, seed=32, sr=sr)])
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    return write_clip("pause.wav", stereo, sr), stereo
