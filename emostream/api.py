@@ -24,7 +24,6 @@ import numpy as np
 from emostream.inference import scoring
 from emostream.inference.model import EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
-from emostream.inference.stream_scorer import StreamScorer
 from emostream.paths import DEFAULT_MODEL_PATH
 
 #: Frames read per block from a file: the daemon's ``--fast`` file source reads the same.
@@ -99,8 +98,8 @@ class EmotionStream:
     last windows; ``summary()`` is the whole stream's ``ClipScore``.
     """
 
-    def __init__(self, scorer: StreamScorer):
-        self.scorer = scorer
+    def __init__(self, pipeline: EmotionPipeline):
+        self.pipeline = pipeline
         self.utterances: list[Utterance] = []
         self.messages: list[dict] = []  # every message, as the daemon would send them
 
@@ -113,32 +112,44 @@ class EmotionStream:
         x = np.asarray(chunk, dtype=np.float32)
         if x.ndim == 1:
             x = x[:, np.newaxis]
-        if x.ndim != 2 or x.shape[1] != self.scorer.pipeline.input_channels:
-            raise ValueError(f"expected (frames,) or (frames, {self.scorer.pipeline.input_channels}) samples, "
+        if x.ndim != 2 or x.shape[1] != self.pipeline.input_channels:
+            raise ValueError(f"expected (frames,) or (frames, {self.pipeline.input_channels}) samples, "
                              f"got shape {np.shape(chunk)}")
-        return self._split(self.scorer.push(x))
+        return self._split(self.pipeline.process(x))
 
     def finish(self) -> list[WindowScore]:
-        return self._split(self.scorer.finish())
+        return self._split(self.pipeline.finish())
 
     def summary(self) -> ClipScore:
-        return ClipScore(**self.scorer.summary())
+        return ClipScore(**self.pipeline.summary())
 
 
 class EmotionRecognizer:
-    """The bundled model (or ``model_path``) with the daemon's settings. Units are in the argument names.
+    """The bundled model (or the ONNX file ``model``) with the daemon's settings; units in the argument names.
+
+    ``hop_s``: seconds between windows (rounded to whole STFT hops, at least one; 0..2.3); ``smoothing``: share of
+    the previous window's scores kept (EMA, 0..1; window scores only — utterances and summaries average
+    the raw scores); ``silence_dbfs``: windows quieter than this are silence, not classified.
 
     >>> rec = EmotionRecognizer()
     >>> rec.predict(samples, sample_rate_hz=16000).top  # doctest: +SKIP
     'neutral'
     """
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL_PATH, hop_s: float = PipelineConfig.hop_s,
-                 silence_dbfs: float = PipelineConfig.silence_dbfs, threads: int = 1):
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        self.model = EmotionModel(model_path, InferenceConfig(intra_op_threads=threads))
-        self.config = PipelineConfig(hop_s=hop_s, silence_dbfs=silence_dbfs)
+    def __init__(self, model: str | Path | None = None, hop_s: float = PipelineConfig.hop_s,
+                 smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
+                 threads: int = 1):
+        if not 1 <= threads <= 64:
+            raise ValueError("threads must be in 1..64")
+        if not 0.0 <= hop_s <= 2.3:
+            raise ValueError("hop_s must be in 0..2.3 seconds (0: one STFT hop)")
+        if not -120.0 <= silence_dbfs <= 0.0:
+            raise ValueError("silence_dbfs must be in -120..0")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
+                                  InferenceConfig(intra_op_threads=threads))
+        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)
         self.labels: list[str] = list(self.model.labels)
         self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
 
@@ -151,7 +162,7 @@ class EmotionRecognizer:
 
     def stream(self, sample_rate_hz: int, channels: int = 1) -> EmotionStream:
         """A live stream: ``push`` chunks of any size; each call returns the windows they completed."""
-        return EmotionStream(StreamScorer(self._pipeline(sample_rate_hz, channels)))
+        return EmotionStream(self._pipeline(sample_rate_hz, channels))
 
     def iter_scores(self, chunks: Iterable, sample_rate_hz: int, channels: int = 1) -> Iterator[WindowScore]:
         """Yield window scores while consuming ``chunks``; the stream is finished when they run out."""
@@ -171,7 +182,7 @@ class EmotionRecognizer:
             raise ValueError(f"expected (frames,) or (frames, channels) samples, got shape {x.shape}")
         pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1])
         mono = pipeline.to_model_rate(x, last=True)
-        _, voiced = scoring.stream_windows(mono, _context(pipeline), 0, pipeline.features)
+        _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
         p = self.model.predict(np.stack([w.features for w in voiced])).mean(axis=0)
         top = int(np.argmax(p))
         return ClipScore(top=self.labels[top], top_p=float(p[top]),
@@ -197,15 +208,10 @@ class EmotionRecognizer:
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AudioDecodeError(f"cannot read audio file {path}: {reason}") from None
-        if s.scorer.input_frames == 0:
+        if s.pipeline.input_frames == 0:
             raise AudioDecodeError(f"audio file {path} holds no samples")
         windows += s.finish()
         return FileScores(str(path), windows, s.utterances, s.summary())
-
-
-def _context(pipeline: EmotionPipeline) -> scoring.StreamContext:
-    """The noise-floor context with the pipeline's hop and silence gate."""
-    return scoring.StreamContext(hop_frames=pipeline.stream.hop_frames, silence_dbfs=pipeline.config.silence_dbfs)
 
 
 _default: EmotionRecognizer | None = None

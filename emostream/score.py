@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
     p.add_argument("--jobs", type=int, default=1, help=f"files scored at once, 1..{MAX_JOBS} (processes)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
-    p.add_argument("--hop", type=float, default=d.hop_s, help="seconds between windows, 0.02..2.3 (as the daemon's)")
+    p.add_argument("--hop", type=float, default=d.hop_s, help="seconds between windows, 0..2.3 (rounded to 512 samples, as the daemon's)")
     p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs,
                    help="windows quieter than this (−120..0 dBFS) are silence, not classified")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.jobs <= MAX_JOBS:
         p.error(f"--jobs must be in 1..{MAX_JOBS}")
-    if not 0.02 <= args.hop <= 2.3:
-        p.error("--hop must be in 0.02..2.3 seconds")
+    if not 0.0 <= args.hop <= 2.3:
+        p.error("--hop must be in 0..2.3 seconds")
     if not -120.0 <= args.silence_dbfs <= 0.0:
         p.error("--silence-dbfs must be in -120..0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -75,7 +75,7 @@ def test_jobs_give_the_same_table_in_the_same_order(capsys, folder):
     assert one[0] == two[0] == 0 and one[1] == two[1] and one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
 
 
-@pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "0"], "--hop"),
+@pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),
                                          (["--silence-dbfs", "3"], "--silence-dbfs")])
 def test_options_out_of_range_are_refused(capsys, folder, argv, match):
     root, _ = folder

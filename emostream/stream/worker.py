@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 
 from emostream.inference.pipeline import EmotionPipeline
-from emostream.inference.stream_scorer import StreamScorer
 from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
@@ -20,7 +19,6 @@ class AnalysisWorker(threading.Thread):
                  on_end: Callable[[], None] | None = None):
         super().__init__(name="emostream-analysis", daemon=True)
         self.ring, self.pipeline = ring, pipeline
-        self.scorer = StreamScorer(pipeline)  # window scores, and an utterance result when speech pauses
         self.source_ended = False  # a finite source ran out (not a stop request): the daemon says "end"
         self.on_message, self.on_end = on_message, on_end
         self.stop_event = threading.Event()
@@ -33,14 +31,14 @@ class AnalysisWorker(threading.Thread):
                 self.ring.wait_for_data(0.2)
                 finished = self.ring.closed and self.ring.available == 0
                 if self.ring.available:
-                    for message in self.scorer.push(self.ring.read()):
+                    for message in self.pipeline.process(self.ring.read()):
                         self.on_message(message)
                 if self.ring.overrun_frames != reported_overruns:
                     logger.warning("audio overrun: %d frames dropped so far (analysis fell behind)",
                                    self.ring.overrun_frames)
                     reported_overruns = self.ring.overrun_frames
                 if finished:  # flush what the resampler holds back, the open utterance, a short stream's score
-                    for message in self.scorer.finish():
+                    for message in self.pipeline.finish():
                         self.on_message(message)
                     self.source_ended = not self.stop_event.is_set()
                     break
