@@ -285,8 +285,9 @@ class EmotionDaemon:
             return 1
         heard_s = self.pipeline.stream.samples_seen / self.pipeline.features.sample_rate_hz
         if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s:
-            logger.warning("the input ended after %.2f s, shorter than one %.2f s window: nothing to score",
-                           heard_s, self.pipeline.features.window_s)
+            logger.warning("the input ended after %.2f s, shorter than one %.2f s window: %s", heard_s,
+                           self.pipeline.features.window_s, "scored inside a noise floor (utterance flagged short)"
+                           if self.pipeline.short else "nothing to score")
         logger.info("stopped after %d windows, %.1f s of audio (%d overrun frames)", self.broadcaster.published,
                     heard_s, self.ring.overrun_frames)
         return 0
