@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
     p.add_argument("--jobs", type=int, default=1, help=f"files scored at once, 1..{MAX_JOBS} (processes)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
-    p.add_argument("--hop", type=float, default=d.hop_s, help="seconds between windows, 0..2.3 (rounded to 512 samples, as the daemon's)")
+    p.add_argument("--hop", type=float, default=d.hop_s,
+                   help="seconds between windows, 0..2.3 (rounded to 512 samples, as the daemon's)")
     p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs,
                    help="windows quieter than this (−120..0 dBFS) are silence, not classified")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

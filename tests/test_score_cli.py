@@ -72,7 +72,8 @@ def test_jobs_give_the_same_table_in_the_same_order(capsys, folder):
     root, _ = folder
     one = run(capsys, root, "--per", "window", "--format", "jsonl")
     two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2")
-    assert one[0] == two[0] == 0 and one[1] == two[1] and one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
+    assert one[0] == two[0] == 0 and one[1] == two[1]
+    assert one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
 
 
 @pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),
