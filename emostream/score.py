@@ -12,6 +12,7 @@ import argparse
 import csv
 import glob
 import logging
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -171,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         writer = Writer(out, args.format, args.per, labels)
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
-        pool = ProcessPoolExecutor(args.jobs, initializer=_init, initargs=(str(args.model), args.hop,
-                                   args.silence_dbfs)) if args.jobs > 1 and len(files) > 1 else None
+        # forkserver: workers never inherit this process's onnxruntime session or threads through fork()
+        pool = ProcessPoolExecutor(min(args.jobs, len(files)), mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_init, initargs=(str(args.model), args.hop, args.silence_dbfs)) \
+            if args.jobs > 1 and len(files) > 1 else None
         results = pool.map(_score, files, chunksize=1) if pool else map(_score, files)
         with logging_redirect_tqdm(), tqdm(total=len(files), unit="file", file=sys.stderr, disable=not show) as bar:
             for path, scores, error in results:  # in the order given, whatever finishes first
