@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -139,3 +140,14 @@ def test_run_sh_loops_the_sample_unless_a_source_is_named(tmp_path, argv, expect
     out = subprocess.run(["bash", str(run_sh), *argv], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == expected
+
+
+def test_the_readme_documents_every_message_type_and_its_fields():
+    from emostream.messages import SCHEMA
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)`.*$", readme, re.M)}
+    for kind in SCHEMA:
+        assert f"`{kind}`" in readme, f"README does not document {kind!r} messages"
+    for kind in ("utterance", "end"):
+        assert all(f"`{f}`" in rows[kind] for f in SCHEMA[kind] if f != "type")

@@ -266,12 +266,13 @@ class EmotionDaemon:
             if not self._stop.is_set():
                 source_thread.start()
             await stop_wait
+            source_ended = worker.source_ended  # read before stopping the source makes the ring look finished
             logger.info("shutting down")
             self._source_stop.set()
             worker.stop()
             await asyncio.to_thread(worker.join, 5.0)
             await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
-            if worker.source_ended:  # a finite source is over: subscribers stop waiting for more
+            if source_ended:  # a finite source is over: subscribers stop waiting for more
                 self.broadcaster.publish(self.pipeline.end_message(), False)
             subscribers = list(self.broadcaster.subscribers)
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
