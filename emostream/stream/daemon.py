@@ -316,12 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=s.host)
     p.add_argument("--port", type=int, default=s.port)
     p.add_argument("--queue", type=int, default=s.queue_messages, help="messages queued per subscriber")
-    p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
-    p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
-    p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
     p.add_argument("--wait-for-subscribers", type=int, default=s.wait_for_subscribers, metavar="N",
                    help="hold the source until N subscribers have connected (0..--max-subscribers); "
                         "with a file and --fast, nobody misses the start")
+    p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
+    p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
+    p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -352,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # our own connect/disconnect lines say more
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
-        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
-                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers,
-                                     wait_for_subscribers=args.wait_for_subscribers)
+        server_config = ServerConfig(wait_for_subscribers=args.wait_for_subscribers,
+                                     host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
+                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
         server_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
