@@ -47,11 +47,11 @@ class EmotionPipeline:
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
         self.stream = LogMelStream(self.features, config.hop_frames(self.features.sample_rate_hz,
                                                                     self.features.hop_samples))
-        self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
-        self.nonfinite_samples = 0
         # How a stream shorter than one window is scored: evaluation's clip scoring with this hop and gate.
         self.context = scoring.StreamContext(hop_frames=self.stream.hop_frames, silence_dbfs=config.silence_dbfs)
         self.tracker = scoring.UtteranceTracker()
+        self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
+        self.nonfinite_samples = 0
         self.reset()
 
     def reset(self) -> None:
@@ -83,6 +83,7 @@ class EmotionPipeline:
     def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
         """Mono float32 at the model's rate; NaN/Inf samples become 0 and are counted."""
         frames = np.asarray(frames, dtype=np.float32)
+        self.input_frames += len(frames)
         mono = frames.mean(axis=1) if frames.ndim == 2 and frames.shape[1] > 1 else frames.reshape(-1)
         bad = ~np.isfinite(mono)
         if bad.any():
@@ -108,8 +109,6 @@ class EmotionPipeline:
         where it ends a run of classified windows. ``last`` flushes the resampler (``finish`` does more)."""
         ready_time = time.time()  # the samples completing these windows are in hand from here on
         started = time.perf_counter()
-        frames = np.asarray(frames, dtype=np.float32)
-        self.input_frames += len(frames)
         windows = self.stream.push(self.to_model_rate(frames, last))
         if not windows:
             return []
@@ -125,7 +124,7 @@ class EmotionPipeline:
             scores = {w.index: p for w, p in zip(voiced, probabilities, strict=True)}
         messages = []
         for w in windows:
-            raw = p = scores.get(w.index)
+            p = scores.get(w.index)
             if p is not None and self.config.smoothing > 0:
                 s = self.config.smoothing
                 self._smoothed = p if self._smoothed is None else s * self._smoothed + (1 - s) * p
@@ -133,11 +132,20 @@ class EmotionPipeline:
             messages.append(msg.scores(seq=w.index, start_s=w.start_sample / sr, end_s=w.end_sample / sr,
                                        ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
                                        p=p, features_ms=features_ms, inference_ms=inference_ms))
-            self.windows_out += 1
-            if raw is not None:
-                self._add(raw, 1)
-            messages += self._utterance(self.tracker.push(w.start_sample / sr, w.end_sample / sr, raw))
-        return messages
+        self.windows_out += len(messages)
+        return self._with_utterances(messages, scores)
+
+    def _with_utterances(self, messages: list[dict], raw: dict[int, np.ndarray]) -> list[dict]:
+        """Each score message, followed by an utterance message where it ends a run of classified windows.
+        ``raw``: the unsmoothed probabilities by window index (classified windows only)."""
+        out = []
+        for m in messages:
+            out.append(m)
+            p = raw.get(m["seq"])
+            if p is not None:
+                self._add(p, 1)
+            out += self._utterance(self.tracker.push(m["start_s"], m["end_s"], p))
+        return out
 
     def finish(self) -> list[dict]:
         """The stream is over: what the resampler held back, the open utterance, a short stream's score."""
