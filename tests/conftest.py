@@ -127,4 +127,3 @@ class DaemonThread:
 def daemon_thread():
     """``with daemon_thread(EmotionDaemon(...)) as running:`` serves on ``running.url`` until the block ends."""
     return DaemonThread
-

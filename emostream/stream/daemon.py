@@ -236,7 +236,7 @@ class EmotionDaemon:
         await asyncio.to_thread(self.pipeline.warm_up)
         worker = AnalysisWorker(
             self.ring, self.pipeline,
-            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m, m["type"] == "scores"),
+            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
             on_end=self.request_stop,
         )
         if hasattr(self.source, "on_event"):  # device lost / back: every subscriber hears of it
