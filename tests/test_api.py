@@ -19,7 +19,10 @@ def p_of(result, labels):
 
 def test_import_is_cheap_and_the_api_loads_on_first_use():
     code = ("import sys, emostream; assert 'onnxruntime' not in sys.modules and 'librosa' not in sys.modules; "
-            "from emostream import EmotionRecognizer, score_file; print(emostream.__version__, EmotionRecognizer)")
+            "from emostream import EmotionRecognizer, score_file; import emostream.score; "
+            "EmotionRecognizer().predict([0.1, -0.1] * 4000, 16000); "
+            "assert not [m for m in sys.modules if m.startswith(('emostream.stream', 'tensorflow', 'keras'))]; "
+            "print(emostream.__version__, EmotionRecognizer)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     import emostream
