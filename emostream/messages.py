@@ -17,7 +17,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
               "silence_dbfs", "smoothing", "source", "model"),
     "scores": ("type", "seq", "start_s", "end_s", "ready_time", "wall_time", "silence", "level_dbfs",
                "probabilities", "top", "top_p", "features_ms", "inference_ms"),
-    "utterance": ("type", "start_s", "end_s", "windows", "probabilities", "top", "top_p"),
+    "utterance": ("type", "start_s", "end_s", "windows", "probabilities", "top", "top_p", "short"),
     "end": ("type", "windows", "utterances", "duration_s", "reason"),
     "error": ("type", "error"),
     "pong": ("type", "wall_time"),

@@ -89,6 +89,27 @@ def tiny_onnx(tmp_path_factory, onnx_with_run_id) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def recognizer():
+    """``emostream.EmotionRecognizer()`` on the shipped model, loaded once."""
+    from emostream import EmotionRecognizer
+
+    return EmotionRecognizer()
+
+
+@pytest.fixture
+def speech_with_pause(write_clip):
+    """A 44.1 kHz stereo WAV: 3 s speech-like, 3 s silence (a silent window), 3 s speech-like; (path, samples)."""
+    import numpy as np
+    from synth import speechlike
+
+    sr = 44100
+    mono = np.concatenate([speechlike(3.0, seed=31, sr=sr), np.zeros(3 * sr, np.float32),
+                           speechlike(3.0, seed=32, sr=sr)])
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    return write_clip("pause.wav", stereo, sr), stereo
+
+
 class DaemonThread:
     """Runs ``EmotionDaemon.run`` on its own event loop in a thread; ``port`` once listening."""
 

@@ -35,12 +35,15 @@ def test_unreadable_files_are_one_line_errors(tmp_path, make, match):
 
 
 def run_file(model, path, **pipeline):
-    """The daemon on a file (fast), no subscribers; returns (exit code, windows published, daemon)."""
+    """The daemon on a file (fast), no subscribers; returns (exit code, windows published, daemon).
+
+    Every message that would be broadcast (utterances and the end too) is kept in ``daemon.captured``.
+    """
     daemon = EmotionDaemon(model, FileSource(path, realtime=False), PipelineConfig(**pipeline), ServerConfig(port=0))
-    messages = []
-    daemon.broadcaster.publish = messages.append  # capture what would be broadcast
+    daemon.captured = []
+    daemon.broadcaster.publish = lambda message, is_window=True: daemon.captured.append(message)
     code = asyncio.run(daemon.run())
-    return code, messages, daemon
+    return code, [m for m in daemon.captured if m["type"] == "scores"], daemon
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +64,10 @@ def test_truncated_file_gives_the_windows_it_holds(model, tmp_path):
 def test_audio_shorter_than_a_window_ends_cleanly_and_says_why(model, tmp_path, caplog):
     path = tmp_path / "short.wav"
     sf.write(path, speechlike(1.0, seed=4), SR)
-    code, messages, _ = run_file(model, path)
-    assert code == 0 and messages == []
+    code, messages, daemon = run_file(model, path)
+    assert code == 0 and messages == []  # no window was ever full...
+    assert [m["type"] for m in daemon.captured] == ["utterance", "end"]  # ...yet the clip is scored, flagged
+    assert daemon.captured[0]["short"] is True and daemon.captured[0]["end_s"] == pytest.approx(1.0, abs=1e-3)
     assert "shorter than one 2.30 s window" in caplog.text
 
 

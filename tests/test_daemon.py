@@ -47,15 +47,24 @@ def make_daemon(model, path, realtime=False, loop=False, **server):
                          PipelineConfig(silence_dbfs=-60), ServerConfig(**server))
 
 
-def receive_all(ws, timeout=20):
-    """Messages until the daemon closes the connection; returns (hello, scores, close code)."""
+def receive_all(ws, timeout=20, kinds=("scores",)):
+    """Messages until the daemon closes the connection; returns (hello, messages of ``kinds``, close code)."""
     hello = json.loads(ws.recv(timeout=timeout))
     scores = []
     try:
         while True:
-            scores.append(json.loads(ws.recv(timeout=timeout)))
+            m = json.loads(ws.recv(timeout=timeout))
+            if m["type"] in kinds:
+                scores.append(m)
     except ConnectionClosed as closed:
         return hello, scores, closed.rcvd.code if closed.rcvd else None
+
+
+def next_scores(ws, timeout=10):
+    """The next window's scores, past any utterance or status message."""
+    while (m := json.loads(ws.recv(timeout=timeout)))["type"] != "scores":
+        pass
+    return m
 
 
 def test_scores_over_websocket_equal_offline_onnxruntime_on_the_same_samples(model, clip, daemon_thread):
@@ -104,8 +113,9 @@ def test_a_stuck_subscriber_does_not_delay_a_fast_one(model, tmp_path, daemon_th
             scores = []
             try:
                 while True:
-                    scores.append(json.loads(fast.recv(timeout=20)))
-                    latencies_ms.append((time.time() - scores[-1]["wall_time"]) * 1e3)
+                    if (m := json.loads(fast.recv(timeout=20)))["type"] == "scores":
+                        scores.append(m)
+                        latencies_ms.append((time.time() - m["wall_time"]) * 1e3)
             except ConnectionClosed:
                 pass
         stuck.close()
@@ -133,8 +143,8 @@ def test_a_client_that_vanishes_mid_stream_is_cleaned_up(model, clip, daemon_thr
                 time.sleep(0.05)
             assert len(running.daemon.broadcaster.subscribers) == 1
             steady.recv(timeout=10)  # hello
-            before = json.loads(steady.recv(timeout=10))["seq"]
-            after = json.loads(steady.recv(timeout=10))["seq"]
+            before = next_scores(steady)["seq"]
+            after = next_scores(steady)["seq"]
             assert after == before + 1  # the stream goes on for the others
 
 
@@ -205,7 +215,7 @@ def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny
     try:
         with connect(f"ws://127.0.0.1:{port}") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
-            assert json.loads(ws.recv(timeout=10))["type"] == "scores"
+            assert next_scores(ws)["type"] == "scores"
             proc.send_signal(signal.SIGTERM)
             with pytest.raises(ConnectionClosed) as closed:
                 while True:

@@ -65,7 +65,8 @@ def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon
             deadline = time.time() + 10
             while state["last"]["seq"] not in ours and time.time() < deadline:
                 m = json.loads(ws.recv(timeout=10))
-                ours[m["seq"]] = m
+                if m["type"] == "scores":
+                    ours[m["seq"]] = m
         last = state["last"]
         assert state["bars"] == hello["labels"]
         assert state["shown"] == ("silence" if last["silence"] else last["top"])

@@ -97,7 +97,7 @@ def realtime_factor(model: EmotionModel, signal: np.ndarray, hop_s: float, secon
     cpu0, wall0 = process_cpu_seconds(), time.perf_counter()
     windows = 0
     for i in range(0, len(audio), block):
-        windows += len(pipeline.process(audio[i : i + block]))
+        windows += sum(m["type"] == "scores" for m in pipeline.process(audio[i : i + block]))
     cpu, wall = max(process_cpu_seconds() - cpu0, 1e-9), time.perf_counter() - wall0
     return {"audio_s": seconds, "cpu_s": cpu, "wall_s": wall, "windows": windows,
             "realtime_factor_cpu": seconds / cpu, "realtime_factor_wall": seconds / wall}

@@ -65,6 +65,14 @@ class LogMelStream:
     def samples_seen(self) -> int:
         return self._total
 
+    @property
+    def windows_emitted(self) -> int:
+        return self._next_window
+
+    def held_audio(self) -> np.ndarray:
+        """A copy of the samples kept for the next window: the whole stream so far while no window is out."""
+        return self._audio.copy()
+
     def _frame_slices(self, first_frame: int, n: int) -> np.ndarray:
         """(n, n_fft) frames of real samples centred at ``(first_frame + i) · hop``."""
         c = self.config

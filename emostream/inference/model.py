@@ -94,8 +94,9 @@ class EmotionModel:
         if x.ndim == 2:
             x = x[np.newaxis]
         if x.shape[1:] != (self.features.n_mels, self.features.window_frames):
-            raise ValueError(f"expected windows of shape (n, {self.features.n_mels}, "
-                             f"{self.features.window_frames}), got {x.shape}")
+            raise ValueError(f"expected log-Mel windows of shape (n, {self.features.n_mels}, "
+                             f"{self.features.window_frames}), got {x.shape}; for audio samples use "
+                             "emostream.EmotionRecognizer().predict(samples, sample_rate_hz)")
         step = self.inference.max_batch_windows
         if len(x) <= step:
             return self.session.run(None, {self.input_name: x[..., np.newaxis]})[0]

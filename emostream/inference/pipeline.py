@@ -1,7 +1,11 @@
 """From raw source frames to score messages: mix down → resample → log-Mel windows → model → gate/smooth.
 
-``EmotionPipeline`` is plain and synchronous: the offline path, file scoring and tests call it directly;
-the daemon's ``AnalysisWorker`` (``emostream.stream.worker``) runs it on its own thread.
+``EmotionPipeline`` is plain and synchronous: the public API, file scoring and tests call it directly;
+the daemon's ``AnalysisWorker`` (``emostream.stream.worker``) runs it on its own thread. Besides one
+``scores`` message per window it says ``utterance`` when a run of classified windows ends (the mean of
+their raw, unsmoothed probabilities), and ``finish()`` ends a finite stream: the resampler's tail, the
+open utterance, and a stream shorter than one window scored as evaluation scores a clip (laid into a
+quiet noise floor, ``scoring.stream_windows``) and flagged ``short``. ``summary()`` is the whole stream.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from emostream import messages as msg
-from emostream.inference.logmel_stream import LogMelStream
+from emostream.inference import scoring
+from emostream.inference.logmel_stream import LogMelStream, level_dbfs
 from emostream.inference.model import EmotionModel
 
 logger = logging.getLogger(__name__)
@@ -42,12 +47,22 @@ class EmotionPipeline:
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
         self.stream = LogMelStream(self.features, config.hop_frames(self.features.sample_rate_hz,
                                                                     self.features.hop_samples))
+        # How a stream shorter than one window is scored: evaluation's clip scoring with this hop and gate.
+        self.context = scoring.StreamContext(hop_frames=self.stream.hop_frames, silence_dbfs=config.silence_dbfs)
+        self.tracker = scoring.UtteranceTracker()
         self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
         self.nonfinite_samples = 0
         self.reset()
 
     def reset(self) -> None:
+        """Forget the stream: the next frame pushed starts a new one (counters and utterances included)."""
         self.stream.reset()
+        self.tracker.reset()
+        self.input_frames = 0
+        self.utterances_out = 0
+        self.short = False  # the stream ended before one window was full and was scored embedded
+        self._sum: np.ndarray | None = None  # raw probabilities of every classified window, for summary()
+        self._classified = 0
         self._resampler = None
         if self.input_rate_hz != self.features.sample_rate_hz:
             import soxr
@@ -68,6 +83,7 @@ class EmotionPipeline:
     def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
         """Mono float32 at the model's rate; NaN/Inf samples become 0 and are counted."""
         frames = np.asarray(frames, dtype=np.float32)
+        self.input_frames += len(frames)
         mono = frames.mean(axis=1) if frames.ndim == 2 and frames.shape[1] > 1 else frames.reshape(-1)
         bad = ~np.isfinite(mono)
         if bad.any():
@@ -79,7 +95,18 @@ class EmotionPipeline:
             mono = self._resampler.resample_chunk(mono, last=last)
         return mono
 
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def duration_s(self) -> float:
+        """Input received so far, in seconds at the input rate."""
+        return self.input_frames / self.input_rate_hz
+
     def process(self, frames: np.ndarray, last: bool = False) -> list[dict]:
+        """Score messages for the windows these frames complete, each followed by an utterance message
+        where it ends a run of classified windows. ``last`` flushes the resampler (``finish`` does more)."""
         ready_time = time.time()  # the samples completing these windows are in hand from here on
         started = time.perf_counter()
         windows = self.stream.push(self.to_model_rate(frames, last))
@@ -106,4 +133,60 @@ class EmotionPipeline:
                                        ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
                                        p=p, features_ms=features_ms, inference_ms=inference_ms))
         self.windows_out += len(messages)
-        return messages
+        return self._with_utterances(messages, scores)
+
+    def _with_utterances(self, messages: list[dict], raw: dict[int, np.ndarray]) -> list[dict]:
+        """Each score message, followed by an utterance message where it ends a run of classified windows.
+        ``raw``: the unsmoothed probabilities by window index (classified windows only)."""
+        out = []
+        for m in messages:
+            out.append(m)
+            p = raw.get(m["seq"])
+            if p is not None:
+                self._add(p, 1)
+            out += self._utterance(self.tracker.push(m["start_s"], m["end_s"], p))
+        return out
+
+    def finish(self) -> list[dict]:
+        """The stream is over: what the resampler held back, the open utterance, a short stream's score."""
+        out = self.process(np.zeros((0, self.input_channels), np.float32), last=True)
+        out += self._utterance(self.tracker.finish())
+        if self.stream.windows_emitted == 0 and self.stream.samples_seen > 0:
+            out += self._short_clip(self.stream.held_audio())
+        return out
+
+    def _short_clip(self, audio: np.ndarray) -> list[dict]:
+        """Fewer samples than one window: laid into the noise floor and scored as evaluation scores a clip."""
+        if level_dbfs(audio) < self.config.silence_dbfs:
+            return []  # silence stays silence, however short
+        _, voiced = scoring.stream_windows(audio, self.context, 0, self.features)
+        p = self.model.predict(np.stack([w.features for w in voiced])).mean(axis=0)
+        self.short = True
+        self._add(p, len(voiced))
+        self.utterances_out += 1
+        return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
+                              labels=self.model.labels, p=p, short=True)]
+
+    def _add(self, p: np.ndarray, n: int) -> None:
+        weighted = np.asarray(p, dtype=np.float64) * n
+        self._sum = weighted if self._sum is None else self._sum + weighted
+        self._classified += n
+
+    def _utterance(self, finished) -> list[dict]:
+        if finished is None:
+            return []
+        start_s, end_s, n, p = finished
+        self.utterances_out += 1
+        return [msg.utterance(start_s=start_s, end_s=end_s, windows=n, labels=self.model.labels, p=p)]
+
+    def summary(self) -> dict:
+        """The whole stream: mean raw probabilities of its classified windows (None when all was silence)."""
+        p = None if self._sum is None else (self._sum / self._classified).astype(np.float32)
+        top, top_p = msg.top_of(self.model.labels, p)
+        return {"top": top, "top_p": top_p,
+                "probabilities": None if p is None else msg.probabilities_dict(self.model.labels, p),
+                "duration_s": round(self.duration_s, 6), "windows": self._classified, "short": self.short}
+
+    def end_message(self, reason: str = "source ended") -> dict:
+        return msg.end(windows=self.windows_out, utterances=self.utterances_out, duration_s=self.duration_s,
+                       reason=reason)

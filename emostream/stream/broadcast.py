@@ -90,7 +90,11 @@ class ScoreBroadcaster:
             self.subscribers.discard(subscriber)
             self.dropped_by_departed += subscriber.dropped
 
-    def publish(self, message: dict, is_window: bool = True) -> None:
+    def publish(self, message: dict, is_window: bool | None = None) -> None:
+        """Send ``message`` to every subscriber; a ``scores`` message (unless ``is_window`` says otherwise)
+        also counts as a published window."""
+        if is_window is None:
+            is_window = message.get("type") == "scores"
         started = time.perf_counter()
         encoded = encode(message)
         head = encoded[:-1]  # the closing brace is added per subscriber, after its drop count

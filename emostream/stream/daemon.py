@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
+from emostream import messages as msg
 from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
@@ -53,7 +54,9 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the daemon's own page
 
     def check(self) -> None:
-        """Refuse to expose scores beyond this machine without a token."""
+        """Refuse to expose scores beyond this machine without a token; keep counts in range."""
+        if not 0 <= self.wait_for_subscribers <= self.max_subscribers:
+            raise ValueError(f"--wait-for-subscribers must be in [0, {self.max_subscribers}] (--max-subscribers)")
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
                              "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
@@ -163,10 +166,10 @@ class EmotionDaemon:
         logger.info("subscriber %s connected (%d now)", peer, len(self.broadcaster.subscribers))
         sender = None
         try:
-            await websocket.send(json.dumps(self.hello))
+            await websocket.send(msg.encode(self.hello))
             sender = asyncio.create_task(subscriber.pump())
             async for raw in websocket:
-                await websocket.send(json.dumps(self.reply_to(raw)))
+                await websocket.send(msg.encode(self.reply_to(raw)))
         except Exception as exc:  # ConnectionClosed and transport errors end this subscriber only
             logger.debug("subscriber %s: %s", peer, exc)
         finally:
@@ -263,11 +266,14 @@ class EmotionDaemon:
             if not self._stop.is_set():
                 source_thread.start()
             await stop_wait
+            source_ended = worker.source_ended  # read before stopping the source makes the ring look finished
             logger.info("shutting down")
             self._source_stop.set()
             worker.stop()
             await asyncio.to_thread(worker.join, 5.0)
             await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
+            if source_ended:  # a finite source is over: subscribers stop waiting for more
+                self.broadcaster.publish(self.pipeline.end_message(), False)
             subscribers = list(self.broadcaster.subscribers)
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
@@ -280,8 +286,9 @@ class EmotionDaemon:
             return 1
         heard_s = self.pipeline.stream.samples_seen / self.pipeline.features.sample_rate_hz
         if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s:
-            logger.warning("the input ended after %.2f s, shorter than one %.2f s window: nothing to score",
-                           heard_s, self.pipeline.features.window_s)
+            logger.warning("the input ended after %.2f s, shorter than one %.2f s window: %s", heard_s,
+                           self.pipeline.features.window_s, "scored inside a noise floor (utterance flagged short)"
+                           if self.pipeline.short else "nothing to score")
         logger.info("stopped after %d windows, %.1f s of audio (%d overrun frames)", self.broadcaster.published,
                     heard_s, self.ring.overrun_frames)
         return 0
@@ -309,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=s.host)
     p.add_argument("--port", type=int, default=s.port)
     p.add_argument("--queue", type=int, default=s.queue_messages, help="messages queued per subscriber")
+    p.add_argument("--wait-for-subscribers", type=int, default=s.wait_for_subscribers, metavar="N",
+                   help="hold the source until N subscribers have connected (0..--max-subscribers); "
+                        "with a file and --fast, nobody misses the start")
     p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
     p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
     p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
@@ -342,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # our own connect/disconnect lines say more
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
-        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
+        server_config = ServerConfig(wait_for_subscribers=args.wait_for_subscribers,
+                                     host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
                                      allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
         server_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)

@@ -1,6 +1,7 @@
 """``emostream-subscribe``: print the daemon's scores live, one line per window (or JSON lines).
 
-Reconnects with exponential backoff when the daemon restarts or is not up yet.
+Reconnects with exponential backoff when the daemon restarts or is not up yet. With ``--until-end`` it
+exits 0 when a finite source ends (the daemon's ``{"type": "end"}`` message) instead of waiting for more.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ def header(labels: list[str]) -> str:
     return f"{'':>10}  {'top':<10} {'p':>4}  {''.join(name[0] for name in labels)}  ({', '.join(labels)})"
 
 
-async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout) -> int:
+def utterance_line(message: dict) -> str:
+    """``# utterance 0.51–3.32 s (11 windows): sad 64%`` — a speech segment's averaged scores."""
+    short = ", shorter than one window" if message.get("short") else ""
+    return (f"# utterance {message['start_s']:.2f}–{message['end_s']:.2f} s ({message['windows']} windows{short}): "
+            f"{message['top']} {message['top_p']:.0%}")
+
+
+async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout,
+                    until_end: bool = False) -> int:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -50,9 +59,17 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
                               f"{message['window_s']:.2f} s\n{header(labels)}\n")
                 elif message.get("type") == "scores":
                     out.write(format_line(message, labels) + "\n")
+                elif message.get("type") == "utterance":
+                    out.write(utterance_line(message) + "\n")
+                elif message.get("type") == "end":
+                    out.write(f"# end: {message['reason']} after {message['duration_s']:.2f} s, "
+                              f"{message['windows']} windows, {message['utterances']} utterances\n")
                 elif message.get("type") == "status":
                     out.write(f"# audio {message.get('audio')}: {message.get('error', message.get('source', ''))}\n")
                 out.flush()
+                if until_end and message.get("type") == "end":
+                    await websocket.close()
+                    return 0
                 if message.get("type") == "scores":
                     received += 1
                     if count is not None and received >= count:
@@ -68,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
-    p.add_argument("--count", type=int, help="exit after this many score messages")
+    p.add_argument("--count", type=int, help="exit after this many score messages (≥ 1)")
+    p.add_argument("--until-end", action="store_true",
+                   help="exit 0 when the daemon's finite source ends (its 'end' message)")
     args = p.parse_args(argv)
+    if args.count is not None and args.count < 1:
+        p.error("--count must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        return asyncio.run(subscribe(args.url, args.json, args.count))
+        return asyncio.run(subscribe(args.url, args.json, args.count, until_end=args.until_end))
     except KeyboardInterrupt:
         return 0
 

@@ -6,8 +6,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-import numpy as np
-
 from emostream.inference.pipeline import EmotionPipeline
 from emostream.stream.ring_buffer import RingBuffer
 
@@ -21,6 +19,7 @@ class AnalysisWorker(threading.Thread):
                  on_end: Callable[[], None] | None = None):
         super().__init__(name="emostream-analysis", daemon=True)
         self.ring, self.pipeline = ring, pipeline
+        self.source_ended = False  # a finite source ran out (not a stop request): the daemon says "end"
         self.on_message, self.on_end = on_message, on_end
         self.stop_event = threading.Event()
         self.error: str | None = None
@@ -32,15 +31,16 @@ class AnalysisWorker(threading.Thread):
                 self.ring.wait_for_data(0.2)
                 finished = self.ring.closed and self.ring.available == 0
                 if self.ring.available:
-                    for message in self.pipeline.process(self.ring.read(), last=False):
+                    for message in self.pipeline.process(self.ring.read()):
                         self.on_message(message)
                 if self.ring.overrun_frames != reported_overruns:
                     logger.warning("audio overrun: %d frames dropped so far (analysis fell behind)",
                                    self.ring.overrun_frames)
                     reported_overruns = self.ring.overrun_frames
-                if finished:  # flush what the resampler still holds back
-                    for message in self.pipeline.process(np.zeros((0, self.ring.channels), np.float32), last=True):
+                if finished:  # flush what the resampler holds back, the open utterance, a short stream's score
+                    for message in self.pipeline.finish():
                         self.on_message(message)
+                    self.source_ended = not self.stop_event.is_set()
                     break
         except Exception as exc:  # keep the daemon up long enough to say why
             self.error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,225 @@
+"""The public API: ``EmotionRecognizer`` and ``score_file``, re-exported by ``emostream``.
+
+Audio goes in at any rate and channel count (mixed down and resampled by the daemon's own pipeline);
+plain results come out:
+
+- ``predict(samples, sample_rate_hz)`` — one clip → ``ClipScore``: the mean over the windows the daemon
+  would produce while the clip streams past inside a quiet noise floor (the evaluation's clip score).
+- ``stream(sample_rate_hz, channels)`` — chunks in, ``WindowScore``s out as windows complete (the
+  daemon's scores, utterances on the side); ``iter_scores(chunks, ...)`` is the same as a generator.
+- ``score_file(path)`` — a file streamed through the daemon's path → ``FileScores``: the window timeline,
+  the utterances (speech segments, averaged) and a whole-file summary.
+
+A clip shorter than one 2.3 s window is scored too (laid into the noise floor) and flagged ``short``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emostream.inference import scoring
+from emostream.inference.model import EmotionModel, InferenceConfig
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.paths import DEFAULT_MODEL_PATH
+
+#: Frames read per block from a file: the daemon's ``--fast`` file source reads the same.
+FILE_BLOCK_FRAMES = 8192
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """One 2.3 s window of the stream. ``probabilities`` is None (and ``top`` too) for a silent window."""
+
+    seq: int
+    start_s: float
+    end_s: float
+    level_dbfs: float
+    silence: bool
+    probabilities: dict[str, float] | None
+    top: str | None
+    top_p: float | None
+
+    @classmethod
+    def from_message(cls, m: dict) -> WindowScore:
+        return cls(m["seq"], m["start_s"], m["end_s"], m["level_dbfs"], m["silence"], m["probabilities"],
+                   m["top"], m["top_p"])
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A run of classified windows (speech between silences), with their mean probabilities."""
+
+    start_s: float
+    end_s: float
+    windows: int
+    probabilities: dict[str, float]
+    top: str
+    top_p: float
+    short: bool = False  # the whole input was shorter than one window and was scored inside a noise floor
+
+    @classmethod
+    def from_message(cls, m: dict) -> Utterance:
+        return cls(m["start_s"], m["end_s"], m["windows"], m["probabilities"], m["top"], m["top_p"],
+                   m.get("short", False))
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """A whole clip or file: mean probabilities over its classified windows (None if all was silence)."""
+
+    top: str | None
+    top_p: float | None
+    probabilities: dict[str, float] | None
+    duration_s: float
+    windows: int  # windows averaged
+    short: bool  # shorter than one window: scored inside a noise floor
+
+
+@dataclass(frozen=True)
+class FileScores:
+    path: str
+    windows: list[WindowScore]
+    utterances: list[Utterance]
+    summary: ClipScore
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EmotionStream:
+    """Chunks of (frames,) or (frames, channels) float samples in; window scores out as windows complete.
+
+    ``utterances`` collects the utterance results met so far; ``finish()`` ends the stream (flushes the
+    resampler, closes the open utterance, scores a stream shorter than one window) and returns the
+    last windows; ``summary()`` is the whole stream's ``ClipScore``.
+    """
+
+    def __init__(self, pipeline: EmotionPipeline):
+        self.pipeline = pipeline
+        self.utterances: list[Utterance] = []
+        self.messages: list[dict] = []  # every message, as the daemon would send them
+
+    def _split(self, messages: list[dict]) -> list[WindowScore]:
+        self.messages += messages
+        self.utterances += [Utterance.from_message(m) for m in messages if m["type"] == "utterance"]
+        return [WindowScore.from_message(m) for m in messages if m["type"] == "scores"]
+
+    def push(self, chunk) -> list[WindowScore]:
+        x = np.asarray(chunk, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, np.newaxis]
+        if x.ndim != 2 or x.shape[1] != self.pipeline.input_channels:
+            raise ValueError(f"expected (frames,) or (frames, {self.pipeline.input_channels}) samples, "
+                             f"got shape {np.shape(chunk)}")
+        return self._split(self.pipeline.process(x))
+
+    def finish(self) -> list[WindowScore]:
+        return self._split(self.pipeline.finish())
+
+    def summary(self) -> ClipScore:
+        return ClipScore(**self.pipeline.summary())
+
+
+class EmotionRecognizer:
+    """The bundled model (or the ONNX file ``model``) with the daemon's settings; units in the argument names.
+
+    ``hop_s``: seconds between windows (rounded to whole STFT hops, at least one; 0..2.3); ``smoothing``: share of
+    the previous window's scores kept (EMA, 0..1; window scores only — utterances and summaries average
+    the raw scores); ``silence_dbfs``: windows quieter than this are silence, not classified.
+
+    >>> rec = EmotionRecognizer()
+    >>> rec.predict(samples, sample_rate_hz=16000).top  # doctest: +SKIP
+    'neutral'
+    """
+
+    def __init__(self, model: str | Path | None = None, hop_s: float = PipelineConfig.hop_s,
+                 smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
+                 threads: int = 1):
+        if not 1 <= threads <= 64:
+            raise ValueError("threads must be in 1..64")
+        if not 0.0 <= hop_s <= 2.3:
+            raise ValueError("hop_s must be in 0..2.3 seconds (0: one STFT hop)")
+        if not -120.0 <= silence_dbfs <= 0.0:
+            raise ValueError("silence_dbfs must be in -120..0")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
+                                  InferenceConfig(intra_op_threads=threads))
+        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)
+        self.labels: list[str] = list(self.model.labels)
+        self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
+
+    def _pipeline(self, sample_rate_hz: int, channels: int) -> EmotionPipeline:
+        if int(sample_rate_hz) != sample_rate_hz or sample_rate_hz <= 0:
+            raise ValueError(f"sample_rate_hz must be a positive whole number, got {sample_rate_hz!r}")
+        if channels < 1:
+            raise ValueError(f"channels must be at least 1, got {channels}")
+        return EmotionPipeline(self.model, self.config, int(sample_rate_hz), channels)
+
+    def stream(self, sample_rate_hz: int, channels: int = 1) -> EmotionStream:
+        """A live stream: ``push`` chunks of any size; each call returns the windows they completed."""
+        return EmotionStream(self._pipeline(sample_rate_hz, channels))
+
+    def iter_scores(self, chunks: Iterable, sample_rate_hz: int, channels: int = 1) -> Iterator[WindowScore]:
+        """Yield window scores while consuming ``chunks``; the stream is finished when they run out."""
+        s = self.stream(sample_rate_hz, channels)
+        for chunk in chunks:
+            yield from s.push(chunk)
+        yield from s.finish()
+
+    def predict(self, samples, sample_rate_hz: int) -> ClipScore:
+        """One clip, (frames,) or (frames, channels) at ``sample_rate_hz`` → its mean probabilities.
+
+        The clip is mixed down and resampled as the daemon does, laid into a quiet noise floor and read by
+        the daemon's sliding windows; windows under the silence gate are left out unless all are.
+        """
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim not in (1, 2) or x.shape[0] == 0:
+            raise ValueError(f"expected (frames,) or (frames, channels) samples, got shape {x.shape}")
+        pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1])
+        mono = pipeline.to_model_rate(x, last=True)
+        _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
+        p = self.model.predict(np.stack([w.features for w in voiced])).mean(axis=0)
+        top = int(np.argmax(p))
+        return ClipScore(top=self.labels[top], top_p=float(p[top]),
+                         probabilities={k: float(v) for k, v in zip(self.labels, p, strict=True)},
+                         duration_s=round(x.shape[0] / sample_rate_hz, 6), windows=len(voiced),
+                         short=scoring.is_short(mono.size, pipeline.features))
+
+    def score_file(self, path: str | Path) -> FileScores:
+        """Stream a file (any format soundfile reads) through the daemon's path; see ``FileScores``."""
+        import soundfile as sf
+
+        from emostream.features import AudioDecodeError
+
+        path = Path(path)
+        if not path.is_file():
+            raise AudioDecodeError(f"audio file {path} not found")
+        try:
+            with sf.SoundFile(path) as f:
+                s = self.stream(f.samplerate, f.channels)
+                windows = []
+                for block in f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                    windows += s.push(block)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AudioDecodeError(f"cannot read audio file {path}: {reason}") from None
+        if s.pipeline.input_frames == 0:
+            raise AudioDecodeError(f"audio file {path} holds no samples")
+        windows += s.finish()
+        return FileScores(str(path), windows, s.utterances, s.summary())
+
+
+_default: EmotionRecognizer | None = None
+
+
+def score_file(path: str | Path) -> FileScores:
+    """``EmotionRecognizer().score_file(path)`` with one bundled-model recogniser kept for later calls."""
+    global _default
+    if _default is None:
+        _default = EmotionRecognizer()
+    return _default.score_file(path)

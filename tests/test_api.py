@@ -1,0 +1,124 @@
+"""The public API on the shipped model: predict at any rate, streaming, score_file, short clips."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synth import SR, speechlike
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def p_of(result, labels):
+    return np.array([result.probabilities[k] for k in labels])
+
+
+def test_import_is_cheap_and_the_api_loads_on_first_use():
+    code = ("import sys, emostream; assert 'onnxruntime' not in sys.modules and 'librosa' not in sys.modules; "
+            "from emostream import EmotionRecognizer, score_file; import emostream.score; "
+            "EmotionRecognizer().predict([0.1, -0.1] * 4000, 16000); "
+            "assert not [m for m in sys.modules if m.startswith(('emostream.stream', 'tensorflow', 'keras'))]; "
+            "print(emostream.__version__, EmotionRecognizer)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import emostream
+
+    assert out.stdout.startswith(emostream.__version__) and "EmotionRecognizer" in out.stdout
+    with pytest.raises(AttributeError):
+        emostream.NoSuchThing  # noqa: B018
+
+
+def test_predict_takes_any_rate_and_channel_count(recognizer):
+    import soxr
+
+    y16 = soxr.resample(speechlike(3.5, seed=3), SR, 16000).astype(np.float32)
+    mono = recognizer.predict(y16, sample_rate_hz=16000)
+    assert mono.top in recognizer.labels and not mono.short and mono.windows >= 3
+    assert abs(sum(mono.probabilities.values()) - 1) < 1e-5
+    assert mono.duration_s == pytest.approx(3.5, abs=1e-3)
+    stereo = recognizer.predict(np.stack([y16, y16], axis=1), sample_rate_hz=16000)
+    np.testing.assert_allclose(p_of(stereo, recognizer.labels), p_of(mono, recognizer.labels), atol=1e-6)
+    # Resampled by the daemon's path: the same as handing over the audio already at the model's rate.
+    at_model_rate = recognizer.predict(soxr.resample(y16, 16000, SR, "HQ"), sample_rate_hz=SR)
+    np.testing.assert_allclose(p_of(at_model_rate, recognizer.labels), p_of(mono, recognizer.labels), atol=2e-3)
+    # The rate is not assumed: the same array read as 22.05 kHz is different (faster, higher) audio.
+    misread = recognizer.predict(y16, sample_rate_hz=SR)
+    assert np.abs(p_of(misread, recognizer.labels) - p_of(mono, recognizer.labels)).max() > 1e-3
+
+
+@pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),
+                                              (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole")])
+def test_predict_refuses_bad_input_with_a_clear_error(recognizer, bad, rate, match):
+    with pytest.raises(ValueError, match=match):
+        recognizer.predict(bad, sample_rate_hz=rate)
+
+
+def test_a_clip_shorter_than_a_window_is_scored_and_flagged(recognizer, write_clip):
+    import soundfile as sf
+
+    path = write_clip("short.wav", speechlike(1.2, seed=4))
+    y, _ = sf.read(path, dtype="float32")  # the file's own 16-bit samples
+    clip = recognizer.predict(y, SR)
+    assert clip.short and clip.windows >= 1 and abs(sum(clip.probabilities.values()) - 1) < 1e-5
+    scored = recognizer.score_file(path)
+    assert scored.windows == []  # the stream never held a full window of it
+    assert [u.short for u in scored.utterances] == [True]
+    assert scored.summary.short and scored.summary.top == scored.utterances[0].top
+    # Scored as evaluation scores a clip: the same windows, the same mean, whichever door it came in by.
+    np.testing.assert_allclose(p_of(scored.summary, recognizer.labels), p_of(clip, recognizer.labels), atol=1e-6)
+    silent = recognizer.score_file(write_clip("quiet.wav", np.zeros(SR // 2, np.float32)))
+    assert silent.utterances == [] and silent.summary.top is None and silent.summary.probabilities is None
+
+
+def test_streaming_is_chunk_size_invariant_and_equals_score_file(recognizer, speech_with_pause):
+    import soundfile as sf
+
+    path, _ = speech_with_pause
+    stereo, _ = sf.read(path, dtype="float32")  # the file's own 16-bit samples
+
+    def run(chunk):
+        return list(recognizer.iter_scores((stereo[i : i + chunk] for i in range(0, len(stereo), chunk)),
+                                           44100, channels=2))
+
+    small, large = run(1000), run(7777)
+    whole = recognizer.score_file(path)
+    assert [w.seq for w in small] == [w.seq for w in large] == [w.seq for w in whole.windows]
+    assert len(small) == (round(9.0 * SR) - 50688) // (11 * 512) + 1
+    for a, b, c in zip(small, large, whole.windows, strict=True):
+        assert a.silence == b.silence == c.silence and a.start_s == c.start_s
+        if not a.silence:
+            np.testing.assert_allclose(p_of(a, recognizer.labels), p_of(c, recognizer.labels), atol=1e-5)
+            np.testing.assert_allclose(p_of(b, recognizer.labels), p_of(c, recognizer.labels), atol=1e-5)
+
+
+def test_score_file_gives_utterances_between_silences_and_a_summary(recognizer, speech_with_pause):
+    path, stereo = speech_with_pause
+    scored = recognizer.score_file(path)
+    assert any(w.silence for w in scored.windows)
+    assert len(scored.utterances) == 2 and not any(u.short for u in scored.utterances)
+    first, second = scored.utterances
+    assert first.end_s < 5.4 and second.start_s > 3.5  # the pause splits them
+    labels = recognizer.labels
+    for u in scored.utterances:  # each is the mean of the classified windows it spans
+        inside = [w for w in scored.windows if not w.silence and u.start_s <= w.start_s and w.end_s <= u.end_s]
+        assert len(inside) == u.windows
+        np.testing.assert_allclose(p_of(u, labels), np.mean([p_of(w, labels) for w in inside], axis=0), atol=1e-6)
+        assert u.top == labels[int(np.argmax(p_of(u, labels)))]
+    classified = [p_of(w, labels) for w in scored.windows if not w.silence]
+    np.testing.assert_allclose(p_of(scored.summary, labels), np.mean(classified, axis=0), atol=1e-6)
+    assert scored.summary.windows == len(classified) and not scored.summary.short
+    assert scored.summary.duration_s == pytest.approx(len(stereo) / 44100, abs=1e-6)
+
+
+def test_score_file_refuses_what_it_cannot_read_in_one_line(recognizer, tmp_path):
+    from emostream.features import AudioDecodeError
+
+    (tmp_path / "notes.wav").write_text("not audio")
+    for path, match in ((tmp_path / "absent.wav", "not found"), (tmp_path / "notes.wav", "cannot read")):
+        with pytest.raises(AudioDecodeError, match=match) as err:
+            recognizer.score_file(path)
+        assert "\n" not in str(err.value)

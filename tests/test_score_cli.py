@@ -1,0 +1,134 @@
+"""``emostream-score``: inputs, formats, tables, bad files, --jobs, and equality with the daemon's windows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from synth import SR, speechlike
+from websockets.sync.client import connect
+
+from emostream.score import main as score_main
+
+
+def run(capsys, *argv):
+    code = score_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def folder(write_clip):
+    a = write_clip("in/a.wav", speechlike(3.0, seed=41))
+    b = write_clip("in/sub/b.flac", speechlike(2.6, seed=42))
+    c = write_clip("in/c.wav", speechlike(1.0, seed=43))  # shorter than one window
+    return a.parent, (a, b, c)
+
+
+def test_per_file_jsonl_over_a_folder_a_glob_and_bad_inputs(capsys, caplog, folder, tmp_path, recognizer):
+    root, (a, b, c) = folder
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    code, out, err = run(capsys, root, root / "*.wav", tmp_path / "absent.wav", "--format", "jsonl")
+    assert code == 1  # something was unreadable, the rest was still scored
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["file"] for line in lines] == [str(a), str(c), str(b)]  # folder order; the glob adds nothing new
+    for line in lines:
+        assert set(line) == {"file", "top", "top_p", "probabilities", "duration_s", "windows", "short"}
+        assert line["top"] == max(line["probabilities"], key=line["probabilities"].get)
+        assert abs(sum(line["probabilities"].values()) - 1) < 1e-5
+    assert [line["short"] for line in lines] == [False, True, False]
+    assert lines[0]["duration_s"] == pytest.approx(3.0, abs=1e-3)
+    problems = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]  # stderr, via logging
+    assert all("\n" not in p for p in problems)
+    assert any("broken.wav" in p and "cannot read" in p for p in problems)
+    assert any("absent.wav" in p for p in problems) and problems[-1].endswith("2 of 5 inputs could not be scored")
+    # The same figures as the API's
+    summary = recognizer.score_file(a).summary
+    assert lines[0]["probabilities"] == summary.probabilities
+
+
+def test_per_window_and_per_utterance_csv(capsys, speech_with_pause, recognizer, tmp_path):
+    path, _ = speech_with_pause
+    scored = recognizer.score_file(path)
+    out_file = tmp_path / "w.csv"
+    assert run(capsys, path, "--per", "window", "--out", out_file)[0] == 0
+    table = list(csv.DictReader(out_file.open()))
+    assert [int(r["seq"]) for r in table] == [w.seq for w in scored.windows]
+    silent = [r for r in table if r["silence"] == "True"]
+    assert silent and all(r["top"] == "" and r["p_angry"] == "" for r in silent)
+    voiced = [(r, w) for r, w in zip(table, scored.windows, strict=True) if not w.silence]
+    for r, w in voiced:
+        assert [float(r[f"p_{k}"]) for k in recognizer.labels] == [w.probabilities[k] for k in recognizer.labels]
+    code, out, _ = run(capsys, path, "--per", "utterance")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [(float(r["start_s"]), r["top"]) for r in rows] == \
+        [(u.start_s, u.top) for u in scored.utterances] and len(rows) == 2
+
+
+def test_jobs_give_the_same_table_in_the_same_order(capsys, folder):
+    root, _ = folder
+    one = run(capsys, root, "--per", "window", "--format", "jsonl")
+    two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2")
+    assert one[0] == two[0] == 0 and one[1] == two[1]
+    assert one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
+
+
+@pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),
+                                         (["--silence-dbfs", "3"], "--silence-dbfs")])
+def test_options_out_of_range_are_refused(capsys, folder, argv, match):
+    root, _ = folder
+    with pytest.raises(SystemExit) as exited:
+        score_main([str(root), *argv])
+    assert exited.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_window_scores_equal_the_daemons_for_the_same_file(capsys, speech_with_pause, daemon_thread):
+    """A 44.1 kHz stereo file: the daemon (ring buffer, worker, any chunking) and emostream-score agree."""
+    from emostream.inference.model import EmotionModel
+    from emostream.inference.pipeline import PipelineConfig
+    from emostream.stream.daemon import EmotionDaemon, ServerConfig
+    from emostream.stream.sources import FileSource
+
+    path, _ = speech_with_pause
+    daemon = EmotionDaemon(EmotionModel(), FileSource(path, realtime=False), PipelineConfig(),
+                           ServerConfig(port=0, wait_for_subscribers=1))
+    received = []
+    with daemon_thread(daemon) as running, connect(running.url) as ws:
+        while (m := json.loads(ws.recv(timeout=30)))["type"] != "end":
+            received.append(m)
+    sent = {kind: [m for m in received if m["type"] == kind] for kind in ("scores", "utterance")}
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl")
+    ours = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(ours) == len(sent["scores"]) > 10
+    for d, s in zip(sent["scores"], ours, strict=True):
+        assert (d["seq"], d["start_s"], d["end_s"], d["silence"]) == (s["seq"], s["start_s"], s["end_s"], s["silence"])
+        if not d["silence"]:
+            np.testing.assert_allclose(list(d["probabilities"].values()), list(s["probabilities"].values()), atol=1e-5)
+    assert m == {**m, "windows": len(ours), "utterances": 2}
+    code, out, _ = run(capsys, path, "--per", "utterance", "--format", "jsonl")
+    assert [(u["start_s"], u["end_s"], u["windows"]) for u in map(json.loads, out.splitlines())] == \
+        [(u["start_s"], u["end_s"], u["windows"]) for u in sent["utterance"]]
+
+
+@pytest.mark.data
+def test_a_ravdess_clip_scores_as_one_utterance(capsys, ravdess_dir):
+    clip = sorted((ravdess_dir / "Audio_Speech_Actors_01-24" / "Actor_01").glob("03-01-05-*"))[0]
+    code, out, _ = run(capsys, clip, "--per", "utterance", "--format", "jsonl")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) >= 1 and all(not r["short"] and r["windows"] >= 1 for r in rows)
+
+
+def test_speechlike_at_the_model_rate_needs_no_resampling(capsys, write_clip, recognizer):
+    """Sanity: a 22.05 kHz mono file's windows are the API's streamed windows of the same samples."""
+    import soundfile as sf
+
+    path = write_clip("m.wav", speechlike(4.0, seed=44))
+    y, sr = sf.read(path, dtype="float32")
+    assert sr == SR
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl")
+    streamed = list(recognizer.iter_scores([y], SR))
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["probabilities"] for r in rows] == [w.probabilities for w in streamed]
