@@ -106,3 +106,38 @@ class DaemonThread:
 def daemon_thread():
     """``with daemon_thread(EmotionDaemon(...)) as running:`` serves on ``running.url`` until the block ends."""
     return DaemonThread
+
+
+def _broker(kind, tmp_path):
+    """A broker of ``kind`` (tests/brokers.py) started on a free loopback port; absent binary or client → skip."""
+    import importlib.util
+
+    from brokers import Mosquitto, RedisServer, find_binary
+
+    binary_name, client = {RedisServer: ("redis-server", "redis"), Mosquitto: ("mosquitto", "aiomqtt")}[kind]
+    binary = find_binary(binary_name)
+    if binary is None:
+        unavailable(f"{binary_name} not installed (apt-get install {binary_name}; scripts/setup.sh does it)")
+    if importlib.util.find_spec(client) is None:
+        unavailable(f"the {client} package is missing: pip install 'emostream[publish]'")
+    server = kind(binary, tmp_path).start()
+    yield server
+    if server.process is not None:
+        server.resume()  # a paused server must run to die cleanly
+    server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server (no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart on the same port."""
+    from brokers import RedisServer
+
+    yield from _broker(RedisServer, tmp_path)
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A fresh mosquitto (anonymous, no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart."""
+    from brokers import Mosquitto
+
+    yield from _broker(Mosquitto, tmp_path)

@@ -210,7 +210,7 @@ class Sink:
                 self.last_error = one_line(exc)
                 await self._disconnect_quietly()
                 if failures == 0:
-                    logger.error("publish %s: cannot reach the broker (%s); retrying with backoff up to %.0f s, "
+                    logger.error("publish %s: cannot reach the broker (%s); retrying with backoff up to %g s, "
                                  "WebSocket subscribers are served meanwhile",
                                  self.url, self.last_error, self.options.backoff_max_s)
                 failures += 1
