@@ -305,3 +305,17 @@ def test_an_unreachable_broker_at_start_is_one_error_line_then_quiet_retries(red
     line = errors[0].getMessage()
     assert "cannot reach the broker" in line and f":{redis_server.port}" in line and "\n" not in line
     assert any("connected again" in r.getMessage() for r in caplog.records)
+
+
+def test_publish_benchmark_measures_throughput_and_added_latency(redis_server, tmp_path):
+    from emostream.bench.publish import main as bench_main
+
+    out = tmp_path / "results"
+    assert bench_main(["--redis", redis_server.url, "--messages", "300", "--rate", "100", "--seconds", "1",
+                       "--out", str(out)]) == 0
+    result = json.loads((out / "publish.json").read_text())
+    t, lat = result["throughput"], result["latency"]
+    assert t["messages"] == 300 and t["dropped"] == 0 and t["messages_per_s"] > 0
+    assert redis_server.client().xlen("emostream-bench-throughput") == 302  # online + 300 + offline
+    assert lat["received"] == lat["messages"] == 100 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert "messages/s published" in (out / "publish.md").read_text()
