@@ -205,7 +205,7 @@ class Sink:
         failures = 0
         while not self._closing.is_set():
             try:
-                await asyncio.wait_for(self.connect(), self.options.connect_timeout_s)
+                await asyncio.wait_for(self.connect(), self.connect_limit_s)
             except Exception as exc:  # unreachable, refused, auth: say so once, then retry quietly
                 self.last_error = one_line(exc)
                 await self._disconnect_quietly()
@@ -249,7 +249,7 @@ class Sink:
                 continue
             batch = [self.queue.popleft() for _ in range(min(len(self.queue), self.options.batch_messages))]
             try:
-                await asyncio.wait_for(self.send(batch), self.options.send_timeout_s)
+                await asyncio.wait_for(self.send(batch), self.send_limit_s)
             except self.transient:
                 self._put_back(batch)
                 raise
@@ -280,6 +280,15 @@ class Sink:
             logger.debug("publish %s: disconnect: %s", self.url, exc)
 
     # -- per broker --------------------------------------------------------------------------------------
+
+    @property
+    def connect_limit_s(self) -> float:
+        """Outer limit on ``connect``; a client that enforces its own timeout gets a margin above it."""
+        return self.options.connect_timeout_s
+
+    @property
+    def send_limit_s(self) -> float:
+        return self.options.send_timeout_s
 
     async def connect(self) -> None:
         raise NotImplementedError

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 PROTOCOLS = {"3.1.1": aiomqtt.ProtocolVersion.V311, "5": aiomqtt.ProtocolVersion.V5}
 TOPIC_BY_TYPE = {"scores": "state", "utterance": "utterance", "status": "status"}
 RETAINED = {"state", "status"}
+#: paho's own log lines go under this name (the sink reports each failure in one line itself).
+CLIENT_LOGGER = logging.getLogger(__name__ + ".client")
 
 
 @dataclass(frozen=True)
@@ -151,30 +153,46 @@ class MqttSink(Sink):
             t.host, t.port, username=t.username, password=t.password,
             identifier=t.client_id or f"emostream-{self.context.stream_id}", protocol=PROTOCOLS[t.protocol],
             will=aiomqtt.Will(self.topic("available"), "offline", qos=1, retain=True),
-            timeout=self.options.send_timeout_s, keepalive=30, tls_context=tls_context)
+            timeout=self.options.connect_timeout_s, keepalive=30, tls_context=tls_context, logger=CLIENT_LOGGER)
+
+    @property
+    def connect_limit_s(self) -> float:  # aiomqtt times out itself; cancelling it midway leaves its state broken
+        return self.options.connect_timeout_s + 2.0
+
+    @property
+    def send_limit_s(self) -> float:
+        return self.options.send_timeout_s + 2.0
 
     async def connect(self) -> None:
         self.client = self.make_client()
         await self.client.__aenter__()
-        await self.client.publish(self.topic("available"), "online", qos=1, retain=True)
+        await self.client.publish(self.topic("available"), "online", qos=1, retain=True,
+                                  timeout=self.options.send_timeout_s)
         if self.options.mqtt_discovery:
             configs = discovery_configs(self.target.prefix, self.context.stream_id, self.target.discovery_prefix,
                                         self.context.hello)
             for topic, payload in configs.items():
-                await self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+                await self.client.publish(topic, json.dumps(payload), qos=1, retain=True,
+                                          timeout=self.options.send_timeout_s)
 
     async def send(self, batch: list[dict]) -> None:
         for message in batch:
             leaf = TOPIC_BY_TYPE.get(message.get("type"), "event")
             await self.client.publish(self.topic(leaf), encode(self.record(message)), qos=self.target.qos,
-                                      retain=leaf in RETAINED)
+                                      retain=leaf in RETAINED, timeout=self.options.send_timeout_s)
 
     async def disconnect(self) -> None:
         client, self.client = self.client, None
         if client is None:
             return
         try:
-            if self.connected:  # a clean disconnect sends no will: say it ourselves
-                await client.publish(self.topic("available"), "offline", qos=1, retain=True)
+            if self.connected:  # a clean disconnect sends no will: say it ourselves, then say goodbye
+                await client.publish(self.topic("available"), "offline", qos=1, retain=True,
+                                     timeout=self.options.send_timeout_s)
+                await client.__aexit__(None, None, None)
         finally:
-            await client.__aexit__(None, None, None)
+            # A failed or lost connection may still hold a socket (e.g. a broker that stopped answering):
+            # paho's own close also unregisters it from the event loop. Idempotent.
+            close = getattr(client._client, "_sock_close", None)  # noqa: SLF001
+            if close is not None:
+                close()
