@@ -5,6 +5,7 @@ Each can be killed and started again on the same port (the daemon must reconnect
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -23,9 +24,11 @@ def find_binary(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
 
 
-def wait_listening(port: int, timeout_s: float = 10.0) -> None:
+def wait_listening(port: int, timeout_s: float = 10.0, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise TimeoutError(f"the server exited with code {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -39,8 +42,10 @@ class Broker:
 
     name = "broker"
 
-    def __init__(self, binary: str, workdir: Path):
+    def __init__(self, binary: str, workdir: Path, password: str | None = None, tls: dict | None = None):
         self.binary, self.workdir = binary, workdir
+        self.password = password  # required of clients when set (Redis: AUTH; MQTT: user "alice")
+        self.tls = tls  # {"ca": Path, "cert": Path, "key": Path}: the port speaks TLS only
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = workdir / f"{self.name}.log"
@@ -52,7 +57,7 @@ class Broker:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_listening(self.port)
+            wait_listening(self.port, process=self.process)
         except TimeoutError:
             self.kill()
             raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-500:]}") from None
@@ -75,17 +80,25 @@ class RedisServer(Broker):
     name = "redis"
 
     def command(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir)]
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            return args + ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls["cert"]),
+                           "--tls-key-file", str(self.tls["key"]), "--tls-ca-cert-file", str(self.tls["ca"]),
+                           "--tls-auth-clients", "no"]
+        return args + ["--port", str(self.port)]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def client(self):
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls["ca"])} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **tls)
 
 
 class Mosquitto(Broker):
@@ -93,22 +106,40 @@ class Mosquitto(Broker):
 
     def command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # as root it would drop to "mosquitto", who cannot read the temp dir
+        if self.password:
+            passwd = self.workdir / "passwd"
+            subprocess.run([find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", "-c", str(passwd), "alice",
+                            self.password], check=True, capture_output=True)
+            passwd.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if self.tls:
+            lines += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}"]
+        conf.write_text("\n".join(lines) + "\n")
         return [self.binary, "-c", str(conf)]
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        auth = f"alice:{self.password}@" if self.password else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}127.0.0.1:{self.port}"
 
 
 class MqttListener:
     """A paho client on its own thread collecting (topic, payload, retained) for the topics it subscribed."""
 
-    def __init__(self, port: int, *topics: str):
+    def __init__(self, port: int, *topics: str, broker: Broker | None = None):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"listener-{free_port()}")
+        if broker is not None and broker.password:
+            self.client.username_pw_set("alice", broker.password)
+        if broker is not None and broker.tls:
+            self.client.tls_set(ca_certs=str(broker.tls["ca"]))
         self.client.on_message = lambda c, u, msg: self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
         subscribed = []
         self.client.on_subscribe = lambda *a: subscribed.append(1)
@@ -135,3 +166,21 @@ class MqttListener:
     def close(self) -> None:
         self.client.disconnect()  # first: the network thread then ends at once instead of after its 1 s select
         self.client.loop_stop()
+
+
+def make_tls_files(directory: Path) -> dict:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl), for the brokers' TLS ports."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl")
+    files = {"ca": directory / "ca.crt", "cert": directory / "server.crt", "key": directory / "server.key"}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=emostream test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    for path in files.values():
+        path.chmod(0o644)  # mosquitto may read them after dropping root to its own user
+    return files

@@ -108,7 +108,7 @@ def daemon_thread():
     return DaemonThread
 
 
-def _broker(kind, tmp_path):
+def _broker(kind, tmp_path, **settings):
     """A broker of ``kind`` (tests/brokers.py) started on a free loopback port; absent binary or client → skip."""
     import importlib.util
 
@@ -120,7 +120,7 @@ def _broker(kind, tmp_path):
         unavailable(f"{binary_name} not installed (apt-get install {binary_name}; scripts/setup.sh does it)")
     if importlib.util.find_spec(client) is None:
         unavailable(f"the {client} package is missing: pip install 'emostream[publish]'")
-    server = kind(binary, tmp_path).start()
+    server = kind(binary, tmp_path, **settings).start()
     yield server
     if server.process is not None:
         server.resume()  # a paused server must run to die cleanly
@@ -141,3 +141,30 @@ def mqtt_broker(tmp_path):
     from brokers import Mosquitto
 
     yield from _broker(Mosquitto, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A throw-away CA and server certificate for 127.0.0.1 (needs openssl)."""
+    from brokers import make_tls_files
+
+    try:
+        return make_tls_files(tmp_path_factory.mktemp("tls"))
+    except FileNotFoundError:
+        unavailable("openssl not installed: cannot make the test certificates")
+
+
+@pytest.fixture
+def secure_redis(tmp_path, tls_files):
+    """redis-server on a TLS-only port that requires a password."""
+    from brokers import RedisServer
+
+    yield from _broker(RedisServer, tmp_path, password="s3cret-pw", tls=tls_files)
+
+
+@pytest.fixture
+def secure_mqtt_broker(tmp_path, tls_files):
+    """mosquitto on a TLS-only port, user "alice" with a password, no anonymous clients."""
+    from brokers import Mosquitto
+
+    yield from _broker(Mosquitto, tmp_path, password="s3cret-pw", tls=tls_files)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from emostream.stream.daemon import main as daemon_main
 from emostream.stream.sinks import PublishContext, PublishError, SinkOptions, make_sink, make_sinks
 from emostream.stream.sources import FileSource
 
+ROOT = Path(__file__).resolve().parent.parent
 CLIP = "Audio_Speech_Actors_01-24/Actor_01/03-01-05-01-01-01-01.flac"  # actor 1, angry, normal intensity
 
 
@@ -319,3 +322,69 @@ def test_publish_benchmark_measures_throughput_and_added_latency(redis_server, t
     assert redis_server.client().xlen("emostream-bench-throughput") == 302  # online + 300 + offline
     assert lat["received"] == lat["messages"] == 100 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert "messages/s published" in (out / "publish.md").read_text()
+
+
+def test_redis_with_password_and_tls(secure_redis, tls_files):
+    scores = messages.scores(seq=0, start_s=0.0, end_s=2.3, ready_time=time.time(), level_dbfs=-20.0,
+                             labels=["a", "b"], p=np.array([0.5, 0.5]), features_ms=1.0, inference_ms=1.0)
+    options = SinkOptions(stop_timeout_s=0.5, backoff_initial_s=0.05)
+    good = make_sink(f"{secure_redis.url}?stream=tls&ssl_ca_certs={tls_files['ca']}", SinkOptions(stop_timeout_s=5))
+    wrong = make_sink(f"{secure_redis.url.replace('s3cret-pw', 'wrong')}?stream=tls2&ssl_ca_certs={tls_files['ca']}",
+                      options)
+    plain = make_sink(f"{secure_redis.url.replace('rediss://', 'redis://')}?stream=tls3", options)
+    run_sinks([good, wrong, plain], "vault", [scores])
+    assert good.published == 3 and good.connects == 1
+    [record] = [r for r in redis_records(secure_redis, "tls") if r["type"] == "scores"]
+    assert record["probabilities"] == {"a": 0.5, "b": 0.5} and record["stream_id"] == "vault"
+    for refused in (wrong, plain):  # never connected: what was queued is counted as dropped at stop
+        assert refused.connects == 0 and refused.published == 0 and refused.dropped == 3
+        assert refused.last_error and "s3cret" not in refused.last_error and "s3cret" not in json.dumps(
+            refused.stats())
+    assert secure_redis.client().exists("tls2", "tls3") == 0
+
+
+def test_mqtt_with_username_password_and_tls(secure_mqtt_broker, tls_files):
+    listener = MqttListener(secure_mqtt_broker.port, "emo/#", broker=secure_mqtt_broker)
+    utterance = messages.utterance(start_s=0.0, end_s=1.0, windows=3, labels=["a", "b"], p=[0.9, 0.1])
+    options = SinkOptions(stop_timeout_s=0.5, backoff_initial_s=0.05)
+    good = make_sink(f"{secure_mqtt_broker.url}/emo?ca={tls_files['ca']}&protocol=5", SinkOptions(stop_timeout_s=5))
+    wrong = make_sink(f"{secure_mqtt_broker.url.replace('s3cret-pw', 'wrong')}/emo?ca={tls_files['ca']}", options)
+    run_sinks([good, wrong], "vault", [utterance])
+    assert good.published == 3 and good.connects == 1
+    assert listener.wait_for(lambda: listener.on("emo/vault/utterance"))
+    assert json.loads(listener.on("emo/vault/utterance")[0])["top"] == "a"
+    assert wrong.connects == 0 and wrong.dropped == 3 and "s3cret" not in json.dumps(wrong.stats())
+    listener.close()
+
+
+def test_redis_stream_is_trimmed_and_readable_by_a_consumer_group(redis_server):
+    bodies = [messages.scores(seq=i, start_s=i * 0.25, end_s=i * 0.25 + 2.3, ready_time=time.time(),
+                              level_dbfs=-20.0, labels=["a", "b"], p=np.array([0.25, 0.75]), features_ms=1.0,
+                              inference_ms=1.0) for i in range(1000)]
+    sink = make_sink(f"{redis_server.url}?stream=trim&maxlen=100", SinkOptions(queue_messages=2000))
+    run_sinks([sink], "s", bodies)
+    assert sink.published == 1002 and sink.dropped == 0
+    client = redis_server.client()
+    assert 100 <= client.xlen("trim") < 400  # approximate MAXLEN: whole nodes trimmed, never below 100
+    client.xgroup_create("trim", "consumers", id="0")
+    [(_, entries)] = client.xreadgroup("consumers", "worker-1", {"trim": ">"}, count=10_000)
+    from emostream.stream.sinks.redis_sink import decode
+
+    seqs = [decode(f)["seq"] for _, f in entries if decode(f)["type"] == "scores"]
+    assert seqs == list(range(1000 - len(seqs), 1000))  # the newest, in order
+
+
+def test_the_daemon_command_publishes_the_bundled_sample(redis_server, tmp_path):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, wherever the venv points
+    result = subprocess.run([sys.executable, "-m", "emostream.stream.daemon", "--fast", "--port", "0", "--stream-id",
+                             "cli-1", "--publish", f"{redis_server.url}?stream=cli"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    windows = int(re.search(r"stopped after (\d+) windows", result.stderr).group(1))
+    records = redis_records(redis_server, "cli")
+    assert [r["type"] for r in records] == ["status"] + ["scores"] * windows + ["status"]
+    assert [r["seq"] for r in records[1:-1]] == list(range(windows)) and windows > 10
+    assert {r["stream_id"] for r in records} == {"cli-1"} and "sample.flac" in records[1]["source"]
+    assert "publishing as 'cli-1'" in result.stderr

@@ -201,6 +201,14 @@ class Sink:
     # -- the sink's own task ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:  # stop() ran out of time: close what is open, then end
+            self.connected = False
+            await self._disconnect_quietly()
+            raise
+
+    async def _serve(self) -> None:
         delay = self.options.backoff_initial_s
         failures = 0
         while not self._closing.is_set():
