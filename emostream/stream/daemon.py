@@ -81,7 +81,7 @@ class EmotionDaemon:
                  server_config: ServerConfig = ServerConfig(), sinks=(), stream_id: str | None = None):
         self.model, self.source = model, source
         self.sinks = list(sinks)  # emostream.stream.sinks: each message is offered to each, never awaited
-        self.stream_id = stream_id
+        self.stream_id = check_stream_id(stream_id) if stream_id is not None else None
         self.server_config = server_config
         self.pipeline = EmotionPipeline(model, pipeline_config, source.sample_rate_hz, source.channels)
         self.ring = RingBuffer(int(server_config.ring_seconds * source.sample_rate_hz), source.channels)
@@ -370,12 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                                      allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
         server_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
-        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         sinks = make_sinks(args.publish, SinkOptions(queue_messages=args.publish_queue,
                                                      mqtt_discovery=args.mqtt_discovery))
         stream_id = check_stream_id(args.stream_id) if args.stream_id is not None else None
         if args.mqtt_discovery and not any(s.kind == "mqtt" for s in sinks):
             raise ValueError("--mqtt-discovery needs an mqtt:// or mqtts:// --publish URL")
+        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config, sinks, stream_id)
         return asyncio.run(daemon.run())
