@@ -388,3 +388,13 @@ def test_the_daemon_command_publishes_the_bundled_sample(redis_server, tmp_path)
     assert [r["seq"] for r in records[1:-1]] == list(range(windows)) and windows > 10
     assert {r["stream_id"] for r in records} == {"cli-1"} and "sample.flac" in records[1]["source"]
     assert "publishing as 'cli-1'" in result.stderr
+
+
+def test_a_broker_that_refuses_the_messages_costs_them_but_not_the_connection(redis_server, caplog):
+    redis_server.client().set("taken", "a string, not a stream")  # XADD to it fails with WRONGTYPE
+    bodies = [messages.error(f"e{i}") for i in range(250)]
+    sink = make_sink(f"{redis_server.url}?stream=taken", SinkOptions(batch_messages=50))
+    run_sinks([sink], "s", bodies)
+    assert sink.dropped == 252 and sink.published == 0 and sink.connects == 1 and "WRONGTYPE" in sink.last_error
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1  # one line, not one per batch

@@ -150,6 +150,7 @@ class Sink:
         self._wakeup: asyncio.Event | None = None
         self._closing: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._last_refusal: type | None = None
 
     # -- hot path (event loop, never awaits) --------------------------------------------------------
 
@@ -261,10 +262,11 @@ class Sink:
             except self.transient:
                 self._put_back(batch)
                 raise
-            except Exception as exc:
+            except Exception as exc:  # refused by the broker (e.g. the key holds another type): drop, go on
                 self.dropped += len(batch)
-                self.last_error = one_line(exc)
-                logger.warning("publish %s: %d messages refused (%s)", self.url, len(batch), self.last_error)
+                if type(exc) is not self._last_refusal:  # one line per kind of refusal, not one per batch
+                    logger.warning("publish %s: %d messages refused (%s)", self.url, len(batch), one_line(exc))
+                self._last_refusal, self.last_error = type(exc), one_line(exc)
                 continue
             self.published += len(batch)
 
