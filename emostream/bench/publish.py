@@ -107,20 +107,28 @@ def make_context():
     return PublishContext("bench-1", "bench", {"version": __version__, "labels": [], "hop_s": 0.0, "model": {}})
 
 
+async def wait_connected(sink, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not sink.connected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cannot reach {sink.url}: {sink.last_error}")
+        await asyncio.sleep(0.01)
+
+
 async def throughput(url: str, cfg: PublishBenchConfig, bodies: list[dict]) -> dict:
     from emostream.stream.sinks import SinkOptions, make_sink
 
     sink = make_sink(f"{url}?stream={cfg.stream}-throughput&maxlen={cfg.messages}",
                      SinkOptions(queue_messages=cfg.messages, stop_timeout_s=60))
     await sink.start(make_context())
-    while not sink.connected:
-        await asyncio.sleep(0.01)
+    await wait_connected(sink)
     cpu0, t0 = time.process_time(), time.perf_counter()
     for i in range(cfg.messages):
         sink.offer({**bodies[i % len(bodies)], "seq": i})
         if i % 1000 == 999:
             await asyncio.sleep(0)  # let the sink's task run, as the daemon's loop does between windows
-    while sink.published < cfg.messages + 1:  # + the "online" status record
+    deadline = time.monotonic() + 300
+    while sink.published + sink.dropped < cfg.messages + 1 and time.monotonic() < deadline:  # + "online" record
         await asyncio.sleep(0.001)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     await sink.stop()
@@ -151,8 +159,7 @@ async def latency(url: str, cfg: PublishBenchConfig, bodies: list[dict]) -> dict
     stream = f"{cfg.stream}-latency"
     sink = make_sink(f"{url}?stream={stream}", SinkOptions())
     await sink.start(make_context())
-    while not sink.connected:
-        await asyncio.sleep(0.01)
+    await wait_connected(sink)
     count = int(cfg.rate_per_s * cfg.latency_seconds)
     latencies: list[float] = []
     stop = threading.Event()
