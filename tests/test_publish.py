@@ -310,17 +310,21 @@ def test_an_unreachable_broker_at_start_is_one_error_line_then_quiet_retries(red
     assert any("connected again" in r.getMessage() for r in caplog.records)
 
 
-def test_publish_benchmark_measures_throughput_and_added_latency(redis_server, tmp_path):
+def test_publish_benchmark_measures_throughput_and_added_latency(redis_server, mqtt_broker, tmp_path):
     from emostream.bench.publish import main as bench_main
 
     out = tmp_path / "results"
-    assert bench_main(["--redis", redis_server.url, "--messages", "300", "--rate", "100", "--seconds", "1",
-                       "--out", str(out)]) == 0
+    assert bench_main(["--redis", redis_server.url, "--mqtt", mqtt_broker.url, "--messages", "300", "--rate", "100",
+                       "--seconds", "1", "--repeats", "2", "--out", str(out)]) == 0
     result = json.loads((out / "publish.json").read_text())
     t, lat = result["throughput"], result["latency"]
     assert t["messages"] == 300 and t["dropped"] == 0 and t["messages_per_s"] > 0
     assert redis_server.client().xlen("emostream-bench-throughput") == 302  # online + 300 + offline
-    assert lat["received"] == lat["messages"] == 100 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["received"] == lat["messages"] == 200 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert len(lat["p99_ms_per_run"]) == 2
+    mqtt = result["mqtt"]
+    assert mqtt["throughput"]["received"] == 300 and mqtt["latency"]["received"] == 200  # loopback QoS 0: all
+    assert 0 < mqtt["latency"]["p50_ms"] <= mqtt["latency"]["p99_ms"]
     assert "messages/s published" in (out / "publish.md").read_text()
 
 

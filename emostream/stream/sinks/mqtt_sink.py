@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -153,7 +154,9 @@ class MqttSink(Sink):
             t.host, t.port, username=t.username, password=t.password,
             identifier=t.client_id or f"emostream-{self.context.stream_id}", protocol=PROTOCOLS[t.protocol],
             will=aiomqtt.Will(self.topic("available"), "offline", qos=1, retain=True),
-            timeout=self.options.connect_timeout_s, keepalive=30, tls_context=tls_context, logger=CLIENT_LOGGER)
+            timeout=self.options.connect_timeout_s, keepalive=30, tls_context=tls_context, logger=CLIENT_LOGGER,
+            # Small publishes one after another: without this, Nagle holds each behind the last one's ACK.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
 
     @property
     def connect_limit_s(self) -> float:  # aiomqtt times out itself; cancelling it midway leaves its state broken
