@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from brokers import MqttListener
+from needs import unavailable
 from synth import speechlike
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -35,6 +36,14 @@ CLIP = "Audio_Speech_Actors_01-24/Actor_01/03-01-05-01-01-01-01.flac"  # actor 1
 @pytest.fixture(scope="module")
 def model():
     return EmotionModel(DEFAULT_MODEL_PATH)  # the shipped model: no TensorFlow needed here
+
+
+def needs_publish_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in ("redis", "aiomqtt") if importlib.util.find_spec(name) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} missing: pip install 'emostream[publish]'")
 
 
 def healthz(daemon) -> dict:
@@ -82,16 +91,14 @@ def same_windows(published: list[dict], ws_scores: list[dict]) -> None:
     ("mqtts://user:hunter2@127.0.0.1/x?retain=1", "unknown parameter 'retain'"),
 ])
 def test_bad_publish_urls_are_one_line_errors_that_never_show_the_password(url, match):
-    pytest.importorskip("redis")
-    pytest.importorskip("aiomqtt")
+    needs_publish_extra()
     with pytest.raises(PublishError, match=re.escape(match)) as err:
         make_sink(url)
     assert "\n" not in str(err.value) and "hunter2" not in str(err.value)
 
 
 def test_publish_urls_parse_into_targets_with_defaults_and_redacted_names():
-    pytest.importorskip("redis")
-    pytest.importorskip("aiomqtt")
+    needs_publish_extra()
     redis_sink = make_sink("rediss://:s3cret@cache.example:6380/2?stream=rooms&maxlen=5000&socket_timeout=3")
     assert (redis_sink.target.stream, redis_sink.target.maxlen_messages) == ("rooms", 5000)
     assert redis_sink.target.client_url == "rediss://:s3cret@cache.example:6380/2?socket_timeout=3"
@@ -111,7 +118,7 @@ def test_the_daemon_refuses_bad_publish_options_in_one_line(caplog):
                         [["--mqtt-discovery"], "--mqtt-discovery needs an mqtt://"],
                         [["--publish", "mqtt://127.0.0.1", "--stream-id", "a/b"], "--stream-id 'a/b'"],
                         [["--publish", "mqtt://127.0.0.1", "--publish-queue", "0"], "queue_messages=0"]):
-        pytest.importorskip("aiomqtt")
+        needs_publish_extra()
         caplog.clear()
         assert daemon_main(argv) == 2
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
