@@ -128,8 +128,7 @@ def discovery_configs(prefix: str, stream_id: str, discovery_prefix: str = "home
                       "json_attributes_topic": f"{base}/utterance",
                       "json_attributes_template": "{{ value_json.probabilities | tojson }}"},
     }
-    return {f"{discovery_prefix}/sensor/{node}/{name}/config": {**config, **common, "unique_id": f"{node}_{name}",
-                                                                "object_id": f"{node}_{name}"}
+    return {f"{discovery_prefix}/sensor/{node}/{name}/config": {**config, **common, "unique_id": f"{node}_{name}"}
             for name, config in sensors.items()}
 
 
