@@ -409,3 +409,24 @@ def test_a_broker_that_refuses_the_messages_costs_them_but_not_the_connection(re
     assert sink.dropped == 252 and sink.published == 0 and sink.connects == 1 and "WRONGTYPE" in sink.last_error
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1  # one line, not one per batch
+
+
+def test_the_daemon_stops_in_time_while_its_brokers_hang(redis_server, mqtt_broker, model, write_clip, daemon_thread):
+    options = SinkOptions(stop_timeout_s=1.0, send_timeout_s=5.0)
+    sinks = make_sinks([redis_server.url, f"{mqtt_broker.url}/emo"], options)
+    path = write_clip("loop.wav", speechlike(3.0, seed=8))
+    daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
+                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks, "s3")
+    running = daemon_thread(daemon).__enter__()
+    assert wait_until(lambda: all(s.published >= 3 for s in sinks))
+    redis_server.pause()
+    mqtt_broker.pause()
+    time.sleep(0.3)
+    started = time.monotonic()
+    daemon.request_stop()
+    running.thread.join(10)
+    took = time.monotonic() - started
+    assert not running.thread.is_alive() and running.code == 0
+    assert took < 5.0, f"shutdown took {took:.1f} s with hung brokers"  # stop_timeout_s + closing, not send_timeout_s
+    assert sinks[0].dropped > 0  # Redis: what was not acknowledged is counted (MQTT QoS 0 ends in the socket buffer)
+    assert not any(s.queue for s in sinks)  # nothing left behind unaccounted
