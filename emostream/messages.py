@@ -91,3 +91,13 @@ def end(*, windows: int, utterances: int, duration_s: float, reason: str = "sour
 
 def error(text: str) -> dict:
     return {"type": "error", "error": text.splitlines()[0] if text else "error"}
+
+
+def daemon_status(*, state: str, hello: dict) -> dict:
+    """A publisher's record that the daemon went ``online`` or ``offline`` (Redis stream, MQTT status topic).
+
+    Same type as the source's audio status events, told apart by the ``daemon`` field; it repeats what a
+    consumer that never saw the hello needs: labels, hop and model.
+    """
+    return {"type": "status", "daemon": state, "wall_time": time.time(), "version": hello.get("version"),
+            "labels": hello.get("labels"), "hop_s": hello.get("hop_s"), "model": hello.get("model")}

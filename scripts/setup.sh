@@ -29,6 +29,11 @@ fi
 if [ "$want_browser" = browser ] && ! command -v chromium >/dev/null; then
   apt_install chromium || echo "setup: chromium missing; the dashboard browser test will skip" >&2
 fi
+# The publishing tests start their own redis-server and mosquitto (Debian packages) on loopback ports.
+have_brokers() { command -v redis-server >/dev/null && { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; }; }
+if [[ ",$extras," == *",dev,"* ]] && ! have_brokers; then
+  apt_install redis-server mosquitto || echo "setup: redis-server/mosquitto missing; the publishing tests will skip" >&2
+fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.installed-$( (cat pyproject.toml; echo "extras=$extras") | sha256sum | cut -c1-16)"

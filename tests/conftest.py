@@ -138,3 +138,65 @@ class DaemonThread:
 def daemon_thread():
     """``with daemon_thread(EmotionDaemon(...)) as running:`` serves on ``running.url`` until the block ends."""
     return DaemonThread
+
+
+def _broker(kind, tmp_path, **settings):
+    """A broker of ``kind`` (tests/brokers.py) started on a free loopback port; absent binary or client → skip."""
+    import importlib.util
+
+    from brokers import Mosquitto, RedisServer, find_binary
+
+    binary_name, client = {RedisServer: ("redis-server", "redis"), Mosquitto: ("mosquitto", "aiomqtt")}[kind]
+    binary = find_binary(binary_name)
+    if binary is None:
+        unavailable(f"{binary_name} not installed (apt-get install {binary_name}; scripts/setup.sh does it)")
+    if importlib.util.find_spec(client) is None:
+        unavailable(f"the {client} package is missing: pip install 'emostream[publish]'")
+    server = kind(binary, tmp_path, **settings).start()
+    yield server
+    if server.process is not None:
+        server.resume()  # a paused server must run to die cleanly
+    server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server (no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart on the same port."""
+    from brokers import RedisServer
+
+    yield from _broker(RedisServer, tmp_path)
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A fresh mosquitto (anonymous, no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart."""
+    from brokers import Mosquitto
+
+    yield from _broker(Mosquitto, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A throw-away CA and server certificate for 127.0.0.1 (needs openssl)."""
+    from brokers import make_tls_files
+
+    try:
+        return make_tls_files(tmp_path_factory.mktemp("tls"))
+    except FileNotFoundError:
+        unavailable("openssl not installed: cannot make the test certificates")
+
+
+@pytest.fixture
+def secure_redis(tmp_path, tls_files):
+    """redis-server on a TLS-only port that requires a password."""
+    from brokers import RedisServer
+
+    yield from _broker(RedisServer, tmp_path, password="s3cret-pw", tls=tls_files)
+
+
+@pytest.fixture
+def secure_mqtt_broker(tmp_path, tls_files):
+    """mosquitto on a TLS-only port, user "alice" with a password, no anonymous clients."""
+    from brokers import Mosquitto
+
+    yield from _broker(Mosquitto, tmp_path, password="s3cret-pw", tls=tls_files)

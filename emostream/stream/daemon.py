@@ -30,6 +30,7 @@ from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.ring_buffer import RingBuffer
+from emostream.stream.sinks import PublishContext, SinkOptions, check_stream_id, default_stream_id, make_sinks
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
 from emostream.stream.worker import AnalysisWorker
 
@@ -80,8 +81,10 @@ class EmotionDaemon:
     """One source, one model, one WebSocket server. ``run`` returns the process exit code."""
 
     def __init__(self, model: EmotionModel, source, pipeline_config: PipelineConfig = PipelineConfig(),
-                 server_config: ServerConfig = ServerConfig()):
+                 server_config: ServerConfig = ServerConfig(), sinks=(), stream_id: str | None = None):
         self.model, self.source = model, source
+        self.sinks = list(sinks)  # emostream.stream.sinks: each message is offered to each, never awaited
+        self.stream_id = check_stream_id(stream_id) if stream_id is not None else None
         self.server_config = server_config
         self.pipeline = EmotionPipeline(model, pipeline_config, source.sample_rate_hz, source.channels)
         self.ring = RingBuffer(int(server_config.ring_seconds * source.sample_rate_hz), source.channels)
@@ -122,7 +125,15 @@ class EmotionDaemon:
             "nonfinite_samples": self.pipeline.nonfinite_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
             "publish_ms": self.broadcaster.publish_ms(),
+            "dropped_to_publish": sum(sink.dropped for sink in self.sinks),
+            "publish": [sink.stats() for sink in self.sinks],
         }
+
+    def fan_out(self, message: dict, is_window: bool = True) -> None:
+        """Event loop: the WebSocket subscribers, then each sink's queue (which only appends)."""
+        self.broadcaster.publish(message, is_window)
+        for sink in self.sinks:
+            sink.offer(message)
 
     def process_request(self, connection, request):
         path = request.path.split("?")[0]
@@ -236,11 +247,11 @@ class EmotionDaemon:
         await asyncio.to_thread(self.pipeline.warm_up)
         worker = AnalysisWorker(
             self.ring, self.pipeline,
-            on_message=lambda m: self._loop.call_soon_threadsafe(self.broadcaster.publish, m),
+            on_message=lambda m: self._loop.call_soon_threadsafe(self.fan_out, m),
             on_end=self.request_stop,
         )
         if hasattr(self.source, "on_event"):  # device lost / back: every subscriber hears of it
-            self.source.on_event = lambda e: self._loop.call_soon_threadsafe(self.broadcaster.publish, e, False)
+            self.source.on_event = lambda e: self._loop.call_soon_threadsafe(self.fan_out, e, False)
         source_thread = threading.Thread(target=self.source.run, args=(self.ring, self._source_stop),
                                          name="emostream-source", daemon=True)
         cfg = self.server_config
@@ -257,6 +268,11 @@ class EmotionDaemon:
                     pass
             logger.info("listening on ws://%s:%d (healthz: http://%s:%d/healthz); source: %s",
                         cfg.host, self.port, cfg.host, self.port, self.source.description)
+            if self.sinks:
+                self.stream_id = self.stream_id or default_stream_id(self.port)
+                context = PublishContext(self.stream_id, self.source.description, dict(self.hello))
+                await asyncio.gather(*(sink.start(context) for sink in self.sinks))
+                logger.info("publishing as %r to %s", self.stream_id, ", ".join(s.url for s in self.sinks))
             if on_listening is not None:
                 on_listening(self.port)
             worker.start()
@@ -278,6 +294,7 @@ class EmotionDaemon:
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
                                  return_exceptions=True)
+            await asyncio.gather(*(sink.stop() for sink in self.sinks))
             server.close()
         if source_thread.is_alive():
             source_thread.join(1.0)
@@ -322,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
     p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
     p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
+    p.add_argument("--publish", action="append", default=[], metavar="URL",
+                   help="also publish to redis://HOST:PORT/DB?stream=NAME&maxlen=N or mqtt://HOST:PORT/PREFIX "
+                        "(rediss://, mqtts:// for TLS; repeat for several; needs emostream[publish])")
+    p.add_argument("--stream-id", help="this daemon's name on the brokers (default: HOSTNAME-PORT)")
+    p.add_argument("--mqtt-discovery", action="store_true", help="MQTT: Home Assistant discovery configs")
+    p.add_argument("--publish-queue", type=int, default=SinkOptions.queue_messages,
+                   help="messages queued per broker while it is slow or away; the oldest are dropped beyond")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -357,9 +381,14 @@ def main(argv: list[str] | None = None) -> int:
                                      allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
         server_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
+        sinks = make_sinks(args.publish, SinkOptions(queue_messages=args.publish_queue,
+                                                     mqtt_discovery=args.mqtt_discovery))
+        stream_id = check_stream_id(args.stream_id) if args.stream_id is not None else None
+        if args.mqtt_discovery and not any(s.kind == "mqtt" for s in sinks):
+            raise ValueError("--mqtt-discovery needs an mqtt:// or mqtts:// --publish URL")
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
-        daemon = EmotionDaemon(model, source, pipeline_config, server_config)
+        daemon = EmotionDaemon(model, source, pipeline_config, server_config, sinks, stream_id)
         return asyncio.run(daemon.run())
     except (ModelError, SourceError, ValueError) as exc:
         logger.error("%s", exc)
