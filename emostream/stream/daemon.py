@@ -143,6 +143,7 @@ class EmotionDaemon:
             "windows": self.broadcaster.published,
             "overrun_frames": self.ring.overrun_frames,
             "nonfinite_samples": self.pipeline.nonfinite_samples,
+            "clipped_samples": self.pipeline.clipped_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
             "publish_ms": self.broadcaster.publish_ms(),
         }
