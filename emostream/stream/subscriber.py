@@ -1,6 +1,7 @@
 """``emostream-subscribe``: print the daemon's scores live, one line per window (or JSON lines).
 
-Reconnects with exponential backoff when the daemon restarts or is not up yet.
+Reconnects with exponential backoff when the daemon restarts or is not up yet. What cannot succeed by
+retrying (a wrong token, an ``http://`` URL, a refused Host or Origin) ends with a one-line error, exit 2.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+
+from emostream.options import ranged
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +23,11 @@ BARS = "▁▂▃▄▅▆▇█"
 def format_line(message: dict, labels: list[str]) -> str:
     """``  12.35 s  angry     71%  ▁▁▇▁▁▂▁▁`` — one bar per label in the hello's order."""
     t = f"{message['end_s']:8.2f} s"
-    if message.get("silence"):
-        return f"{t}  {'(silence)':<10} {message['level_dbfs']:6.1f} dBFS"
+    if message.get("silence") or message.get("probabilities") is None:
+        level = message.get("level_dbfs")
+        level = f"{level:6.1f} dBFS" if isinstance(level, (int, float)) else ""
+        what = "(silence)" if message.get("silence") else "(no speech)"
+        return f"{t}  {what:<11} {level}".rstrip()
     p = message["probabilities"]
     bars = "".join(BARS[min(len(BARS) - 1, int(round(p[name] * (len(BARS) - 1))))] for name in labels)
     dropped = f"  dropped {message['dropped']}" if message.get("dropped") else ""
@@ -31,13 +38,63 @@ def header(labels: list[str]) -> str:
     return f"{'':>10}  {'top':<10} {'p':>4}  {''.join(name[0] for name in labels)}  ({', '.join(labels)})"
 
 
-async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout) -> int:
+class SubscribeError(RuntimeError):
+    """A connection that retrying cannot fix; the message is one line."""
+
+
+def explain(exc: Exception, url: str) -> str | None:
+    """One line for a failure that retrying will not fix, or None for one worth retrying."""
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+    if isinstance(exc, InvalidURI):
+        scheme, _, rest = url.partition("://")
+        hint = {"http": "ws://", "https": "wss://"}.get(scheme.lower(), "ws://") + (rest or "HOST:PORT")
+        return f"{url} is not a WebSocket URL: use {hint}"
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code == 401:
+            return (f"{url}: the daemon wants a token (HTTP 401): set ${TOKEN_ENV}, pass --token-file, "
+                    "or add ?token=... to the URL")
+        if code == 403:
+            return f"{url}: refused (HTTP 403): this Origin is not allowed"
+        if code == 421:
+            return f"{url}: refused (HTTP 421): the daemon does not answer to this host name (see its --allowed-host)"
+        if code in (500, 502, 503, 504):
+            return None
+        return f"{url}: the daemon answered HTTP {code} instead of a WebSocket handshake"
+    if isinstance(exc, InvalidHandshake):
+        return f"{url}: not an emostream daemon ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
+
+
+def _fatal(url: str):
+    def process_exception(exc: Exception) -> Exception | None:
+        from websockets.client import process_exception as default
+
+        line = explain(exc, url)
+        if line is not None:
+            return SubscribeError(line)
+        return default(exc)
+    return process_exception
+
+
+TOKEN_ENV = "EMOSTREAM_TOKEN"
+
+
+async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout,
+                    token: str | None = None) -> int:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidURI
 
     received = 0
     labels: list[str] = []
-    async for websocket in connect(url, open_timeout=5, max_size=2**20):
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        connecting = connect(url, open_timeout=5, max_size=2**20, additional_headers=headers,
+                             process_exception=_fatal(url))
+    except InvalidURI as exc:  # raised before the first attempt
+        raise SubscribeError(explain(exc, url)) from None
+    async for websocket in connecting:
         logger.info("connected to %s", url)
         try:
             async for raw in websocket:
@@ -68,12 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
-    p.add_argument("--count", type=int, help="exit after this many score messages")
+    p.add_argument("--count", type=ranged(int, 1, 10**9), help="exit after this many score messages")
+    p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        return asyncio.run(subscribe(args.url, args.json, args.count))
+        token = os.environ.get(TOKEN_ENV) or None
+        if args.token_file:
+            with open(args.token_file) as f:
+                token = f.readline().strip() or None
+        return asyncio.run(subscribe(args.url, args.json, args.count, token=token))
+    except SubscribeError as exc:
+        logger.error("%s", exc)
+        return 2
+    except OSError as exc:
+        logger.error("cannot read token file %s: %s", args.token_file, exc.strerror or exc)
+        return 2
     except KeyboardInterrupt:
         return 0
 
