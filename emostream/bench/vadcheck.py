@@ -90,6 +90,18 @@ def speech_share(y: np.ndarray, config: VadConfig) -> tuple[float, float]:
     return sum(vad.is_speech(a, b) for a, b in spans) / max(len(spans), 1), cost
 
 
+def vad_update_times(signal: np.ndarray, hop_samples: int, n: int, config: VadConfig) -> list[float]:
+    """Seconds the gate takes per hop (resampling to 16 kHz and the detector frames the hop completes)."""
+    vad = VoiceActivity(config, SR)
+    audio = np.resize(np.asarray(signal, np.float32), hop_samples * (n + 1))
+    times = []
+    for i in range(n):
+        started = time.perf_counter()
+        vad.push(audio[i * hop_samples:(i + 1) * hop_samples])
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def ravdess_clips(data_dir: Path, n: int) -> list[Path]:
     clips = sorted((data_dir / "Audio_Speech_Actors_01-24").glob("Actor_*/*.*"))
     return clips[:: max(1, len(clips) // n)][:n]
