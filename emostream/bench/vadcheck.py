@@ -134,6 +134,12 @@ def measure(data_dir: Path | None, n_clips: int) -> dict:
                                 for k, v in shares.items()}}
         logger.info("speech: %s", results["speech"])
     results["cost_ms_per_audio_s"] = {k: round(1e3 * float(np.median(v)), 3) for k, v in costs.items()}
+    from emostream.bench.measure import percentiles_ms
+    from emostream.paths import DEFAULT_SAMPLE
+
+    sample = load_audio(DEFAULT_SAMPLE)  # the same per-hop row emostream-bench prints
+    results["per_hop_0.255_s"] = {k: percentiles_ms(vad_update_times(sample, 11 * 512, 1000, c))
+                                  for k, c in configs.items()}
     return results
 
 

@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     # headers, the token among them, so they stay off even with -v.
     logging.getLogger("websockets").setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    logging.getLogger("numba").setLevel(logging.WARNING)  # librosa's JIT: pages of IR at DEBUG
     try:
         token = resolve_token(args.token, args.token_file)
         server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=token,
