@@ -33,6 +33,7 @@ class VadConfig:
     min_speech_s: float = 0.25  # a window needs at least this much speech in it to be classified
     backend: str = "silero"
     webrtc_mode: int = 3  # webrtc aggressiveness 0..3 (3 = fewest false alarms)
+    floor_dbfs: float = -60.0  # frames quieter than this are not speech, without running the detector (idle CPU)
 
     def __post_init__(self):
         if not 0.0 < self.threshold < 1.0:
@@ -41,6 +42,8 @@ class VadConfig:
             raise ValueError(f"VAD min_speech_s must be in [0, 10] s, got {self.min_speech_s}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown VAD backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if not -200.0 <= self.floor_dbfs <= 0.0:
+            raise ValueError(f"VAD floor_dbfs must be in [-200, 0], got {self.floor_dbfs}")
         if self.webrtc_mode not in (0, 1, 2, 3):
             raise ValueError(f"webrtc mode must be 0..3, got {self.webrtc_mode}")
 
@@ -99,6 +102,7 @@ class VoiceActivity:
         self.frame_samples = self._detector.frame_samples
         self.frame_s = self.frame_samples / VAD_RATE_HZ
         self._keep_frames = int(keep_s / self.frame_s)
+        self._floor_power = 10 ** (config.floor_dbfs / 10) * self.frame_samples  # sum of squares at the floor
         self.reset()
 
     def reset(self) -> None:
@@ -119,7 +123,9 @@ class VoiceActivity:
         pending = np.concatenate([self._pending, mono]) if self._pending.size else mono
         n = pending.size // self.frame_samples
         for i in range(n):
-            self._p.append(self._detector(pending[i * self.frame_samples:(i + 1) * self.frame_samples]))
+            frame = pending[i * self.frame_samples:(i + 1) * self.frame_samples]
+            quiet = float(np.dot(frame, frame)) < self._floor_power
+            self._p.append(0.0 if quiet else self._detector(frame))
         self._pending = pending[n * self.frame_samples:].copy()
         excess = len(self._p) - self._keep_frames
         if excess > 0:
