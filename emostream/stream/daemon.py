@@ -212,6 +212,9 @@ class EmotionDaemon:
                 if not bucket.allow():  # answering a flood would delay every subscriber's scores
                     logger.warning("subscriber %s sends more than %g requests/s: closing it", peer,
                                    cfg.requests_per_s)
+                    # Stop reading first: thousands of frames already in flight are left to the kernel
+                    # instead of being parsed on the event loop that fans out everyone's scores.
+                    websocket.transport.pause_reading()
                     await websocket.close(1008, "too many requests")
                     break
                 await websocket.send(msg.encode(self.reply_to(raw)))
