@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 from collections import deque
+from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
@@ -44,47 +45,54 @@ def _pump(read_fd: int, write_fd: int, kept: deque, counter: list) -> None:
             os.write(write_fd, pending)
 
 
-class quiet_decoder:  # noqa: N801 - used as a context manager, like contextlib's
-    """``with quiet_decoder("song.mp3"):`` — decoder lines on fd 2 are filtered while inside. Nests."""
+def _start() -> bool:
+    """fd 2 → a pipe read by a filtering thread; False where there is no fd 2 to protect."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+    except OSError as exc:
+        logger.debug("decoder output left as is: %s", exc)
+        return False
+    kept, counter = deque(maxlen=100), [0]
+    thread = threading.Thread(target=_pump, args=(read_fd, saved, kept, counter), name="emostream-stderr",
+                              daemon=True)
+    thread.start()
+    _state.update(saved=saved, thread=thread, kept=kept, counter=counter)
+    return True
 
-    def __init__(self, what: str = "the input"):
-        self.what = what
 
-    def __enter__(self):
-        with _lock:
-            if _state["depth"] == 0:
-                try:
-                    sys.stderr.flush()
-                    saved = os.dup(2)
-                    read_fd, write_fd = os.pipe()
-                    os.dup2(write_fd, 2)
-                    os.close(write_fd)
-                except OSError as exc:  # no fd 2 at all: nothing to protect
-                    logger.debug("decoder output left as is: %s", exc)
-                    return self
-                kept, counter = deque(maxlen=100), [0]
-                thread = threading.Thread(target=_pump, args=(read_fd, saved, kept, counter),
-                                          name="emostream-stderr", daemon=True)
-                thread.start()
-                _state.update(saved=saved, thread=thread, kept=kept, counter=counter)
+def _stop() -> tuple[int, deque]:
+    """fd 2 back; the pipe's only write end closes with it, so the thread reads to EOF and ends."""
+    sys.stderr.flush()
+    saved = _state.pop("saved")
+    os.dup2(saved, 2)
+    _state.pop("thread").join(2.0)
+    os.close(saved)
+    return _state.pop("counter")[0], _state.pop("kept")
+
+
+@contextmanager
+def quiet_decoder(what: str = "the input"):
+    """``with quiet_decoder("song.mp3"):`` — decoder lines on fd 2 are filtered while inside. Nests; the
+    outermost exit logs how many lines were held back (each at DEBUG)."""
+    with _lock:
+        started = _state["depth"] > 0 or _start()
+        if started:
             _state["depth"] += 1
-        return self
-
-    def __exit__(self, *exc):
+    try:
+        yield
+    finally:
+        count, kept = 0, ()
         with _lock:
-            if _state["depth"] == 0:
-                return
-            _state["depth"] -= 1
-            if _state["depth"]:
-                return
-            sys.stderr.flush()
-            saved = _state.pop("saved")
-            os.dup2(saved, 2)  # closes the pipe's only write end: the pump reads to EOF and ends
-            _state.pop("thread").join(2.0)
-            os.close(saved)
-            kept, count = _state.pop("kept"), _state.pop("counter")[0]
+            if started:
+                _state["depth"] -= 1
+                if _state["depth"] == 0:
+                    count, kept = _stop()
         if count:
-            logger.info("the MP3 decoder reported %d problem(s) in %s and went on (details with -v)", count, self.what)
+            logger.info("the MP3 decoder reported %d problem(s) in %s and went on (details with -v)", count, what)
             for line in kept:
                 logger.debug("decoder: %s", line)
 
