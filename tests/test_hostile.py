@@ -397,9 +397,12 @@ def test_the_hello_carries_the_voice_gate(model, audio):
     assert args.no_vad is False and args.vad_threshold == 0.5  # on by default in the daemon
 
 
-def test_vad_config_ranges():
+def test_vad_config_ranges(model):
+    from emostream.inference.pipeline import EmotionPipeline
     from emostream.inference.vad import VadConfig
 
     for bad in ({"threshold": 0.0}, {"threshold": 1.0}, {"min_speech_s": -1}, {"backend": "torch"}):
         with pytest.raises(ValueError):
             VadConfig(**bad)
+    with pytest.raises(ValueError, match="longer than a window"):
+        EmotionPipeline(model, PipelineConfig(vad=VadConfig(min_speech_s=5.0)), SR)

@@ -58,6 +58,9 @@ class EmotionPipeline:
         self.nonfinite_samples = 0
         self.clipped_samples = 0
         self.vad_seconds = 0.0  # detector time, for the benchmark's per-hop cost
+        if config.vad is not None and config.vad.min_speech_s > self.features.window_s:
+            raise ValueError(f"the voice gate's min_speech_s ({config.vad.min_speech_s} s) is longer than a "
+                             f"window ({self.features.window_s:.2f} s): no window could ever be classified")
         self.vad = None if config.vad is None else VoiceActivity(config.vad, self.features.sample_rate_hz)
         self.reset()
 
