@@ -233,27 +233,34 @@ def test_the_token_is_never_logged_even_verbose(tiny_onnx, audio, monkeypatch, c
     secret = "Zq9-never-in-logs"
     monkeypatch.setenv("EMOSTREAM_TOKEN", secret)
     caplog.set_level(logging.DEBUG)
+    created = []
+    original_init = EmotionDaemon.__init__
+
+    def spy(self, *args, **kwargs):  # the daemon main() builds, so the test can stop it
+        original_init(self, *args, **kwargs)
+        created.append(self)
+
+    monkeypatch.setattr(EmotionDaemon, "__init__", spy)
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("code", daemon_main(
-        ["--model", str(tiny_onnx), "--file", str(audio), "--port", "0", "--no-vad", "-v"])), daemon=True)
+        ["--model", str(tiny_onnx), "--file", str(audio), "--loop", "--port", "0", "--no-vad", "-v"])), daemon=True)
     runner.start()
     deadline = time.monotonic() + 30
-    port = None
-    while port is None and time.monotonic() < deadline:
-        for r in list(caplog.records):
-            if r.getMessage().startswith("listening on ws://"):
-                port = int(r.getMessage().split(":")[2].split(" ")[0])
+    while not (created and created[0].port) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert port, "daemon did not start"
-    url = f"ws://127.0.0.1:{port}"
-    with pytest.raises(InvalidStatus) as refused:
-        connect(url, open_timeout=10).close()
-    assert refused.value.response.status_code == 401  # the environment's token is required
-    with connect(f"{url}/?token={secret}") as ws:
-        assert strict(ws.recv(timeout=10))["type"] == "hello"
-    with connect(url, additional_headers={"Authorization": f"Bearer {secret}"}) as ws:
-        ws.recv(timeout=10)
-    runner.join(30)
+    assert created and created[0].port, "daemon did not start"
+    url = f"ws://127.0.0.1:{created[0].port}"
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, open_timeout=10).close()
+        assert refused.value.response.status_code == 401  # the environment's token is required
+        with connect(f"{url}/?token={secret}") as ws:
+            assert strict(ws.recv(timeout=10))["type"] == "hello"
+        with connect(url, additional_headers={"Authorization": f"Bearer {secret}"}) as ws:
+            ws.recv(timeout=10)
+    finally:
+        created[0].request_stop()
+        runner.join(30)
     assert result.get("code") == 0
     assert secret not in caplog.text  # before: three times with -v
 
