@@ -338,12 +338,16 @@ def test_mp3_decoder_warnings_stay_out_of_the_terminal(tmp_path, capfd, caplog):
     assert ring.available > 2 * SR  # it decodes fine …
     assert "mpg123" not in err and "part2_3_length" not in err and "resync" not in err  # … quietly
     assert any("MP3 decoder reported" in r.getMessage() for r in caplog.records)
+    from emostream.features import load_audio
+
+    assert load_audio(damaged).size > 2 * SR  # the offline path (evaluation, file scoring) is quiet too
+    assert "mpg123" not in capfd.readouterr().err
 
 
 def test_stderr_still_reaches_the_terminal_while_an_mp3_is_read(capfd):
     import os
 
-    from emostream.stream.decoder_noise import quiet_decoder
+    from emostream.decoder_noise import quiet_decoder
 
     with quiet_decoder("x.mp3"):
         os.write(2, b"[src/libmpg123/layer3.c:1] error: part2_3_length too large\nour own line\n")

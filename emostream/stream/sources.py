@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from emostream.stream.decoder_noise import is_mpeg, quiet_decoder
+from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder
 from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class FileSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"audio file {self.path} not found")
-        self.mpeg = self.path.suffix.lower() in (".mp3", ".mp2", ".mp1", ".mpga")
+        self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES
         try:
             with self._quiet(), sf.SoundFile(self.path) as f:
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames

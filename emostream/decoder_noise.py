@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 from collections import deque
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +100,14 @@ def quiet_decoder(what: str = "the input"):
 def is_mpeg(format_name: str) -> bool:
     """libsndfile's format name for MP3 (and MPEG layer I/II)."""
     return format_name.upper() in ("MPEG", "MP3")
+
+
+MPEG_SUFFIXES = (".mp3", ".mp2", ".mp1", ".mpga")
+
+
+def quiet_decoder_for(path) -> AbstractContextManager:
+    """``quiet_decoder`` for an MP3 path (by its name), a no-op context for anything else."""
+    from pathlib import Path
+
+    path = Path(path)
+    return quiet_decoder(path.name) if path.suffix.lower() in MPEG_SUFFIXES else nullcontext()
