@@ -44,7 +44,7 @@ class SubscribeError(RuntimeError):
 
 def explain(exc: Exception, url: str) -> str | None:
     """One line for a failure that retrying will not fix, or None for one worth retrying."""
-    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+    from websockets.exceptions import InvalidStatus, InvalidURI
 
     if isinstance(exc, InvalidURI):
         scheme, _, rest = url.partition("://")
@@ -62,9 +62,7 @@ def explain(exc: Exception, url: str) -> str | None:
         if code in (500, 502, 503, 504):
             return None
         return f"{url}: the daemon answered HTTP {code} instead of a WebSocket handshake"
-    if isinstance(exc, InvalidHandshake):
-        return f"{url}: not an emostream daemon ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    return None
+    return None  # e.g. the connection dropped mid-handshake while the daemon restarts: worth retrying
 
 
 def _fatal(url: str):
