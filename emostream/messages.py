@@ -14,8 +14,8 @@ import time
 #: type → the fields a message of that type always carries (README "WebSocket messages").
 SCHEMA: dict[str, tuple[str, ...]] = {
     "hello": ("type", "version", "labels", "sample_rate_hz", "hop_s", "window_s", "window_frames", "n_mels",
-              "silence_dbfs", "smoothing", "source", "model"),
-    "scores": ("type", "seq", "start_s", "end_s", "ready_time", "wall_time", "silence", "level_dbfs",
+              "silence_dbfs", "smoothing", "vad", "source", "model"),
+    "scores": ("type", "seq", "start_s", "end_s", "ready_time", "wall_time", "silence", "speech", "level_dbfs",
                "probabilities", "top", "top_p", "features_ms", "inference_ms"),
     "utterance": ("type", "start_s", "end_s", "windows", "probabilities", "top", "top_p", "short"),
     "end": ("type", "windows", "utterances", "duration_s", "reason"),
@@ -56,9 +56,12 @@ def top_of(labels, p) -> tuple[str | None, float | None]:
 
 
 def scores(*, seq: int, start_s: float, end_s: float, ready_time: float, level_dbfs: float, labels,
-           p, features_ms: float, inference_ms: float) -> dict:
-    """One window's scores; ``p`` None marks a silent window (no label)."""
+           p, features_ms: float, inference_ms: float, silence: bool | None = None) -> dict:
+    """One window's scores; ``p`` None marks a window that was not classified (no label): quieter than the
+    level gate (``silence``), or loud without speech (the voice-activity gate). ``speech`` is whether it
+    was classified; ``silence`` defaults to "not classified" where no level is given apart."""
     top, top_p = top_of(labels, p)
+    silence = p is None if silence is None else bool(silence)
     return {
         "type": "scores",
         "seq": seq,
@@ -66,8 +69,9 @@ def scores(*, seq: int, start_s: float, end_s: float, ready_time: float, level_d
         "end_s": round(end_s, 6),
         "ready_time": ready_time,
         "wall_time": time.time(),
-        "silence": p is None,
-        "level_dbfs": round(level_dbfs, 2),
+        "silence": silence,
+        "speech": p is not None,
+        "level_dbfs": round(level_dbfs, 2) if math.isfinite(level_dbfs) else None,
         "probabilities": None if p is None else probabilities_dict(labels, p),
         "top": top,
         "top_p": top_p,

@@ -11,6 +11,7 @@ def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, t
     results = json.loads((out / "bench.json").read_text())
     assert results["features"]["ours"]["n"] == 30
     assert results["features"]["naive_over_ours_p50"] > 1  # the streaming update beats recomputing the window
+    assert results["vad"]["silero (daemon default)"]["n"] == 30  # the voice-activity gate's cost per hop
     assert results["inference"]["onnxruntime fp32, 1 thread (daemon default)"]["p50_over_ours"] == 1.0
     assert results["floor"]["model_mflop_per_window"] > 0 and results["floor"]["floor_ms"] > 0
     assert results["realtime"]["realtime_factor_cpu"] > 1

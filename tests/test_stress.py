@@ -13,4 +13,8 @@ def test_stress_command_runs_a_small_storm_crowd_and_soak(tiny_onnx, tmp_path):
         assert r[name]["subscribers_after"] == 1  # every load client was cleaned up; the watcher remains
         assert r[name]["fds_after"] <= r[name]["fds_before"] + 1
         assert r[name]["cadence"]["messages"] > 0 and r[name]["exit_code"] == 0
+    hostile = r["hostile"]["load"]  # one client flooding requests, and a DNS rebinding attempt
+    assert hostile["flood"]["close_code"] == 1008 and hostile["flood"]["answered"] < 100
+    assert hostile["rebind"] == {"upgrade": 421, "dashboard": 421, "healthz": 421, "loopback upgrade": 101}
+    assert r["hostile"]["cadence"]["messages"] > 0 and r["hostile"]["subscribers_after"] == 1
     assert r["soak"]["windows"] > 0 and r["soak"]["overrun_frames"] == 0 and r["soak"]["exit_code"] == 0

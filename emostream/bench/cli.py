@@ -28,6 +28,7 @@ from emostream.bench.measure import (
 from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.model import EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.options import add_ranged, ranged
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,19 @@ def run(args) -> dict:
     results["features"]["naive_over_ours_p50"] = (results["features"]["librosa_whole_window"]["p50_ms"]
                                                   / results["features"]["ours"]["p50_ms"])
 
+    from emostream.bench.vadcheck import vad_update_times
+    from emostream.inference.vad import VadConfig
+
+    logger.info("voice-activity gate per hop (%d hops)", args.windows)
+    hop_samples = hop_frames * DEFAULT_CONFIG.hop_samples
+    results["vad"] = {"silero (daemon default)": percentiles_ms(
+        vad_update_times(signal, hop_samples, args.windows, VadConfig()))}
+    try:
+        results["vad"]["webrtc"] = percentiles_ms(
+            vad_update_times(signal, hop_samples, args.windows, VadConfig(backend="webrtc")))
+    except RuntimeError as exc:  # webrtcvad-wheels is in the bench extra only
+        logger.info("webrtc gate not measured: %s", exc)
+
     windows = windows_from(signal, 256)
     variants = {
         "onnxruntime fp32, 1 thread (daemon default)": InferenceConfig(1, False),
@@ -218,6 +232,8 @@ def table(r: dict) -> str:
     f = r["features"]
     row(f"feature update per hop ({f['hop_frames']} frames)", f["ours"], 1.0)
     row("  librosa, whole window every hop", f["librosa_whole_window"], f["naive_over_ours_p50"])
+    for name, s in r.get("vad", {}).items():
+        row(f"voice-activity gate per hop: {name}", s)
     for name, s in r["inference"].items():
         row(f"inference: {name}", s, s["p50_over_ours"])
     for n, s in r.get("fanout", {}).items():
@@ -281,6 +297,11 @@ def markdown(r: dict, table_text: str) -> str:
             "| operator | µs per window | share |\n|---|---|---|\n" + profile + "\n")
 
 
+def subscriber_counts(text: str) -> list[int]:
+    check = ranged(int, 1, 10_000)
+    return [check(x) for x in text.split(",")]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
@@ -288,13 +309,14 @@ def parse_args(argv):
                    help="Keras twin for the side-by-side (used when TensorFlow is installed)")
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
-    p.add_argument("--windows", type=int, default=1000, help="timed windows per stage")
-    p.add_argument("--keras-windows", type=int, default=100)
-    p.add_argument("--hop", type=float, default=0.25, help="seconds between windows")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per fan-out level")
-    p.add_argument("--subscribers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100, 1000])
-    p.add_argument("--rtf-seconds", type=float, default=60.0)
-    p.add_argument("--idle-seconds", type=float, default=5.0)
+    add_ranged(p, "--windows", int, 1000, 10, 1_000_000, help="timed windows per stage")
+    add_ranged(p, "--keras-windows", int, 100, 1, 100_000)
+    add_ranged(p, "--hop", float, 0.25, 0.01, 10.0, unit="s", help="seconds between windows")
+    add_ranged(p, "--duration", float, 20.0, 0.5, 3600.0, unit="s", help="seconds per fan-out level")
+    p.add_argument("--subscribers", type=subscriber_counts, default=[1, 10, 100, 1000],
+                   help="comma-separated fan-out levels (1–10000 each)")
+    add_ranged(p, "--rtf-seconds", float, 60.0, 1.0, 3600.0, unit="s")
+    add_ranged(p, "--idle-seconds", float, 5.0, 0.5, 600.0, unit="s")
     p.add_argument("--skip-fanout", action="store_true")
     p.add_argument("--out", type=Path, default=Path("bench") / "results")
     return p.parse_args(argv)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.bench.fanout import get_text, raise_fd_limit, start_daemon
+from emostream.options import add_ranged
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,75 @@ async def crowd(url: str, n: int, seconds: float, stuck: int = 0) -> dict:
     return {"subscribers": n, "stuck": stuck, "seconds": seconds}
 
 
+async def flood(url: str, requests: int) -> dict:
+    """One client sends ``requests`` status requests as fast as it can and reads nothing: the daemon should
+    close it (1008) once its request budget is spent, while the watcher keeps its cadence."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    sent, answered, code = 0, 0, None
+    started = time.monotonic()
+
+    async def discard(ws):  # replies are read and counted so that the close frame is seen
+        nonlocal answered
+        try:
+            async for raw in ws:
+                answered += '"type":"status"' in raw
+        except ConnectionClosed:
+            pass
+
+    async with connect(url, open_timeout=10) as ws:
+        await ws.recv()
+        reader = asyncio.create_task(discard(ws))
+        try:
+            for _ in range(requests):
+                await ws.send('{"type":"status"}')
+                sent += 1
+        except ConnectionClosed:
+            pass
+        try:
+            await asyncio.wait_for(reader, 10.0)
+        except asyncio.TimeoutError:
+            reader.cancel()
+        code = ws.close_code
+    return {"requests": requests, "sent": sent, "answered": answered, "close_code": code,
+            "seconds": time.monotonic() - started}
+
+
+def raw_status(port: int, host: str, path: str = "/", upgrade: bool = False) -> int:
+    """The status a request with this ``Host`` (and a matching Origin, as a rebinding page sends) gets."""
+    import socket
+
+    headers = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", f"Origin: http://{host}:{port}"]
+    if upgrade:
+        headers += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+    else:
+        headers.append("Connection: close")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        line = s.recv(4096).split(b"\r\n", 1)[0]
+    return int(line.split()[1])
+
+
+async def rebind(url: str) -> dict:
+    """DNS rebinding as a hostile page would try it: a foreign Host (and Origin) on the upgrade, the page and
+    /healthz. Every answer should be 421; loopback names still get in."""
+    port = int(url.rsplit(":", 1)[1])
+    tries = {"upgrade": ("/", True), "dashboard": ("/", False), "healthz": ("/healthz", False)}
+    statuses = {name: await asyncio.to_thread(raw_status, port, "rebound.example", path, up)
+                for name, (path, up) in tries.items()}
+    statuses["loopback upgrade"] = await asyncio.to_thread(raw_status, port, "localhost", "/", True)
+    return statuses
+
+
+async def hostile(url: str, requests: int) -> dict:
+    # The flooder gets its own thread and event loop: sharing the watcher's loop, its tight send loop would
+    # delay the watcher's reads in this process and be mistaken for the daemon's delay.
+    flooded = await asyncio.to_thread(asyncio.run, flood(url, requests))
+    return {"flood": flooded, "rebind": await rebind(url)}
+
+
 async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
     import psutil
 
@@ -173,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-stress", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
-    p.add_argument("--cycles", type=int, default=10_000, help="connect/disconnect storm size (0 skips)")
-    p.add_argument("--subscribers", type=int, default=1000, help="concurrent reading subscribers (0 skips)")
-    p.add_argument("--stuck", type=int, default=50, help="subscribers that never read, alongside the crowd")
-    p.add_argument("--hold", type=float, default=20.0, help="seconds to hold the crowd")
-    p.add_argument("--soak", type=float, default=600.0, help="seconds of --fast --loop soak (0 to skip)")
+    add_ranged(p, "--cycles", int, 10_000, 0, 1_000_000, help="connect/disconnect storm size (0 skips)")
+    add_ranged(p, "--subscribers", int, 1000, 0, 20_000, help="concurrent reading subscribers (0 skips)")
+    add_ranged(p, "--stuck", int, 50, 0, 10_000, help="subscribers that never read, alongside the crowd")
+    add_ranged(p, "--hold", float, 20.0, 0.1, 3600.0, unit="s", help="seconds to hold the crowd")
+    add_ranged(p, "--soak", float, 600.0, 0.0, 86_400.0, unit="s", help="seconds of --fast --loop soak (0 to skip)")
+    add_ranged(p, "--flood", int, 5000, 0, 1_000_000, help="status requests from one flooding client, alongside "
+               "a DNS rebinding attempt (0 skips both)")
+    p.add_argument("--no-request-limit", action="store_true",
+                   help="hostile scenario against a daemon whose request limit is out of reach (the comparison "
+                        "figure: what the flood costs the watcher without it); stored as hostile_unlimited")
     p.add_argument("--out", type=Path, default=Path("bench") / "results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -196,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("crowd: %d subscribers + %d stuck for %.0f s", args.subscribers, args.stuck, args.hold)
             results["crowd"] = await scenario(daemon_args,
                                               lambda url: crowd(url, args.subscribers, args.hold, args.stuck))
+        if args.flood:
+            logger.info("hostile: one client flooding %d requests, and a DNS rebinding attempt", args.flood)
+            name, extra = ("hostile_unlimited", ["--requests-per-s", "10000", "--request-burst", "100000"]) \
+                if args.no_request_limit else ("hostile", [])
+            results[name] = await scenario([*daemon_args, *extra], lambda url: hostile(url, args.flood))
         if args.soak > 0:
             logger.info("soak: %.0f s --fast --loop", args.soak)
             results["soak"] = await soak(daemon_args, args.soak)

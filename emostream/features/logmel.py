@@ -71,8 +71,10 @@ def load_audio(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nd
         raise AudioDecodeError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty")
+    from emostream.decoder_noise import quiet_decoder_for
+
     try:
-        with warnings.catch_warnings():  # librosa warns before falling back to audioread
+        with warnings.catch_warnings(), quiet_decoder_for(path):  # librosa warns before falling back to audioread
             warnings.simplefilter("ignore")
             y, _ = librosa.load(path, sr=config.sample_rate_hz, mono=True)
     except Exception as exc:  # librosa/soundfile/audioread raise many types

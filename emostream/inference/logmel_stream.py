@@ -31,8 +31,14 @@ class Window:
 
 def level_dbfs(samples: np.ndarray) -> float:
     """RMS level relative to full scale (1.0); −inf dB is floored at −200."""
-    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) if samples.size else 0.0
-    return 20 * math.log10(max(rms, 1e-10))
+    if not samples.size:
+        return -200.0
+    power = float(np.dot(samples, samples))
+    if not math.isfinite(power):  # float32 squares overflow beyond ~1e19: redo in float64, never return Inf
+        x = samples.astype(np.float64)
+        power = float(np.dot(x, x)) if np.isfinite(x).all() else math.inf
+    rms = math.sqrt(power / samples.size) if math.isfinite(power) else 1e10
+    return 20 * math.log10(min(max(rms, 1e-10), 1e10))
 
 
 class LogMelStream:

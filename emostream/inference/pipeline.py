@@ -20,8 +20,12 @@ from emostream import messages as msg
 from emostream.inference import scoring
 from emostream.inference.logmel_stream import LogMelStream, level_dbfs
 from emostream.inference.model import EmotionModel
+from emostream.inference.vad import VadConfig, VoiceActivity
+from emostream.options import check_range
 
 logger = logging.getLogger(__name__)
+
+MAX_SAMPLE = 64.0  # +36 dBFS: beyond this a sample is garbage, not loud audio (1.0 is full scale)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,14 @@ class PipelineConfig:
     hop_s: float = 0.25
     smoothing: float = 0.0  # share of the previous smoothed scores kept per window (EMA); 0 = off
     silence_dbfs: float = -50.0  # windows quieter than this (RMS, dBFS) are marked silence, not classified
+    # Voice-activity gate: loud windows without speech are sent with "speech": false and no label. The
+    # daemon turns it on by default (--no-vad to drop it); None here keeps the level gate alone.
+    vad: VadConfig | None = None
+
+    def __post_init__(self):
+        check_range("hop_s", self.hop_s, 0.0, 10.0)  # --hop 1e9 once tried to allocate 20 TiB
+        check_range("smoothing", self.smoothing, 0.0, 1.0, high_open=True)
+        check_range("silence_dbfs", self.silence_dbfs, -200.0, 0.0)  # NaN here once reached the hello
 
     def hop_frames(self, sample_rate_hz: int, stft_hop_samples: int) -> int:
         return max(1, round(self.hop_s * sample_rate_hz / stft_hop_samples))
@@ -52,6 +64,12 @@ class EmotionPipeline:
         self.tracker = scoring.UtteranceTracker()
         self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
         self.nonfinite_samples = 0
+        self.clipped_samples = 0
+        self.vad_seconds = 0.0  # detector time, for the benchmark's per-hop cost
+        if config.vad is not None and config.vad.min_speech_s > self.features.window_s:
+            raise ValueError(f"the voice gate's min_speech_s ({config.vad.min_speech_s} s) is longer than a "
+                             f"window ({self.features.window_s:.2f} s): no window could ever be classified")
+        self.vad = None if config.vad is None else VoiceActivity(config.vad, self.features.sample_rate_hz)
         self.reset()
 
     def reset(self) -> None:
@@ -71,6 +89,8 @@ class EmotionPipeline:
                                                   dtype="float32", quality="HQ")
         self._smoothed = None
         self.windows_out = 0
+        if self.vad is not None:
+            self.vad.reset()
 
     def warm_up(self) -> None:
         """Run one silent window through features and model, then forget it: the first real window
@@ -91,6 +111,13 @@ class EmotionPipeline:
                 logger.warning("input holds NaN/Inf samples: replaced by 0 (counted in /healthz)")
             self.nonfinite_samples += int(bad.sum())
             mono = np.where(bad, 0.0, mono).astype(np.float32)
+        loud = np.abs(mono) > MAX_SAMPLE
+        if loud.any():  # e.g. f32le garbage of 1e30: its power would overflow float32 into Inf/NaN scores
+            if not self.clipped_samples:
+                logger.warning("input holds samples beyond ±%g (full scale is 1): clipped (counted in /healthz)",
+                               MAX_SAMPLE)
+            self.clipped_samples += int(loud.sum())
+            mono = np.clip(mono, -MAX_SAMPLE, MAX_SAMPLE)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono, last=last)
         return mono
@@ -109,12 +136,18 @@ class EmotionPipeline:
         where it ends a run of classified windows. ``last`` flushes the resampler (``finish`` does more)."""
         ready_time = time.time()  # the samples completing these windows are in hand from here on
         started = time.perf_counter()
-        windows = self.stream.push(self.to_model_rate(frames, last))
+        mono = self.to_model_rate(frames, last)
+        windows = self.stream.push(mono)
+        if self.vad is not None:
+            vad_started = time.perf_counter()
+            self.vad.push(mono, last)
+            self.vad_seconds += time.perf_counter() - vad_started
         if not windows:
             return []
         features_ms = (time.perf_counter() - started) * 1e3 / len(windows)
         sr = self.features.sample_rate_hz
-        voiced = [w for w in windows if w.level_dbfs >= self.config.silence_dbfs]
+        loud = [w for w in windows if w.level_dbfs >= self.config.silence_dbfs]
+        voiced = loud if self.vad is None else [w for w in loud if self.vad.is_speech(w.start_sample, w.end_sample)]
         inference_ms = 0.0
         scores = {}
         if voiced:
@@ -131,7 +164,8 @@ class EmotionPipeline:
                 p = self._smoothed
             messages.append(msg.scores(seq=w.index, start_s=w.start_sample / sr, end_s=w.end_sample / sr,
                                        ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
-                                       p=p, features_ms=features_ms, inference_ms=inference_ms))
+                                       p=p, features_ms=features_ms, inference_ms=inference_ms,
+                                       silence=w.level_dbfs < self.config.silence_dbfs))
         self.windows_out += len(messages)
         return self._with_utterances(messages, scores)
 

@@ -72,6 +72,8 @@ class ScoreBroadcaster:
     """The set of subscribers and the latest messages' counters; lives on the event loop's thread."""
 
     def __init__(self, max_queue: int = 64, write_limit_bytes: int = 32768):
+        if max_queue < 1:  # a queue of 0 would pop from an empty deque on every window for a stuck client
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.max_queue = max_queue
         self.write_limit_bytes = write_limit_bytes
         self.subscribers: set[Subscriber] = set()

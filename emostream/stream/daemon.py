@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -27,8 +28,11 @@ from emostream import __version__
 from emostream import messages as msg
 from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.vad import VadConfig, VadUnavailable
+from emostream.options import add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
+from emostream.stream.guard import HostGuard, TokenBucket
 from emostream.stream.ring_buffer import RingBuffer
 from emostream.stream.sinks import PublishContext, SinkOptions, check_stream_id, default_stream_id, make_sinks
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
@@ -53,14 +57,34 @@ class ServerConfig:
     wait_for_subscribers: int = 0  # hold the source until this many have connected (tests, benchmarks)
     token: str | None = None  # required (query ?token= or "Authorization: Bearer") when set
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the daemon's own page
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback, IP literals and the bound host
+    requests_per_s: float = 10.0  # client messages (ping, status) per connection, on average
+    request_burst: int = 40  # … and in one burst; beyond, the connection is closed with 1008
+
+    def __post_init__(self):
+        # Every number has a range: --queue 0 once made every window raise on a stuck client's empty queue.
+        check_range("port", self.port, 0, 65535)
+        check_range("queue_messages", self.queue_messages, 1, 100_000)
+        check_range("max_client_message_bytes", self.max_client_message_bytes, 64, 2**20)
+        check_range("max_subscribers", self.max_subscribers, 1, 100_000)
+        check_range("drain_on_exit_s", self.drain_on_exit_s, 0, 60)
+        check_range("ring_seconds", self.ring_seconds, 0.5, 600)
+        check_range("send_buffer_bytes", self.send_buffer_bytes, 0, 2**26)
+        check_range("write_limit_bytes", self.write_limit_bytes, 1024, 2**26)
+        check_range("wait_for_subscribers", self.wait_for_subscribers, 0, 100_000)
+        check_range("requests_per_s", self.requests_per_s, 0, 10_000, low_open=True)
+        check_range("request_burst", self.request_burst, 1, 100_000)
+        if self.token is not None and not self.token:
+            raise ValueError("the token is empty")
 
     def check(self) -> None:
         """Refuse to expose scores beyond this machine without a token; keep counts in range."""
         if not 0 <= self.wait_for_subscribers <= self.max_subscribers:
             raise ValueError(f"--wait-for-subscribers must be in [0, {self.max_subscribers}] (--max-subscribers)")
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
-            raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
-                             "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
+            raise ValueError(f"binding {self.host} exposes the scores beyond this machine: give a token with "
+                             "--token-file PATH or $EMOSTREAM_TOKEN (or --token SECRET); clients add ?token=SECRET "
+                             "or an 'Authorization: Bearer SECRET' header")
 
 
 def _request_token(request) -> str | None:
@@ -97,6 +121,7 @@ class EmotionDaemon:
         self._enough_subscribers: asyncio.Event | None = None
         self._dashboard_html: str | None = None
         c = model.contract
+        self.host_guard = HostGuard(server_config.host, server_config.allowed_hosts)
         self.hello = {
             "type": "hello",
             "version": VERSION,
@@ -108,6 +133,7 @@ class EmotionDaemon:
             "n_mels": c.n_mels,
             "silence_dbfs": pipeline_config.silence_dbfs,
             "smoothing": pipeline_config.smoothing,
+            "vad": None if pipeline_config.vad is None else pipeline_config.vad.describe(),
             "source": source.description,
             "model": model_info(c),
         }
@@ -123,6 +149,7 @@ class EmotionDaemon:
             "windows": self.broadcaster.published,
             "overrun_frames": self.ring.overrun_frames,
             "nonfinite_samples": self.pipeline.nonfinite_samples,
+            "clipped_samples": self.pipeline.clipped_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
             "publish_ms": self.broadcaster.publish_ms(),
             "dropped_to_publish": sum(sink.dropped for sink in self.sinks),
@@ -135,12 +162,26 @@ class EmotionDaemon:
         for sink in self.sinks:
             sink.offer(message)
 
+    def respond_json(self, connection, status: HTTPStatus, body: dict):
+        """Strict JSON (no NaN/Infinity) with its proper content type."""
+        response = connection.respond(status, msg.encode(body) + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     def process_request(self, connection, request):
         path = request.path.split("?")[0]
-        if path == "/healthz":
-            return connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
         cfg = self.server_config
-        if cfg.token and not hmac.compare_digest(_request_token(request) or "", cfg.token):
+        if not self.host_guard.allows(request.headers.get("Host")):
+            # DNS rebinding: a foreign name pointed at this address; its Origin would match its own Host.
+            return connection.respond(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; see --allowed-host\n")
+        authorised = not cfg.token or hmac.compare_digest(_request_token(request) or "", cfg.token)
+        if path == "/healthz":  # bare liveness for anyone; the details (source, counters) only with the token
+            return self.respond_json(connection, HTTPStatus.OK, self.health() if authorised else {"status": "ok"})
+        if path == "/favicon.ico":  # browsers ask on every visit; 204 keeps their console clean
+            return connection.respond(HTTPStatus.NO_CONTENT, "")
+        if not authorised:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         origin = request.headers.get("Origin")
         if origin is not None and origin not in cfg.allowed_origins and \
@@ -176,10 +217,20 @@ class EmotionDaemon:
             self._enough_subscribers.set()
         logger.info("subscriber %s connected (%d now)", peer, len(self.broadcaster.subscribers))
         sender = None
+        cfg = self.server_config
+        bucket = TokenBucket(cfg.requests_per_s, cfg.request_burst)
         try:
             await websocket.send(msg.encode(self.hello))
             sender = asyncio.create_task(subscriber.pump())
             async for raw in websocket:
+                if not bucket.allow():  # answering a flood would delay every subscriber's scores
+                    logger.warning("subscriber %s sends more than %g requests/s: closing it", peer,
+                                   cfg.requests_per_s)
+                    # Stop reading first: thousands of frames already in flight are left to the kernel
+                    # instead of being parsed on the event loop that fans out everyone's scores.
+                    websocket.transport.pause_reading()
+                    await websocket.close(1008, "too many requests")
+                    break
                 await websocket.send(msg.encode(self.reply_to(raw)))
         except Exception as exc:  # ConnectionClosed and transport errors end this subscriber only
             logger.debug("subscriber %s: %s", peer, exc)
@@ -320,34 +371,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="microphone name or index")
     p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
-    p.add_argument("--rate", type=int, default=22050, help="stdin: sample rate in Hz")
-    p.add_argument("--channels", type=int, default=1, help="stdin: channels")
+    add_ranged(p, "--rate", int, 22050, 1000, 384_000, unit="Hz", help="stdin: sample rate")
+    add_ranged(p, "--channels", int, 1, 1, 64, help="stdin: channels")
     p.add_argument("--format", default="s16le", choices=sorted(StdinSource.FORMATS), help="stdin: sample format")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
-    p.add_argument("--threads", type=int, default=InferenceConfig.intra_op_threads, help="onnxruntime intra-op threads")
+    add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, 1, 64, help="onnxruntime intra-op threads")
     d = PipelineConfig()
-    p.add_argument("--hop", type=float, default=d.hop_s, help="seconds between windows (rounded to 512 samples)")
-    p.add_argument("--smoothing", type=float, default=d.smoothing, help="EMA share of the previous scores, 0..1")
-    p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs, help="gate: quieter windows are silence")
+    add_ranged(p, "--hop", float, d.hop_s, 0.01, 10.0, unit="s",
+               help="seconds between windows (rounded to 512 samples)")
+    add_ranged(p, "--smoothing", float, d.smoothing, 0.0, 1.0, high_open=True,
+               help="EMA share of the previous scores")
+    add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, -200.0, 0.0, unit="dBFS",
+               help="gate: quieter windows are silence")
+    v = VadConfig()
+    add_ranged(p, "--vad-threshold", float, v.threshold, 0.0, 1.0, low_open=True, high_open=True,
+               help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
+    add_ranged(p, "--vad-min-speech", float, v.min_speech_s, 0.0, 10.0, unit="s",
+               help="voice-activity gate: speech a window must hold to be classified")
+    p.add_argument("--no-vad", action="store_true", help="level gate only: classify every loud window, speech or not")
     s = ServerConfig()
     p.add_argument("--host", default=s.host)
-    p.add_argument("--port", type=int, default=s.port)
-    p.add_argument("--queue", type=int, default=s.queue_messages, help="messages queued per subscriber")
-    p.add_argument("--wait-for-subscribers", type=int, default=s.wait_for_subscribers, metavar="N",
-                   help="hold the source until N subscribers have connected (0..--max-subscribers); "
-                        "with a file and --fast, nobody misses the start")
-    p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
+    add_ranged(p, "--port", int, s.port, 0, 65535, help="TCP port (0: any free port)")
+    add_ranged(p, "--queue", int, s.queue_messages, 1, 100_000, help="messages queued per subscriber")
+    p.add_argument("--token", help="secret clients must present; required to bind beyond loopback. Visible in `ps`: "
+                   f"prefer --token-file or ${TOKEN_ENV}")
+    p.add_argument("--token-file", type=Path, help="read the token from this file (first line)")
     p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
-    p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
+    p.add_argument("--allowed-host", action="append", default=[],
+                   help="Host name clients may use besides loopback names, IP addresses and --host (repeat)")
+    add_ranged(p, "--max-subscribers", int, s.max_subscribers, 1, 100_000)
+    add_ranged(p, "--requests-per-s", float, s.requests_per_s, 0.1, 10_000.0,
+               help="client messages per connection per second (bursts of --request-burst); beyond: closed, 1008")
+    add_ranged(p, "--request-burst", int, s.request_burst, 1, 100_000)
+    add_ranged(p, "--wait-for-subscribers", int, s.wait_for_subscribers, 0, 100_000,
+               help="hold the source until N subscribers have connected (≤ --max-subscribers); "
+                    "with a file and --fast, nobody misses the start")
     p.add_argument("--publish", action="append", default=[], metavar="URL",
                    help="also publish to redis://HOST:PORT/DB?stream=NAME&maxlen=N or mqtt://HOST:PORT/PREFIX "
                         "(rediss://, mqtts:// for TLS; repeat for several; needs emostream[publish])")
     p.add_argument("--stream-id", help="this daemon's name on the brokers (default: HOSTNAME-PORT)")
     p.add_argument("--mqtt-discovery", action="store_true", help="MQTT: Home Assistant discovery configs")
-    p.add_argument("--publish-queue", type=int, default=SinkOptions.queue_messages,
-                   help="messages queued per broker while it is slow or away; the oldest are dropped beyond")
+    add_ranged(p, "--publish-queue", int, SinkOptions.queue_messages, 1, 1_000_000,
+               help="messages queued per broker while it is slow or away; the oldest are dropped beyond")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+TOKEN_ENV = "EMOSTREAM_TOKEN"
+
+
+def resolve_token(token: str | None, token_file: Path | None, environ=os.environ) -> str | None:
+    """The token from --token, else --token-file, else $EMOSTREAM_TOKEN; ValueError (one line) for an
+    unreadable or empty file. The value itself never appears in a message."""
+    if token is not None:
+        return token
+    if token_file is not None:
+        try:
+            lines = token_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
+        if not lines or not lines[0].strip():
+            raise ValueError(f"token file {token_file} is empty")
+        return lines[0].strip()
+    return environ.get(TOKEN_ENV) or None
 
 
 def limit_blas_threads() -> None:
@@ -373,14 +459,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_blas_threads()
-    if not args.verbose:  # our own connect/disconnect lines say more
-        logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    # Our own connect/disconnect lines say more; websockets' debug lines would print request lines and
+    # headers, the token among them, so they stay off even with -v.
+    logging.getLogger("websockets").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
+    logging.getLogger("numba").setLevel(logging.WARNING)  # librosa's JIT: pages of IR at DEBUG
     try:
-        server_config = ServerConfig(wait_for_subscribers=args.wait_for_subscribers,
-                                     host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
-                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
+        token = resolve_token(args.token, args.token_file)
+        server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=token,
+                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers,
+                                     allowed_hosts=tuple(args.allowed_host), requests_per_s=args.requests_per_s,
+                                     request_burst=args.request_burst, wait_for_subscribers=args.wait_for_subscribers)
         server_config.check()
-        pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
+        vad = None if args.no_vad else VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
+        pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs,
+                                         vad=vad)
         sinks = make_sinks(args.publish, SinkOptions(queue_messages=args.publish_queue,
                                                      mqtt_discovery=args.mqtt_discovery))
         stream_id = check_stream_id(args.stream_id) if args.stream_id is not None else None
@@ -390,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         source = make_source(args)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config, sinks, stream_id)
         return asyncio.run(daemon.run())
-    except (ModelError, SourceError, ValueError) as exc:
+    except (ModelError, SourceError, ValueError, VadUnavailable) as exc:
         logger.error("%s", exc)
         return 2
     except OSError as exc:  # e.g. the port is taken

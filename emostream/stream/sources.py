@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder
 from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,11 @@ class FileSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"audio file {self.path} not found")
+        self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES
         try:
-            with sf.SoundFile(self.path) as f:
+            with self._quiet(), sf.SoundFile(self.path) as f:
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
+                self.mpeg = self.mpeg or is_mpeg(f.format)
         except Exception as exc:  # soundfile.LibsndfileError, RuntimeError on odd formats
             raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
         if frames == 0:
@@ -54,7 +57,7 @@ class FileSource:
 
         started, sent = time.monotonic(), 0
         try:
-            with sf.SoundFile(self.path) as f:
+            with self._quiet(), sf.SoundFile(self.path) as f:
                 while not stop.is_set():
                     for block in f.blocks(self.block_frames, dtype="float32", always_2d=True):
                         if not ring.write_all(block, stop):
@@ -72,9 +75,37 @@ class FileSource:
         finally:
             ring.close()
 
+    def _quiet(self):
+        """MP3: the decoder's stderr chatter (libmpg123 via libsndfile) filtered out of the terminal."""
+        import contextlib
+
+        return quiet_decoder(self.path.name) if self.mpeg else contextlib.nullcontext()
+
+
+def misaligned_by_a_byte(data: bytes, min_ratio: float = 8.0) -> tuple[bool, float, float]:
+    """Does s16le ``data`` look read one byte off? Returns (verdict, level as read, level one byte later) in dBFS.
+
+    Read one byte off, every sample's high byte comes from a neighbour's low byte: near-white noise at
+    about −5 dBFS whatever was recorded. Read correctly, real audio is far quieter than that view of it
+    (the low bytes are what becomes loud). So the stream looks misaligned when the level as read is
+    ``min_ratio`` times (18 dB) the level one byte later and itself loud.
+    """
+    n = (len(data) - 1) // 2
+    if n < 256:
+        return False, -200.0, -200.0
+    as_read = np.frombuffer(data[: 2 * n], "<i2").astype(np.float64) / 32768
+    shifted = np.frombuffer(data[1 : 1 + 2 * n], "<i2").astype(np.float64) / 32768
+    rms_read, rms_shifted = np.sqrt(np.mean(as_read**2)), np.sqrt(np.mean(shifted**2))
+    db = (20 * np.log10(max(rms_read, 1e-10)), 20 * np.log10(max(rms_shifted, 1e-10)))
+    return bool(rms_read > min_ratio * rms_shifted and db[0] > -20.0), float(db[0]), float(db[1])
+
 
 class StdinSource:
-    """Raw interleaved PCM (``s16le`` or ``f32le``) from a byte stream, e.g. ``arecord``, ``ffmpeg``, ``sox``."""
+    """Raw interleaved PCM (``s16le`` or ``f32le``) from a byte stream, e.g. ``arecord``, ``ffmpeg``, ``sox``.
+
+    A stray odd byte shifts every later s16le sample by one byte, which no header can reveal; the
+    source warns when the stream's statistics look like that (``misaligned_by_a_byte``).
+    """
 
     FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
@@ -89,6 +120,7 @@ class StdinSource:
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.block_bytes = block_frames * channels * self.dtype.itemsize
         self.description = f"stdin {sample_format} {sample_rate_hz} Hz, {channels} ch"
+        self.misaligned_blocks = 0  # s16le blocks that looked one byte off
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         frame_bytes = self.channels * self.dtype.itemsize
@@ -103,12 +135,24 @@ class StdinSource:
                 pending += data
                 usable = len(pending) - len(pending) % frame_bytes
                 if usable:
+                    self._check_alignment(pending[:usable])
                     samples = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
                     pending = pending[usable:]
                     if not ring.write_all(samples.astype(np.float32) * scale, stop):
                         return
         finally:
             ring.close()
+
+    def _check_alignment(self, data: bytes) -> None:
+        if self.dtype.kind != "i":
+            return
+        bad, db_read, db_shifted = misaligned_by_a_byte(data)
+        if bad:
+            if self.misaligned_blocks == 0:
+                logger.warning("stdin s16le looks one byte off (a stray byte in the stream?): %.1f dBFS as read, "
+                               "%.1f dBFS one byte later; scores are of noise until it is fixed. Check --format, "
+                               "--channels and that nothing else writes to the pipe", db_read, db_shifted)
+            self.misaligned_blocks += 1
 
 
 def _sounddevice():

@@ -2,6 +2,8 @@
 
 Reconnects with exponential backoff when the daemon restarts or is not up yet. With ``--until-end`` it
 exits 0 when a finite source ends (the daemon's ``{"type": "end"}`` message) instead of waiting for more.
+What cannot succeed by retrying (a wrong token, an ``http://`` URL, a refused Host or Origin) ends with a
+one-line error, exit 2.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+
+from emostream.options import ranged
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +25,11 @@ BARS = "▁▂▃▄▅▆▇█"
 def format_line(message: dict, labels: list[str]) -> str:
     """``  12.35 s  angry     71%  ▁▁▇▁▁▂▁▁`` — one bar per label in the hello's order."""
     t = f"{message['end_s']:8.2f} s"
-    if message.get("silence"):
-        return f"{t}  {'(silence)':<10} {message['level_dbfs']:6.1f} dBFS"
+    if message.get("silence") or message.get("probabilities") is None:
+        level = message.get("level_dbfs")
+        level = f"{level:6.1f} dBFS" if isinstance(level, (int, float)) else ""
+        what = "(silence)" if message.get("silence") else "(no speech)"
+        return f"{t}  {what:<11} {level}".rstrip()
     p = message["probabilities"]
     bars = "".join(BARS[min(len(BARS) - 1, int(round(p[name] * (len(BARS) - 1))))] for name in labels)
     dropped = f"  dropped {message['dropped']}" if message.get("dropped") else ""
@@ -39,14 +47,62 @@ def utterance_line(message: dict) -> str:
             f"{message['top']} {message['top_p']:.0%}")
 
 
+
+class SubscribeError(RuntimeError):
+    """A connection that retrying cannot fix; the message is one line."""
+
+
+def explain(exc: Exception, url: str) -> str | None:
+    """One line for a failure that retrying will not fix, or None for one worth retrying."""
+    from websockets.exceptions import InvalidStatus, InvalidURI
+
+    if isinstance(exc, InvalidURI):
+        scheme, _, rest = url.partition("://")
+        hint = {"http": "ws://", "https": "wss://"}.get(scheme.lower(), "ws://") + (rest or "HOST:PORT")
+        return f"{url} is not a WebSocket URL: use {hint}"
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code == 401:
+            return (f"{url}: the daemon wants a token (HTTP 401): set ${TOKEN_ENV}, pass --token-file, "
+                    "or add ?token=... to the URL")
+        if code == 403:
+            return f"{url}: refused (HTTP 403): this Origin is not allowed"
+        if code == 421:
+            return f"{url}: refused (HTTP 421): the daemon does not answer to this host name (see its --allowed-host)"
+        if code in (500, 502, 503, 504):
+            return None
+        return f"{url}: the daemon answered HTTP {code} instead of a WebSocket handshake"
+    return None  # e.g. the connection dropped mid-handshake while the daemon restarts: worth retrying
+
+
+def _fatal(url: str):
+    def process_exception(exc: Exception) -> Exception | None:
+        from websockets.client import process_exception as default
+
+        line = explain(exc, url)
+        if line is not None:
+            return SubscribeError(line)
+        return default(exc)
+    return process_exception
+
+
+TOKEN_ENV = "EMOSTREAM_TOKEN"
+
+
 async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout,
-                    until_end: bool = False) -> int:
+                    token: str | None = None, until_end: bool = False) -> int:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidURI
 
     received = 0
     labels: list[str] = []
-    async for websocket in connect(url, open_timeout=5, max_size=2**20):
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        connecting = connect(url, open_timeout=5, max_size=2**20, additional_headers=headers,
+                             process_exception=_fatal(url))
+    except InvalidURI as exc:  # raised before the first attempt
+        raise SubscribeError(explain(exc, url)) from None
+    async for websocket in connecting:
         logger.info("connected to %s", url)
         try:
             async for raw in websocket:
@@ -85,16 +141,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
-    p.add_argument("--count", type=int, help="exit after this many score messages (≥ 1)")
+    p.add_argument("--count", type=ranged(int, 1, 10**9), help="exit after this many score messages")
+    p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
     p.add_argument("--until-end", action="store_true",
                    help="exit 0 when the daemon's finite source ends (its 'end' message)")
     args = p.parse_args(argv)
-    if args.count is not None and args.count < 1:
-        p.error("--count must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        return asyncio.run(subscribe(args.url, args.json, args.count, until_end=args.until_end))
+        token = os.environ.get(TOKEN_ENV) or None
+        if args.token_file:
+            with open(args.token_file) as f:
+                token = f.readline().strip() or None
+        return asyncio.run(subscribe(args.url, args.json, args.count, token=token, until_end=args.until_end))
+    except SubscribeError as exc:
+        logger.error("%s", exc)
+        return 2
+    except OSError as exc:
+        logger.error("cannot read token file %s: %s", args.token_file, exc.strerror or exc)
+        return 2
     except KeyboardInterrupt:
         return 0
 

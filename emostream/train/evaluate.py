@@ -610,6 +610,26 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     return Prepared(frame, y, classes, banks, folds, corpus, cross)
 
 
+def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
+    """Score an ONNX model (onnxruntime, as served) on each fold's test part: a model trained elsewhere."""
+    from emostream.inference.model import EmotionModel
+
+    model = EmotionModel(path)
+    if model.labels != data.classes:
+        raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for fold in data.folds:
+        rows = fold["test"]
+        p = np.stack([model.predict(data.banks["orig"].windows[r].astype(np.float32)).mean(axis=0) for r in rows])
+        results.append({"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0,
+                        "n_test": len(rows), "history": [], "test": full_scores(data.y[rows], p, data.classes),
+                        "y_true": data.y[rows].tolist(), "y_pred": p.argmax(axis=1).tolist()})
+    write_outputs(out, protocol, dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)"),
+                  results, data.classes)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=PROTOCOLS, default="actors")
@@ -630,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                    help="no training: merge finished runs over different folds into one evaluation in --out")
+    p.add_argument("--onnx", type=Path, metavar="MODEL",
+                   help="no training: score this exported model on the protocol's test part (corpus: EmoDB)")
     p.add_argument("--save-model", action="store_true",
                    help="save each fold's model with labels, summary and test files (ready for emostream-export)")
     args = p.parse_args(argv)
@@ -659,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
                    args.max_clips_per_class, folds_wanted, args.no_cross)
     frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
                                                       data.corpus, data.cross)
+    if args.onnx:
+        return score_exported(args.onnx, data, args.protocol, preset, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run

@@ -1,0 +1,65 @@
+"""Command-line options with ranges: every number a user can type is checked before anything starts.
+
+``ranged(int, 1, 65535)`` is an argparse ``type=`` that refuses NaN, infinities, values out of range and
+non-numbers with argparse's own one-line ``error: argument --port: …`` (exit 2), so ``--hop 1e9`` or
+``--queue 0`` never reach the code that would allocate terabytes or pop from an empty queue. The daemon,
+the subscriber, the benchmark and the stress tool take their numeric flags through it; frozen
+dataclasses behind them check the same ranges again for callers that skip the command line
+(``check_range``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def check_range(name: str, value, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> None:
+    """Raise ``ValueError`` (one line naming ``name``) unless ``value`` is a finite number within the bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '≤'} {high}, got {value}")
+
+
+def ranged(kind: type, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> Callable:
+    """An argparse ``type=`` converting to ``kind`` (int or float) and checking ``low``/``high`` (inclusive
+    unless ``*_open``). The bounds appear in the error message and in ``--help`` via ``describe``."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            check_range("value", value, low, high, low_open=low_open, high_open=high_open)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value ", "", 1)) from None
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in some messages
+    convert.bounds = (low, high)
+    return convert
+
+
+def describe(help_text: str, low=None, high=None, unit: str = "") -> str:
+    """``help_text`` with its range appended, e.g. ``'seconds between windows (0.023–10 s)'``."""
+    unit = f" {unit}" if unit else ""
+    if low is not None and high is not None:
+        return f"{help_text} ({low}–{high}{unit})"
+    if low is not None:
+        return f"{help_text} (≥ {low}{unit})"
+    return help_text
+
+
+def add_ranged(parser, flag: str, kind: type, default, low=None, high=None, *, help: str = "", unit: str = "",
+               low_open: bool = False, high_open: bool = False, **kwargs):
+    """``parser.add_argument`` for a number with a range; the range shows in ``--help``."""
+    return parser.add_argument(flag, type=ranged(kind, low, high, low_open=low_open, high_open=high_open),
+                               default=default, help=describe(help, low, high, unit), **kwargs)
