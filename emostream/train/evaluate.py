@@ -619,12 +619,21 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
     results = []
+    def probabilities(rows):
+        return np.stack([model.predict(data.banks["orig"].windows[r].astype(np.float32)).mean(axis=0) for r in rows])
+
     for fold in data.folds:
         rows = fold["test"]
-        p = np.stack([model.predict(data.banks["orig"].windows[r].astype(np.float32)).mean(axis=0) for r in rows])
-        results.append({"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0,
-                        "n_test": len(rows), "history": [], "test": full_scores(data.y[rows], p, data.classes),
-                        "y_true": data.y[rows].tolist(), "y_pred": p.argmax(axis=1).tolist()})
+        p = probabilities(rows)
+        result = {"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0, "n_test": len(rows),
+                  "history": [], "test": full_scores(data.y[rows], p, data.classes),
+                  "y_true": data.y[rows].tolist(), "y_pred": p.argmax(axis=1).tolist()}
+        if data.cross is not None and len(data.cross):
+            cross_p = probabilities(data.cross)
+            result.update({"cross": full_scores(data.y[data.cross], cross_p, data.classes),
+                           "cross_y_true": data.y[data.cross].tolist(),
+                           "cross_y_pred": cross_p.argmax(axis=1).tolist()})
+        results.append(result)
     write_outputs(out, protocol, dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)"),
                   results, data.classes)
     return 0

@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model (default: the shipped one)")
     p.add_argument("--data-dir", help="RAVDESS root (default: $RAVDESS_DIR or ../shared/data/ravdess)")
     p.add_argument("--actors", default="21,22,23,24", help="RAVDESS actors whose clips are scored")
+    p.add_argument("--test-files", type=Path,
+                   help="score the clips of this test-file list (a run's test_files.csv) instead of --actors")
+    p.add_argument("--every", type=int, default=1, help="take every N-th clip (quick but spread out)")
     p.add_argument("--channel", choices=["speech", "song", "both"], default="both")
     p.add_argument("--limit", type=int, help="score only the first N clips (quick checks)")
     p.add_argument("--out", type=Path, default=Path("models") / "evaluation" / "robustness")
@@ -175,13 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DatasetError) as exc:
         p.error(str(exc))
     frame = index.frame[index.frame["actor"].isin(actors)]
+    what = f"RAVDESS clips of actors {args.actors}"
+    if args.test_files:
+        import pandas as pd
+
+        listed = set(pd.read_csv(args.test_files)["path"])
+        frame = index.frame[index.frame["path"].isin(listed)]
+        what = f"clips of {args.test_files} (never trained on)"
     if args.channel != "both":
         frame = frame[frame["channel"] == args.channel]
-    frame = frame.sort_values("path")
+    frame = frame.sort_values("path").iloc[:: max(1, args.every)]
     clips = [(str(index.root / row.path), row.emotion) for row in frame.itertuples()][: args.limit]
     if not clips:
         p.error("no clips match --actors/--channel")
-    what = f"{len(clips)} RAVDESS clips of actors {args.actors} ({args.channel})"
+    what = f"{len(clips)} {what} ({args.channel})"
     write_report(evaluate(model, clips), args.out, what)
     logger.info("wrote %s", args.out / "robustness.md")
     return 0
