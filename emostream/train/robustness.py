@@ -126,13 +126,14 @@ def write_report(results: dict, out: Path, what: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps({"clips": what, "conditions": results}, indent=2) + "\n")
     clean = results["clean"]["accuracy"]
-    lines = [f"# Robustness of the shipped model ({what})", "",
+    lines = [f"# Robustness of the shipped model: {what}", "",
              "Each clip is degraded, then scored as the daemon scores speech (noise floor, sliding windows, gate, "
              "mean over classified windows) by the ONNX model through onnxruntime.", "",
              "| condition | accuracy | against clean | UAR | most predicted class (share) |", "|---|---|---|---|---|"]
     for name, r in results.items():
         extra = f" (≈ {r['kbps']:.0f} kbit/s)" if "kbps" in r else ""
-        lines.append(f"| {name}{extra} | {r['accuracy']:.1%} | {r['accuracy'] - clean:+.1%} | {r['uar']:.3f} | "
+        gain = (r["accuracy"] - clean) * 100
+        lines.append(f"| {name}{extra} | {r['accuracy']:.1%} | {gain:+.1f} pt | {r['uar']:.3f} | "
                      f"{r['top_class']} ({r['max_share']:.0%}) |")
     (out / "robustness.md").write_text("\n".join(lines) + "\n")
     from emostream.train.report import _pyplot
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = [(str(index.root / row.path), row.emotion) for row in frame.itertuples()][: args.limit]
     if not clips:
         p.error("no clips match --actors/--channel")
-    what = f"{len(clips)} {what} ({args.channel})"
+    what = f"{len(clips)} {what}" + ("" if args.channel == "both" else f", {args.channel} only")
     write_report(evaluate(model, clips), args.out, what)
     logger.info("wrote %s", args.out / "robustness.md")
     return 0
