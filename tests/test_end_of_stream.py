@@ -106,7 +106,8 @@ def test_wait_for_subscribers_is_range_checked(caplog, capsys):
 
 def test_commands_daemon_fast_waits_and_subscriber_exits_on_end(write_clip):
     path = write_clip("talk.wav", speechlike(4.0, seed=52))
-    proc, port = start_daemon(["--file", str(path), "--fast", "--wait-for-subscribers", "1"])
+    # --no-vad: the synthetic chirp is not speech to the voice-activity gate, and every window must be scored
+    proc, port = start_daemon(["--file", str(path), "--fast", "--wait-for-subscribers", "1", "--no-vad"])
     try:
         sub = subprocess.run([sys.executable, "-m", "emostream.stream.subscriber", f"ws://127.0.0.1:{port}",
                               "--until-end"], capture_output=True, text=True, timeout=60, cwd=ROOT)

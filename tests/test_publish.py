@@ -116,13 +116,18 @@ def test_publish_urls_parse_into_targets_with_defaults_and_redacted_names():
 def test_the_daemon_refuses_bad_publish_options_in_one_line(caplog):
     for argv, match in ([["--publish", "ftp://x"], "unsupported scheme"],
                         [["--mqtt-discovery"], "--mqtt-discovery needs an mqtt://"],
-                        [["--publish", "mqtt://127.0.0.1", "--stream-id", "a/b"], "--stream-id 'a/b'"],
-                        [["--publish", "mqtt://127.0.0.1", "--publish-queue", "0"], "queue_messages=0"]):
+                        [["--publish", "mqtt://127.0.0.1", "--stream-id", "a/b"], "--stream-id 'a/b'"]):
         needs_publish_extra()
         caplog.clear()
         assert daemon_main(argv) == 2
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and match in errors[0] and "\n" not in errors[0]
+
+
+def test_the_publish_queue_flag_has_a_range(capsys):
+    with pytest.raises(SystemExit) as exited:
+        daemon_main(["--publish", "mqtt://127.0.0.1", "--publish-queue", "0"])
+    assert exited.value.code == 2 and "--publish-queue: must be ≥ 1, got 0" in capsys.readouterr().err
 
 
 def test_without_the_extra_the_daemon_says_what_to_install(monkeypatch, caplog):
@@ -395,8 +400,10 @@ def test_the_daemon_command_publishes_the_bundled_sample(redis_server, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     windows = int(re.search(r"stopped after (\d+) windows", result.stderr).group(1))
     records = redis_records(redis_server, "cli")
-    assert [r["type"] for r in records] == ["status"] + ["scores"] * windows + ["status"]
-    assert [r["seq"] for r in records[1:-1]] == list(range(windows)) and windows > 10
+    types = [r["type"] for r in records]
+    assert types[0] == types[-1] == "status" and types[-2] == "end"  # the end of the file, then going offline
+    assert set(types[1:-2]) <= {"scores", "utterance"} and "utterance" in types
+    assert [r["seq"] for r in records if r["type"] == "scores"] == list(range(windows)) and windows > 10
     assert {r["stream_id"] for r in records} == {"cli-1"} and "sample.flac" in records[1]["source"]
     assert "publishing as 'cli-1'" in result.stderr
 

@@ -115,7 +115,7 @@ def test_tiny_corpus_run_writes_every_output(ravdess_dir, emodb_dir, tmp_path):
     code = ev.main(["--protocol", "corpus", "--preset", "transfer", "--epochs", "1", "--max-clips-per-class", "5",
                     "--set", "conv_filters=4,8", "--set", "lstm_units=8,8", "--set", "augment_share=0",
                     "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
-                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--threads", "1"])
+                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
     assert code == 0
     for name in ("evaluation.json", "evaluation.md", "confusion.png", "folds.json"):
         assert (out / name).is_file(), name

@@ -438,8 +438,8 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
         mean = {k: np.mean([f[k] for f in firsts]) for k in ("accuracy", "macro_f1", "uar")}
         lines += [f"With the first classified window only: accuracy {mean['accuracy']:.2%}, macro-F1 "
                   f"{mean['macro_f1']:.3f}, UAR {mean['uar']:.3f}.", ""]
-    shares = [r["test"]["predicted_share"] for r in results if "test" in r]
-    cross_shares = [r["cross"]["predicted_share"] for r in results if "cross" in r]
+    shares = [r["test"]["predicted_share"] for r in results if "predicted_share" in r.get("test", {})]
+    cross_shares = [r["cross"]["predicted_share"] for r in results if "predicted_share" in r.get("cross", {})]
     for title, group in (("test", shares), ("cross-corpus", cross_shares)):
         if group:
             mean_share = {k: np.mean([g[k] for g in group]) for k in classes}
