@@ -28,6 +28,7 @@ from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
+from emostream.stream.listen import ListenConfig, ListenServer, NoSource
 from emostream.stream.ring_buffer import RingBuffer
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
 from emostream.stream.worker import AnalysisWorker
@@ -51,12 +52,29 @@ class ServerConfig:
     wait_for_subscribers: int = 0  # hold the source until this many have connected (tests, benchmarks)
     token: str | None = None  # required (query ?token= or "Authorization: Bearer") when set
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides the daemon's own page
+    certfile: str | None = None  # TLS (wss:// and https://) when set, with keyfile
+    keyfile: str | None = None
 
     def check(self) -> None:
         """Refuse to expose scores beyond this machine without a token."""
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.token:
             raise ValueError(f"binding {self.host} exposes the scores beyond this machine: pass --token SECRET "
                              "(clients add ?token=SECRET or an 'Authorization: Bearer SECRET' header)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both --certfile and --keyfile")
+
+    def ssl_context(self):
+        """The server's TLS context, or None for plain ws:// and http://."""
+        if self.certfile is None:
+            return None
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load TLS certificate {self.certfile} / key {self.keyfile}: {exc}") from None
+        return context
 
 
 def _request_token(request) -> str | None:
@@ -77,7 +95,7 @@ class EmotionDaemon:
     """One source, one model, one WebSocket server. ``run`` returns the process exit code."""
 
     def __init__(self, model: EmotionModel, source, pipeline_config: PipelineConfig = PipelineConfig(),
-                 server_config: ServerConfig = ServerConfig()):
+                 server_config: ServerConfig = ServerConfig(), listen_config: ListenConfig | None = ListenConfig()):
         self.model, self.source = model, source
         self.server_config = server_config
         self.pipeline = EmotionPipeline(model, pipeline_config, source.sample_rate_hz, source.channels)
@@ -105,6 +123,9 @@ class EmotionDaemon:
             "source": source.description,
             "model": model_info(c),
         }
+        self.listener = None if listen_config is None else ListenServer(
+            model, pipeline_config, listen_config, self.hello,
+            on_broadcast=(lambda m: self.broadcaster.publish(m, False)) if listen_config.broadcast else None)
 
     # -- event-loop side -------------------------------------------------------------------------
 
@@ -119,6 +140,7 @@ class EmotionDaemon:
             "nonfinite_samples": self.pipeline.nonfinite_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
             "publish_ms": self.broadcaster.publish_ms(),
+            **({"listen": self.listener.health()} if self.listener is not None else {}),
         }
 
     def process_request(self, connection, request):
@@ -138,6 +160,11 @@ class EmotionDaemon:
             return self.dashboard(connection)
         if self._stop is not None and self._stop.is_set():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "daemon shutting down\n")
+        if path.endswith("/listen"):
+            if self.listener is None:
+                return connection.respond(HTTPStatus.NOT_FOUND, "this daemon does not take audio (--no-listen)\n")
+            self.listener.arm_frame_limit(connection)
+            return None  # the stream count is checked after the handshake, with an error line
         if len(self.broadcaster.subscribers) >= self.server_config.max_subscribers:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many subscribers\n")
         return None
@@ -153,6 +180,8 @@ class EmotionDaemon:
         return response
 
     async def handle(self, websocket) -> None:
+        if self.listener is not None and websocket.request.path.split("?")[0].endswith("/listen"):
+            return await self.listener.serve(websocket)
         peer = websocket.remote_address
         sock = websocket.transport.get_extra_info("socket")
         if sock is not None and self.server_config.send_buffer_bytes:
@@ -207,6 +236,8 @@ class EmotionDaemon:
             logger.error("reload refused, still running the previous model: %s changes the labels or features", path)
             return False
         self.model = self.pipeline.model = fresh  # one reference swap; the next window uses it
+        if self.listener is not None:
+            self.listener.model = fresh  # streams started from now on
         self.hello["model"] = model_info(fresh.contract)
         logger.info("reloaded model %s (run %s)", path, fresh.contract.run_id)
         return True
@@ -241,7 +272,7 @@ class EmotionDaemon:
         source_thread = threading.Thread(target=self.source.run, args=(self.ring, self._source_stop),
                                          name="emostream-source", daemon=True)
         cfg = self.server_config
-        async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request,
+        async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request, ssl=cfg.ssl_context(),
                          max_size=cfg.max_client_message_bytes, max_queue=4,
                          write_limit=cfg.write_limit_bytes, close_timeout=2,
                          compression=None) as server:  # per-message deflate costs CPU and memory per subscriber
@@ -252,8 +283,10 @@ class EmotionDaemon:
                     self._loop.add_signal_handler(sig, action)
                 except (RuntimeError, ValueError):  # not the main thread (tests): call the methods instead
                     pass
-            logger.info("listening on ws://%s:%d (healthz: http://%s:%d/healthz); source: %s",
-                        cfg.host, self.port, cfg.host, self.port, self.source.description)
+            ws, http = ("wss", "https") if cfg.certfile else ("ws", "http")
+            logger.info("listening on %s://%s:%d (healthz: %s://%s:%d/healthz%s); source: %s", ws,
+                        cfg.host, self.port, http, cfg.host, self.port,
+                        "; audio in at /listen" if self.listener else "", self.source.description)
             if on_listening is not None:
                 on_listening(self.port)
             worker.start()
@@ -272,6 +305,8 @@ class EmotionDaemon:
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
                                  return_exceptions=True)
+            if self.listener is not None:
+                await self.listener.shutdown()
             server.close()
         if source_thread.is_alive():
             source_thread.join(1.0)
@@ -279,7 +314,8 @@ class EmotionDaemon:
             logger.error("analysis stopped: %s", worker.error)
             return 1
         heard_s = self.pipeline.stream.samples_seen / self.pipeline.features.sample_rate_hz
-        if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s:
+        if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s and \
+                not isinstance(self.source, NoSource):
             logger.warning("the input ended after %.2f s, shorter than one %.2f s window: nothing to score",
                            heard_s, self.pipeline.features.window_s)
         logger.info("stopped after %d windows, %.1f s of audio (%d overrun frames)", self.broadcaster.published,
@@ -293,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--file", type=Path, help=f"audio file to stream (default: the bundled {DEFAULT_SAMPLE.name})")
     src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
     src.add_argument("--stdin", action="store_true", help="raw PCM on stdin (see --rate, --channels, --format)")
+    src.add_argument("--listen-only", action="store_true", help="no local source: score /listen streams until stopped")
     p.add_argument("--device", help="microphone name or index")
     p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
@@ -312,6 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="secret clients must present; required to bind beyond loopback")
     p.add_argument("--allow-origin", action="append", default=[], help="browser origin allowed to connect (repeat)")
     p.add_argument("--max-subscribers", type=int, default=s.max_subscribers)
+    p.add_argument("--certfile", help="TLS certificate (PEM): serve wss:// and https:// (browsers need it for the "
+                                      "microphone beyond localhost)")
+    p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile")
+    ls = ListenConfig()
+    g = p.add_argument_group("audio in over WebSocket (/listen)")
+    g.add_argument("--no-listen", action="store_true", help="refuse /listen: only the local source is scored")
+    g.add_argument("--max-streams", type=int, default=ls.max_streams, help="concurrent /listen streams (1..10000)")
+    g.add_argument("--max-realtime-factor", type=float, default=ls.max_realtime_factor,
+                   help="audio seconds a stream may send per second (1..1000)")
+    g.add_argument("--max-listen-message-bytes", type=int, default=ls.max_message_bytes,
+                   help="largest binary audio message (1 KiB..16 MiB); larger closes with 1009")
+    g.add_argument("--listen-workers", type=int, default=ls.workers,
+                   help="analysis threads shared by all streams (0 = one per core)")
+    g.add_argument("--broadcast-listeners", action="store_true",
+                   help="also send every stream's scores, tagged with stream_id, to the broadcast subscribers")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -331,6 +383,8 @@ def make_source(args):
         return MicrophoneSource(args.device)
     if args.stdin:
         return StdinSource(args.rate, args.channels, args.format)
+    if args.listen_only:
+        return NoSource(22050)
     return FileSource(args.file or DEFAULT_SAMPLE, realtime=not args.fast, loop=args.loop)
 
 
@@ -343,12 +397,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets.server").setLevel(logging.WARNING)
     try:
         server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=args.token,
-                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers)
+                                     allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers,
+                                     certfile=args.certfile, keyfile=args.keyfile)
         server_config.check()
+        if args.no_listen and args.listen_only:
+            raise ValueError("--no-listen and --listen-only contradict each other")
+        listen_config = None if args.no_listen else ListenConfig(
+            max_streams=args.max_streams, max_realtime_factor=args.max_realtime_factor,
+            max_message_bytes=args.max_listen_message_bytes, workers=args.listen_workers,
+            broadcast=args.broadcast_listeners)
+        if listen_config is not None:
+            listen_config.check()
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs)
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
-        daemon = EmotionDaemon(model, source, pipeline_config, server_config)
+        daemon = EmotionDaemon(model, source, pipeline_config, server_config, listen_config)
         return asyncio.run(daemon.run())
     except (ModelError, SourceError, ValueError) as exc:
         logger.error("%s", exc)
