@@ -313,3 +313,39 @@ def test_no_listen_refuses_the_path(model, daemon_thread):
         with pytest.raises(InvalidStatus) as info:
             connect(f"{running.url}/listen")
         assert info.value.response.status_code == 404
+
+
+def test_tls_serves_wss_and_https_with_the_given_certificate(model, ravdess_dir, daemon_thread, tmp_path):
+    import ssl
+    import subprocess
+    import urllib.request
+
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(),
+                           ServerConfig(port=0, certfile=str(cert), keyfile=str(key)),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1))
+    trust = ssl.create_default_context(cafile=str(cert))
+    y = load(ravdess_dir, CLIP, 16000)[:, None]
+    with daemon_thread(daemon) as running:
+        port = running.daemon.port
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=trust, timeout=10) as r:
+            assert json.loads(r.read())["listen"]["streams"] == 0
+        with connect(f"wss://127.0.0.1:{port}/listen", ssl=trust) as ws:
+            ws.send(START)
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            ws.send(as_bytes(y, "s16le"))
+            ws.send(json.dumps({"type": "stop"}))
+            got = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    got.append(json.loads(ws.recv(timeout=20)))
+        assert got[-1]["type"] == "end" and got[-1]["windows"] == len(offline(model, heard(y, "s16le"), 16000))
+        with pytest.raises(Exception):  # plain ws:// to a TLS port does not get in
+            connect(f"ws://127.0.0.1:{port}/listen", open_timeout=5)
+    with pytest.raises(ValueError, match="both --certfile and --keyfile"):
+        ServerConfig(certfile=str(cert)).check()
