@@ -349,3 +349,33 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, ravdess_dir,
             connect(f"ws://127.0.0.1:{port}/listen", open_timeout=5)
     with pytest.raises(ValueError, match="both --certfile and --keyfile"):
         ServerConfig(certfile=str(cert)).check()
+
+
+def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, ravdess_dir, daemon_thread):
+    """One client sends 120 s of audio at once (allowed here); the analysis pool takes it 0.5 s per turn,
+    so the real-time client's windows keep leaving on cadence while the flood is being worked off."""
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=200, max_pending_s=180, workers=1))
+    y = load(ravdess_dir, CLIP, 16000)
+    steady = np.tile(y, 2)[: 16000 * 7, None]
+    flood = np.tile(y, 32)[: 16000 * 120, None]
+    result = {}
+    with daemon_thread(daemon) as running:
+        url = running.url
+        t = threading.Thread(target=lambda: result.update(
+            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+        t.start()
+        time.sleep(2.5)  # the steady stream's first window is out
+        flood_started = time.monotonic()
+        _, flooded, code = run_stream(url, flood, 16000, "s16le", 16000 * 10)  # twelve 10 s messages
+        t.join(60)
+    assert code == 1000 and flooded[-1]["type"] == "end" and flooded[-1]["windows"] >= 460
+    hello, messages, steady_code = result["steady"]
+    assert steady_code == 1000
+    scores = [m for m in messages if m["type"] == "scores"]
+    during = [m for m in scores if flood_started < m["_t"] < flooded[-1]["_t"]]
+    assert len(during) >= 2, (len(during), flooded[-1]["_t"] - flood_started)  # the flood overlapped them
+    gaps = np.diff([m["_t"] for m in scores])
+    # Taken whole, the flood would hold the steady stream's next window for all of its analysis (seconds);
+    # sliced, a window waits at most for one 0.5 s slice of it, plus scheduling on a loaded machine.
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.5, (gaps.max(), flooded[-1]["_t"] - flood_started)

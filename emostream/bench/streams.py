@@ -212,6 +212,9 @@ def summarise(raw: dict, frame_of_window: list[int], n: int, duration_s: float) 
 
 def run_level(mode: str, n: int, duration_s: float, model, pcm: bytes, frame_of_window, workers: int,
               hop_s: float) -> dict:
+    import os
+
+    load_before = os.getloadavg()[0]  # other work on the machine: the figures mean little without it
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(target=_level_process, args=(mode, n, duration_s, str(model), pcm, workers, hop_s, out))
@@ -223,8 +226,9 @@ def run_level(mode: str, n: int, duration_s: float, model, pcm: bytes, frame_of_
         if proc.is_alive():
             proc.kill()
     if "failed" in raw:
-        return {"streams": n, "held_realtime": False, "errors": [raw["failed"]], "error_count": 1}
-    return summarise(raw, frame_of_window, n, duration_s)
+        return {"streams": n, "held_realtime": False, "errors": [raw["failed"]], "error_count": 1,
+                "load_average_1m": load_before}
+    return {**summarise(raw, frame_of_window, n, duration_s), "load_average_1m": load_before}
 
 
 def run_streams(levels: list[int], model, audio, duration_s: float, hop_s: float, workers: int,
@@ -264,9 +268,11 @@ def markdown(r: dict) -> str:
     lines = [f"# emostream: many /listen streams at once\n",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {s['cpu_cores']} CPU cores; "
              f"{s['duration_s']:.0f} s per level of 16 kHz s16le in 100 ms frames, hop {s['hop_s']} s; "
-             f"latency = the frame completing a window sent → its scores at the client.\n",
+             f"latency = the frame completing a window sent → its scores at the client. The machine is shared "
+             f"(training runs, other jobs): its 1-minute load average before each level is in the last column.\n",
              "| way | streams | p50 ms | p99 ms | max ms | missing windows | errors | CPU % per stream | "
-             "memory MB | real time, p99 ≤ 100 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "memory MB | real time, p99 ≤ 100 ms | machine load (1 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v, f="{:.1f}"):
         return "–" if v is None else f.format(v)
@@ -277,7 +283,7 @@ def markdown(r: dict) -> str:
                          f"{x['streams']} | {fmt(x.get('p50_ms'))} | {fmt(x.get('p99_ms'))} | "
                          f"{fmt(x.get('max_ms'))} | {x.get('missing_windows', '–')} | {x.get('error_count', 0)} | "
                          f"{fmt(x.get('cpu_percent_per_stream'))} | {fmt(x.get('rss_mb'), '{:.0f}')} | "
-                         f"{'yes' if x['held_realtime'] else 'no'} |")
+                         f"{'yes' if x['held_realtime'] else 'no'} | {fmt(x.get('load_average_1m'))} |")
     lines.append(f"\nLargest level held in real time: **{r['capacity_streams']} streams** "
                  f"({r['capacity_streams_per_core']:.1f} per core) through /listen; "
                  f"{r['naive_capacity_streams']} with one daemon per stream (tried up to {s['naive_max']}).\n")

@@ -3,7 +3,8 @@
 The source runs on its own thread (or PortAudio's), analysis on another; results reach the event loop
 through ``loop.call_soon_threadsafe`` and are fanned out by ``ScoreBroadcaster``. ``/healthz`` answers
 plain HTTP on the same port. SIGINT/SIGTERM stop the audio, deliver what is queued, close subscribers
-with code 1000 and exit 0.
+with code 1000 and exit 0. Clients may also send their own audio to ``/listen`` on the same port
+(``emostream.stream.listen``); ``--certfile``/``--keyfile`` serve it all over TLS.
 """
 
 from __future__ import annotations

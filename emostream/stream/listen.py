@@ -79,7 +79,7 @@ class ListenConfig:
     def check(self) -> None:
         _in_range("--max-streams", self.max_streams, 1, 10000)
         _in_range("--max-realtime-factor", self.max_realtime_factor, 1.0, 1000.0)
-        _in_range("realtime_burst_s", self.realtime_burst_s, 0.0, 60.0)
+        _in_range("realtime_burst_s", self.realtime_burst_s, 0.0, 600.0)
         _in_range("--max-listen-message-bytes", self.max_message_bytes, 1024, 16 << 20)
         _in_range("start_timeout_s", self.start_timeout_s, 0.1, 300.0)
         _in_range("max_pending_s", self.max_pending_s, 1.0, 600.0)
