@@ -378,4 +378,15 @@ def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, ravdess_
     gaps = np.diff([m["_t"] for m in scores])
     # Taken whole, the flood would hold the steady stream's next window for all of its analysis (seconds);
     # sliced, a window waits at most for one 0.5 s slice of it, plus scheduling on a loaded machine.
-    assert gaps.max() < hello["hop_s"] + 0.1 + 0.5, (gaps.max(), flooded[-1]["_t"] - flood_started)
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.35, (gaps.max(), flooded[-1]["_t"] - flood_started)
+
+
+@pytest.mark.parametrize("flags", [["--max-realtime-factor", "0.5"], ["--max-streams", "0"],
+                                   ["--max-listen-message-bytes", "100"], ["--certfile", "cert.pem"],
+                                   ["--listen-workers", "-1"], ["--no-listen"]])
+def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
+    from emostream.stream.daemon import main as daemon_main
+
+    assert daemon_main(["--listen-only", "--port", "0", *flags]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]

@@ -265,6 +265,9 @@ class ListenSession:
             taken, n = [], 0
             while self.pending and n < limit:
                 chunk = self.pending.popleft()
+                if n + len(chunk) > limit:  # a big message is analysed a slice at a time too
+                    self.pending.appendleft(chunk[limit - n :])
+                    chunk = chunk[: limit - n]
                 taken.append(chunk)
                 n += len(chunk)
             self.pending_frames -= n
