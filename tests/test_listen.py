@@ -390,3 +390,45 @@ def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
     assert daemon_main(["--listen-only", "--port", "0", *flags]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0]
+
+
+def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, ravdess_dir, daemon_thread, caplog):
+    """Windows every 0.05 s from a flood of audio, a client whose socket is never read: its results pile up
+    in its own queue until 32 are unsent, then it is dropped; a real-time stream beside it keeps its cadence."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO, logger="emostream.stream.listen")
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=600, max_pending_s=600,
+                                        max_unsent_messages=32, send_buffer_bytes=4096, workers=1))
+    y = load(ravdess_dir, CLIP, 16000)
+    steady = np.tile(y, 2)[: 16000 * 6, None]
+    result = {}
+    with daemon_thread(daemon) as running:
+        url = running.url
+        t = threading.Thread(target=lambda: result.update(
+            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+        t.start()
+        time.sleep(1.0)
+        raw = socket.create_connection(("127.0.0.1", running.daemon.port))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck = connect(f"{url}/listen", sock=raw, max_queue=1)  # stops reading once one message waits
+        stuck.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "hop_s": 0.05}))
+        pcm = as_bytes(np.tile(y, 8)[:, None], "s16le")
+        deadline, cut_off = time.monotonic() + 30, False
+        try:
+            while time.monotonic() < deadline:
+                stuck.send(pcm[: 16000 * 2 * 5])
+                time.sleep(0.2)
+        except (ConnectionClosed, OSError):
+            cut_off = True
+        assert cut_off
+        assert "client is not reading its results (32 unsent) (close 1008)" in caplog.text
+        t.join(60)
+        assert running.daemon.health()["listen"]["streams"] == 0
+        assert running.daemon.health()["listen"]["accepted"] == 2
+    hello, messages, code = result["steady"]
+    assert code == 1000
+    gaps = np.diff([m["_t"] for m in messages if m["type"] == "scores"])
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.35, gaps.max()

@@ -67,6 +67,7 @@ class ListenConfig:
     start_timeout_s: float = 10.0  # time to send the start message
     max_pending_s: float = 10.0  # audio received but not yet analysed; beyond → close 1013
     max_unsent_messages: int = 256  # results the client has not read; beyond → close 1008
+    send_buffer_bytes: int = 65536  # kernel send buffer per stream, so unread results pile up where they are counted
     workers: int = 0  # analysis threads; 0 = one per CPU core
     slice_s: float = 0.5  # most audio one job analyses before the next stream's turn
     min_rate_hz: int = 8000
@@ -84,6 +85,7 @@ class ListenConfig:
         _in_range("start_timeout_s", self.start_timeout_s, 0.1, 300.0)
         _in_range("max_pending_s", self.max_pending_s, 1.0, 600.0)
         _in_range("max_unsent_messages", self.max_unsent_messages, 8, 100000)
+        _in_range("send_buffer_bytes", self.send_buffer_bytes, 4096, 64 << 20)
         _in_range("--listen-workers", self.workers, 0, 256)
         _in_range("slice_s", self.slice_s, 0.05, 10.0)
 
@@ -365,6 +367,11 @@ class ListenServer:
     async def serve(self, websocket) -> None:
         """The whole life of one /listen connection."""
         peer = websocket.remote_address
+        sock = websocket.transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
         session = None
         try:
             if len(self.sessions) >= self.config.max_streams:
