@@ -432,3 +432,19 @@ def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, 
     assert code == 1000
     gaps = np.diff([m["_t"] for m in messages if m["type"] == "scores"])
     assert gaps.max() < hello["hop_s"] + 0.1 + 0.35, gaps.max()
+
+
+def test_listen_takes_the_token_and_origin_checks_of_the_broadcast(model, daemon_thread):
+    from websockets.exceptions import InvalidStatus
+
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0, token="s3cret"))
+    with daemon_thread(daemon) as running:
+        for url, headers, status in ((f"{running.url}/listen", None, 401),
+                                     (f"{running.url}/listen?token=s3cret", {"Origin": "https://elsewhere.example"},
+                                      403)):
+            with pytest.raises(InvalidStatus) as info:
+                connect(url, additional_headers=headers)
+            assert info.value.response.status_code == status
+        with connect(f"{running.url}/listen?token=s3cret") as ws:
+            ws.send(START)
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
