@@ -112,7 +112,7 @@ async def _listen_client(url, i, pcm: bytes, n_frames: int, stagger_s: float, re
 async def _naive_client(proc, port, i, pcm: bytes, n_frames: int, stagger_s: float, record: dict):
     from websockets.asyncio.client import connect
 
-    sent, got, info = record["sent"][i], record["got"][i], record["info"][i]
+    sent, got = record["sent"][i], record["got"][i]
     async with connect(f"ws://127.0.0.1:{port}", open_timeout=60, max_size=2**20, compression=None) as ws:
         await ws.recv()  # hello
 
@@ -265,7 +265,7 @@ def run_streams(levels: list[int], model, audio, duration_s: float, hop_s: float
 
 def markdown(r: dict) -> str:
     s = r["settings"]
-    lines = [f"# emostream: many /listen streams at once\n",
+    lines = ["# emostream: many /listen streams at once\n",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {s['cpu_cores']} CPU cores; "
              f"{s['duration_s']:.0f} s per level of 16 kHz s16le in 100 ms frames, hop {s['hop_s']} s; "
              f"latency = the frame completing a window sent → its scores at the client. The machine is shared "
