@@ -395,8 +395,9 @@ def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
 
 
 def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, ravdess_dir, daemon_thread, caplog):
-    """Windows every 0.05 s from a flood of audio, a client whose socket is never read: its results pile up
-    in its own queue until 32 are unsent, then it is dropped; a real-time stream beside it keeps its cadence."""
+    """A client that sends 30 s of audio at once (windows every 0.1 s) and never reads its socket: its results
+    pile up in its own queue until 32 are unsent, then it is dropped; a real-time stream beside it keeps its
+    cadence."""
     import logging
     import socket
 
@@ -413,15 +414,18 @@ def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, 
             steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
         t.start()
         time.sleep(1.0)
-        raw = socket.create_connection(("127.0.0.1", running.daemon.port))
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: no window autotuning
+        raw.connect(("127.0.0.1", running.daemon.port))
         stuck = connect(f"{url}/listen", sock=raw, max_queue=1)  # stops reading once one message waits
-        stuck.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "hop_s": 0.05}))
-        pcm = as_bytes(np.tile(y, 8)[:, None], "s16le")
+        stuck.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "hop_s": 0.1}))
+        pcm = as_bytes(np.tile(y, 8)[: 16000 * 30, None], "s16le")
         deadline, cut_off = time.monotonic() + 30, False
         try:
-            while time.monotonic() < deadline:
-                stuck.send(pcm[: 16000 * 2 * 5])
+            for k in range(3):
+                stuck.send(pcm[k * 320000 : (k + 1) * 320000])
+            while time.monotonic() < deadline:  # small frames until the daemon drops the connection
+                stuck.send(pcm[:3200])
                 time.sleep(0.2)
         except (ConnectionClosed, OSError):
             cut_off = True

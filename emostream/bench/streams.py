@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing as mp
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -240,8 +241,8 @@ def run_streams(levels: list[int], model, audio, duration_s: float, hop_s: float
     pcm = samples.tobytes()
     results = {"settings": {"levels": levels, "duration_s": duration_s, "hop_s": hop_s, "rate_hz": RATE_HZ,
                             "frame_ms": 100, "listen_workers": workers, "naive_max": naive_max,
-                            "p99_limit_ms": P99_LIMIT_MS, "cpu_cores": os.cpu_count(), "model": str(model),
-                            "audio": str(audio)},
+                            "p99_limit_ms": P99_LIMIT_MS, "cpu_cores": os.cpu_count(), "model": Path(model).name,
+                            "audio": Path(audio).name},
                "listen": [], "naive": []}
     for n in levels:
         logger.info("/listen: %d streams for %.0f s", n, duration_s)
