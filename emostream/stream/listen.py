@@ -467,8 +467,6 @@ class ListenServer:
     async def _read(self, session: ListenSession) -> None:
         async for raw in session.websocket:
             if isinstance(raw, bytes):
-                if session.finishing:
-                    raise ListenError("audio after stop")
                 session.feed(raw)
                 continue
             try:
@@ -476,9 +474,9 @@ class ListenServer:
             except json.JSONDecodeError:
                 raise ListenError("malformed JSON text message") from None
             kind = message.get("type") if isinstance(message, dict) else None
-            if kind == "stop" and not session.finishing:
+            if kind == "stop":
                 session.finish()
-                await asyncio.Future()  # keep reading nothing more; the sender finishes the stream
+                await asyncio.Future()  # read nothing more: the sender finishes the stream, then the close
             elif kind == "start":
                 raise ListenError("start sent twice")
             else:
