@@ -1,5 +1,7 @@
 """``/listen``: clients stream their own PCM to the daemon and get their own scores, many at once.
 
+The audio is the bundled sample (RAVDESS speech, always installed), so these tests need no data set.
+
 Scores over the wire are compared with ``EmotionPipeline`` run offline on the very samples the client
 sent (same rate, format and channels, pushed in one piece): probabilities within 1e-4 (soxr's streaming
 resampler and float32 sums are the only differences chunking can make).
@@ -18,7 +20,7 @@ from websockets.sync.client import connect
 
 from emostream.inference.model import EmotionModel
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
-from emostream.paths import DEFAULT_MODEL_PATH
+from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.daemon import EmotionDaemon, ServerConfig
 from emostream.stream.listen import (
     CLOSE_BAD_DATA,
@@ -33,8 +35,9 @@ from emostream.stream.listen import (
 )
 
 TOLERANCE = 1e-4
-CLIP = "Audio_Speech_Actors_01-24/Actor_01/03-01-05-02-01-01-01.flac"  # angry, 4.1 s
-CLIP_2 = "Audio_Speech_Actors_01-24/Actor_02/03-01-04-01-02-02-02.flac"  # sad
+# Stretches of the bundled sample (six RAVDESS clips of actor 21, always installed): seconds from, to.
+CLIP = (0.0, 4.5)
+CLIP_2 = (5.0, 10.0)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +45,12 @@ def model(tiny_onnx):
     return EmotionModel(DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else tiny_onnx)
 
 
-def load(ravdess_dir, name, rate_hz):
+def load(part, rate_hz):
     import soundfile as sf
     import soxr
 
-    y, sr = sf.read(ravdess_dir / name, dtype="float32")
+    y, sr = sf.read(DEFAULT_SAMPLE, dtype="float32")
+    y = y[int(part[0] * sr) : int(part[1] * sr)]
     return y if rate_hz == sr else soxr.resample(y, sr, rate_hz).astype(np.float32)
 
 
@@ -125,9 +129,9 @@ def fast_daemon(model):
     (44100, "f32le", 2, [1000, 17, 4410, 1]),  # stereo, odd chunk sizes
     (22050, "s16le", 1, 1 << 30),  # the model's own rate, the whole clip in one message
 ])
-def test_streamed_scores_equal_the_offline_pipeline_on_the_same_samples(model, ravdess_dir, daemon_thread, rate_hz,
+def test_streamed_scores_equal_the_offline_pipeline_on_the_same_samples(model, daemon_thread, rate_hz,
                                                                          sample_format, channels, chunks):
-    y = load(ravdess_dir, CLIP, rate_hz)
+    y = load(CLIP, rate_hz)
     frames = np.stack([y, 0.5 * y], axis=1) if channels == 2 else y[:, None]
     expected = offline(model, heard(frames, sample_format), rate_hz)
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
@@ -156,9 +160,9 @@ def test_streamed_scores_equal_the_offline_pipeline_on_the_same_samples(model, r
     assert sum(u["windows"] for u in utterances) == len(voiced)
 
 
-def test_two_streams_at_once_keep_their_own_state(model, ravdess_dir, fast_daemon, daemon_thread):
-    a = load(ravdess_dir, CLIP, 16000)[:, None]
-    b = load(ravdess_dir, CLIP_2, 48000)[:, None]
+def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thread):
+    a = load(CLIP, 16000)[:, None]
+    b = load(CLIP_2, 48000)[:, None]
     want_a = offline(model, heard(a, "s16le"), 16000, PipelineConfig(smoothing=0.5))
     want_b = offline(model, heard(b, "f32le"), 48000, PipelineConfig(hop_s=0.1))
     results = {}
@@ -213,11 +217,10 @@ def expect_error(url, *sends, code, contains, max_size=None):
 START = json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "channels": 1})
 
 
-def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_cadence(model, ravdess_dir,
-                                                                                         daemon_thread):
+def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_cadence(model, daemon_thread):
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
                            ListenConfig(max_streams=3, max_message_bytes=65536, realtime_burst_s=1.0, workers=2))
-    y = load(ravdess_dir, CLIP, 16000)
+    y = load(CLIP, 16000)
     steady = np.tile(y, 3)[: 16000 * 9, None]  # 9 s in real time, 100 ms frames
     result = {}
     with daemon_thread(daemon) as running:
@@ -287,10 +290,10 @@ def test_realtime_limiter_allows_the_factor_and_a_burst():
         limiter.admit(0.1)
 
 
-def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, ravdess_dir, daemon_thread):
+def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, daemon_thread):
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
                            ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1, broadcast=True))
-    y = load(ravdess_dir, CLIP, 16000)[:, None]
+    y = load(CLIP, 16000)[:, None]
     with daemon_thread(daemon) as running, connect(running.url) as sub:
         assert json.loads(sub.recv(timeout=10))["type"] == "hello"
         _, messages, code = run_stream(running.url, y, 16000, "s16le", 1600, start_extra={"stream_id": "room-2"})
@@ -315,7 +318,7 @@ def test_no_listen_refuses_the_path(model, daemon_thread):
         assert info.value.response.status_code == 404
 
 
-def test_tls_serves_wss_and_https_with_the_given_certificate(model, ravdess_dir, daemon_thread, tmp_path):
+def test_tls_serves_wss_and_https_with_the_given_certificate(model, daemon_thread, tmp_path):
     import ssl
     import subprocess
     import urllib.request
@@ -332,7 +335,7 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, ravdess_dir,
                            ServerConfig(port=0, certfile=str(cert), keyfile=str(key)),
                            ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1))
     trust = ssl.create_default_context(cafile=str(cert))
-    y = load(ravdess_dir, CLIP, 16000)[:, None]
+    y = load(CLIP, 16000)[:, None]
     with daemon_thread(daemon) as running:
         port = running.daemon.port
         with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=trust, timeout=10) as r:
@@ -353,12 +356,12 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, ravdess_dir,
         ServerConfig(certfile=str(cert)).check()
 
 
-def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, ravdess_dir, daemon_thread):
+def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_thread):
     """One client sends 120 s of audio at once (allowed here); the analysis pool takes it 0.5 s per turn,
     so the real-time client's windows keep leaving on cadence while the flood is being worked off."""
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
                            ListenConfig(max_realtime_factor=1000, realtime_burst_s=200, max_pending_s=180, workers=1))
-    y = load(ravdess_dir, CLIP, 16000)
+    y = load(CLIP, 16000)
     steady = np.tile(y, 2)[: 16000 * 7, None]
     flood = np.tile(y, 32)[: 16000 * 120, None]
     result = {}
@@ -394,7 +397,7 @@ def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
     assert len(errors) == 1 and "\n" not in errors[0]
 
 
-def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, ravdess_dir, daemon_thread, caplog):
+def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, daemon_thread, caplog):
     """A client that sends 30 s of audio at once (windows every 0.1 s) and never reads its socket: its results
     pile up in its own queue until 32 are unsent, then it is dropped; a real-time stream beside it keeps its
     cadence."""
@@ -405,7 +408,7 @@ def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, 
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
                            ListenConfig(max_realtime_factor=1000, realtime_burst_s=600, max_pending_s=600,
                                         max_unsent_messages=32, send_buffer_bytes=4096, workers=1))
-    y = load(ravdess_dir, CLIP, 16000)
+    y = load(CLIP, 16000)
     steady = np.tile(y, 2)[: 16000 * 6, None]
     result = {}
     with daemon_thread(daemon) as running:
@@ -432,6 +435,9 @@ def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, 
         assert cut_off
         assert "client is not reading its results (32 unsent) (close 1008)" in caplog.text
         t.join(60)
+        deadline = time.monotonic() + 5  # the dropped stream's handler ends once its transport is gone
+        while running.daemon.health()["listen"]["streams"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert running.daemon.health()["listen"]["streams"] == 0
         assert running.daemon.health()["listen"]["accepted"] == 2
     hello, messages, code = result["steady"]
