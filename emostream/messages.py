@@ -93,8 +93,17 @@ def end(*, windows: int, utterances: int, duration_s: float, reason: str = "sour
             "reason": reason}
 
 
-def error(text: str) -> dict:
-    return {"type": "error", "error": text.splitlines()[0] if text else "error"}
+def error(text: str, code: int | None = None) -> dict:
+    """One line saying what went wrong; ``code`` is the WebSocket close code that follows, if any."""
+    m = {"type": "error", "error": text.splitlines()[0] if text else "error"}
+    if code is not None:
+        m["code"] = code
+    return m
+
+
+def tagged(message: dict, stream_id: str) -> dict:
+    """``message`` marked as belonging to one ``/listen`` stream (scores, utterance, end, hello)."""
+    return {**message, "stream_id": stream_id}
 
 
 def daemon_status(*, state: str, hello: dict) -> dict:

@@ -41,3 +41,19 @@ def test_flop_count_of_the_reference_crnn_matches_the_arithmetic(tmp_path):
     lstm = 2 * 23 * 4 * (128 * (1920 + 128) + 64 * (128 + 64))
     dense = 2 * 64 * 8
     assert abs(onnx_flops_per_window(path) - (conv + lstm + dense)) / (conv + lstm + dense) < 0.01
+
+
+def test_streams_bench_runs_both_ways_and_writes_its_table(tiny_onnx, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["--model", str(tiny_onnx), "--streams", "2", "--streams-duration", "5", "--naive-max", "2",
+                 "--out", str(out)])
+    assert code == 0
+    r = json.loads((out / "streams.json").read_text())
+    for way in ("listen", "naive"):
+        (level,) = r[way]
+        assert level["streams"] == 2 and level["error_count"] == 0 and level["missing_windows"] == 0
+        # 5 s of 16 kHz audio: (5 - 2.3) / 0.255 + 1 = 11 windows per stream
+        assert level["windows"] == 2 * 11 and 0 < level["p50_ms"] <= level["p99_ms"] < 5000
+        assert level["cpu_percent_per_stream"] > 0
+    assert r["capacity_streams"] in (0, 2)
+    assert "one daemon per stream" in (out / "streams.md").read_text()

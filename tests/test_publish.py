@@ -146,7 +146,7 @@ def test_a_daemon_streaming_a_ravdess_clip_publishes_every_window_to_redis_and_m
     listener = MqttListener(mqtt_broker.port, "emo/#")
     sinks = make_sinks([f"{redis_server.url}?stream=scores&maxlen=1000", f"{mqtt_broker.url}/emo?qos=1"])
     daemon = EmotionDaemon(model, FileSource(ravdess_dir / CLIP, realtime=False), PipelineConfig(hop_s=0.1),
-                           ServerConfig(port=0, wait_for_subscribers=1), sinks, "room-1")
+                           ServerConfig(port=0, wait_for_subscribers=1), sinks=sinks, stream_id="room-1")
     received = []
     with daemon_thread(daemon) as running, connect(running.url) as ws:
         hello = json.loads(ws.recv(timeout=20))
@@ -265,7 +265,7 @@ def test_a_broker_that_hangs_then_dies_never_delays_websocket_scores_and_is_reco
     path = write_clip("loop.wav", speechlike(3.0, seed=5))
     daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
                            PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0, wait_for_subscribers=1),
-                           [sink], "s1")
+                           sinks=[sink], stream_id="s1")
     with daemon_thread(daemon) as running, connect(running.url) as ws:
         ws.recv(timeout=10)  # hello
         assert wait_until(lambda: sink.published >= 5)
@@ -423,7 +423,7 @@ def test_the_daemon_stops_in_time_while_its_brokers_hang(redis_server, mqtt_brok
     sinks = make_sinks([redis_server.url, f"{mqtt_broker.url}/emo"], options)
     path = write_clip("loop.wav", speechlike(3.0, seed=8))
     daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
-                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks, "s3")
+                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks=sinks, stream_id="s3")
     running = daemon_thread(daemon).__enter__()
     assert wait_until(lambda: all(s.published >= 3 for s in sinks))
     redis_server.pause()

@@ -319,7 +319,33 @@ def parse_args(argv):
     add_ranged(p, "--idle-seconds", float, 5.0, 0.5, 600.0, unit="s")
     p.add_argument("--skip-fanout", action="store_true")
     p.add_argument("--out", type=Path, default=Path("bench") / "results")
-    return p.parse_args(argv)
+    g = p.add_argument_group("many /listen streams (runs only this measurement)")
+    g.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
+                   help="concurrent real-time /listen clients per level, e.g. 1,10,100")
+    g.add_argument("--streams-duration", type=float, default=15.0, help="seconds of audio per level (5..600)")
+    g.add_argument("--listen-workers", type=int, default=0, help="the daemon's analysis threads (0 = one per core)")
+    g.add_argument("--naive-max", type=int, default=10,
+                   help="largest level also run the naive way (one daemon process per stream)")
+    args = p.parse_args(argv)
+    if args.streams is not None and (not all(1 <= n <= 10000 for n in args.streams)
+                                     or not 5 <= args.streams_duration <= 600 or not 0 <= args.naive_max <= 1000):
+        p.error("--streams levels must be in 1..10000, --streams-duration in 5..600 s, --naive-max in 0..1000")
+    return args
+
+
+def streams_main(args) -> int:
+    from emostream.bench.streams import markdown as streams_markdown
+    from emostream.bench.streams import run_streams
+
+    results = run_streams(args.streams, args.model, args.audio, args.streams_duration, args.hop,
+                          args.listen_workers, args.naive_max)
+    text = streams_markdown(results)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "streams.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "streams.md").write_text(text)
+    logger.info("wrote %s", args.out / "streams.md")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from emostream.inference.model import ModelError
 
+    if args.streams is not None:
+        return streams_main(args)
     try:
         results = run(args)
     except ModelError as exc:

@@ -3,7 +3,8 @@
 The source runs on its own thread (or PortAudio's), analysis on another; results reach the event loop
 through ``loop.call_soon_threadsafe`` and are fanned out by ``ScoreBroadcaster``. ``/healthz`` answers
 plain HTTP on the same port. SIGINT/SIGTERM stop the audio, deliver what is queued, close subscribers
-with code 1000 and exit 0.
+with code 1000 and exit 0. Clients may also send their own audio to ``/listen`` on the same port
+(``emostream.stream.listen``); ``--certfile``/``--keyfile`` serve it all over TLS.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from emostream.options import add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.guard import HostGuard, TokenBucket
+from emostream.stream.listen import ListenConfig, ListenServer, NoSource
 from emostream.stream.ring_buffer import RingBuffer
 from emostream.stream.sinks import PublishContext, SinkOptions, check_stream_id, default_stream_id, make_sinks
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
@@ -61,6 +63,9 @@ class ServerConfig:
     requests_per_s: float = 10.0  # client messages (ping, status) per connection, on average
     request_burst: int = 40  # … and in one burst; beyond, the connection is closed with 1008
 
+    certfile: str | None = None  # TLS (wss:// and https://) when set, with keyfile
+    keyfile: str | None = None
+
     def __post_init__(self):
         # Every number has a range: --queue 0 once made every window raise on a stuck client's empty queue.
         check_range("port", self.port, 0, 65535)
@@ -85,6 +90,21 @@ class ServerConfig:
             raise ValueError(f"binding {self.host} exposes the scores beyond this machine: give a token with "
                              "--token-file PATH or $EMOSTREAM_TOKEN (or --token SECRET); clients add ?token=SECRET "
                              "or an 'Authorization: Bearer SECRET' header")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both --certfile and --keyfile")
+
+    def ssl_context(self):
+        """The server's TLS context, or None for plain ws:// and http://."""
+        if self.certfile is None:
+            return None
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load TLS certificate {self.certfile} / key {self.keyfile}: {exc}") from None
+        return context
 
 
 def _request_token(request) -> str | None:
@@ -105,7 +125,8 @@ class EmotionDaemon:
     """One source, one model, one WebSocket server. ``run`` returns the process exit code."""
 
     def __init__(self, model: EmotionModel, source, pipeline_config: PipelineConfig = PipelineConfig(),
-                 server_config: ServerConfig = ServerConfig(), sinks=(), stream_id: str | None = None):
+                 server_config: ServerConfig = ServerConfig(), listen_config: ListenConfig | None = ListenConfig(),
+                 sinks=(), stream_id: str | None = None):
         self.model, self.source = model, source
         self.sinks = list(sinks)  # emostream.stream.sinks: each message is offered to each, never awaited
         self.stream_id = check_stream_id(stream_id) if stream_id is not None else None
@@ -137,6 +158,9 @@ class EmotionDaemon:
             "source": source.description,
             "model": model_info(c),
         }
+        self.listener = None if listen_config is None else ListenServer(
+            model, pipeline_config, listen_config, self.hello,
+            on_broadcast=(lambda m: self.broadcaster.publish(m, False)) if listen_config.broadcast else None)
 
     # -- event-loop side -------------------------------------------------------------------------
 
@@ -154,6 +178,7 @@ class EmotionDaemon:
             "publish_ms": self.broadcaster.publish_ms(),
             "dropped_to_publish": sum(sink.dropped for sink in self.sinks),
             "publish": [sink.stats() for sink in self.sinks],
+            **({"listen": self.listener.health()} if self.listener is not None else {}),
         }
 
     def fan_out(self, message: dict, is_window: bool = True) -> None:
@@ -193,6 +218,11 @@ class EmotionDaemon:
             return self.dashboard(connection)
         if self._stop is not None and self._stop.is_set():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "daemon shutting down\n")
+        if path.endswith("/listen"):
+            if self.listener is None:
+                return connection.respond(HTTPStatus.NOT_FOUND, "this daemon does not take audio (--no-listen)\n")
+            self.listener.arm_frame_limit(connection)
+            return None  # the stream count is checked after the handshake, with an error line
         if len(self.broadcaster.subscribers) >= self.server_config.max_subscribers:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many subscribers\n")
         return None
@@ -208,6 +238,8 @@ class EmotionDaemon:
         return response
 
     async def handle(self, websocket) -> None:
+        if self.listener is not None and websocket.request.path.split("?")[0].endswith("/listen"):
+            return await self.listener.serve(websocket)
         peer = websocket.remote_address
         sock = websocket.transport.get_extra_info("socket")
         if sock is not None and self.server_config.send_buffer_bytes:
@@ -272,6 +304,8 @@ class EmotionDaemon:
             logger.error("reload refused, still running the previous model: %s changes the labels or features", path)
             return False
         self.model = self.pipeline.model = fresh  # one reference swap; the next window uses it
+        if self.listener is not None:
+            self.listener.model = fresh  # streams started from now on
         self.hello["model"] = model_info(fresh.contract)
         logger.info("reloaded model %s (run %s)", path, fresh.contract.run_id)
         return True
@@ -306,7 +340,7 @@ class EmotionDaemon:
         source_thread = threading.Thread(target=self.source.run, args=(self.ring, self._source_stop),
                                          name="emostream-source", daemon=True)
         cfg = self.server_config
-        async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request,
+        async with serve(self.handle, cfg.host, cfg.port, process_request=self.process_request, ssl=cfg.ssl_context(),
                          max_size=cfg.max_client_message_bytes, max_queue=4,
                          write_limit=cfg.write_limit_bytes, close_timeout=2,
                          compression=None) as server:  # per-message deflate costs CPU and memory per subscriber
@@ -317,8 +351,10 @@ class EmotionDaemon:
                     self._loop.add_signal_handler(sig, action)
                 except (RuntimeError, ValueError):  # not the main thread (tests): call the methods instead
                     pass
-            logger.info("listening on ws://%s:%d (healthz: http://%s:%d/healthz); source: %s",
-                        cfg.host, self.port, cfg.host, self.port, self.source.description)
+            ws, http = ("wss", "https") if cfg.certfile else ("ws", "http")
+            logger.info("listening on %s://%s:%d (healthz: %s://%s:%d/healthz%s); source: %s", ws,
+                        cfg.host, self.port, http, cfg.host, self.port,
+                        "; audio in at /listen" if self.listener else "", self.source.description)
             if self.sinks:
                 self.stream_id = self.stream_id or default_stream_id(self.port)
                 context = PublishContext(self.stream_id, self.source.description, dict(self.hello))
@@ -346,6 +382,8 @@ class EmotionDaemon:
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
                                  return_exceptions=True)
             await asyncio.gather(*(sink.stop() for sink in self.sinks))
+            if self.listener is not None:
+                await self.listener.shutdown()
             server.close()
         if source_thread.is_alive():
             source_thread.join(1.0)
@@ -353,7 +391,8 @@ class EmotionDaemon:
             logger.error("analysis stopped: %s", worker.error)
             return 1
         heard_s = self.pipeline.stream.samples_seen / self.pipeline.features.sample_rate_hz
-        if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s:
+        if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s and \
+                not isinstance(self.source, NoSource):
             logger.warning("the input ended after %.2f s, shorter than one %.2f s window: %s", heard_s,
                            self.pipeline.features.window_s, "scored inside a noise floor (utterance flagged short)"
                            if self.pipeline.short else "nothing to score")
@@ -368,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--file", type=Path, help=f"audio file to stream (default: the bundled {DEFAULT_SAMPLE.name})")
     src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
     src.add_argument("--stdin", action="store_true", help="raw PCM on stdin (see --rate, --channels, --format)")
+    src.add_argument("--listen-only", action="store_true", help="no local source: score /listen streams until stopped")
     p.add_argument("--device", help="microphone name or index")
     p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
@@ -413,6 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-discovery", action="store_true", help="MQTT: Home Assistant discovery configs")
     add_ranged(p, "--publish-queue", int, SinkOptions.queue_messages, 1, 1_000_000,
                help="messages queued per broker while it is slow or away; the oldest are dropped beyond")
+    p.add_argument("--certfile", help="TLS certificate (PEM): serve wss:// and https:// (browsers need it for the "
+                                      "microphone beyond localhost)")
+    p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile")
+    ls = ListenConfig()
+    g = p.add_argument_group("audio in over WebSocket (/listen)")
+    g.add_argument("--no-listen", action="store_true", help="refuse /listen: only the local source is scored")
+    add_ranged(g, "--max-streams", int, ls.max_streams, 1, 10_000, help="concurrent /listen streams")
+    add_ranged(g, "--max-realtime-factor", float, ls.max_realtime_factor, 1.0, 1000.0,
+               help="audio seconds a stream may send per second")
+    add_ranged(g, "--max-listen-message-bytes", int, ls.max_message_bytes, 1024, 16 * 2**20,
+               help="largest binary audio message; larger closes with 1009")
+    add_ranged(g, "--listen-workers", int, ls.workers, 0, 256,
+               help="analysis threads shared by all streams (0 = one per core)")
+    g.add_argument("--broadcast-listeners", action="store_true",
+                   help="also send every stream's scores, tagged with stream_id, to the broadcast subscribers")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -451,6 +506,8 @@ def make_source(args):
         return MicrophoneSource(args.device)
     if args.stdin:
         return StdinSource(args.rate, args.channels, args.format)
+    if args.listen_only:
+        return NoSource(22050)
     return FileSource(args.file or DEFAULT_SAMPLE, realtime=not args.fast, loop=args.loop)
 
 
@@ -469,8 +526,17 @@ def main(argv: list[str] | None = None) -> int:
         server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=token,
                                      allowed_origins=tuple(args.allow_origin), max_subscribers=args.max_subscribers,
                                      allowed_hosts=tuple(args.allowed_host), requests_per_s=args.requests_per_s,
-                                     request_burst=args.request_burst, wait_for_subscribers=args.wait_for_subscribers)
+                                     request_burst=args.request_burst, wait_for_subscribers=args.wait_for_subscribers,
+                                     certfile=args.certfile, keyfile=args.keyfile)
         server_config.check()
+        if args.no_listen and args.listen_only:
+            raise ValueError("--no-listen and --listen-only contradict each other")
+        listen_config = None if args.no_listen else ListenConfig(
+            max_streams=args.max_streams, max_realtime_factor=args.max_realtime_factor,
+            max_message_bytes=args.max_listen_message_bytes, workers=args.listen_workers,
+            broadcast=args.broadcast_listeners)
+        if listen_config is not None:
+            listen_config.check()
         vad = None if args.no_vad else VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs,
                                          vad=vad)
@@ -481,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--mqtt-discovery needs an mqtt:// or mqtts:// --publish URL")
         model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
-        daemon = EmotionDaemon(model, source, pipeline_config, server_config, sinks, stream_id)
+        daemon = EmotionDaemon(model, source, pipeline_config, server_config, listen_config, sinks, stream_id)
         return asyncio.run(daemon.run())
     except (ModelError, SourceError, ValueError, VadUnavailable) as exc:
         logger.error("%s", exc)

@@ -1,0 +1,462 @@
+"""``/listen``: clients stream their own PCM to the daemon and get their own scores, many at once.
+
+The audio is the bundled sample (RAVDESS speech, always installed), so these tests need no data set.
+
+Scores over the wire are compared with ``EmotionPipeline`` run offline on the very samples the client
+sent (same rate, format and channels, pushed in one piece): probabilities within 1e-4 (soxr's streaming
+resampler and float32 sums are the only differences chunking can make).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from emostream.inference.model import EmotionModel
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.listen import (
+    CLOSE_BAD_DATA,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+    ListenConfig,
+    ListenError,
+    NoSource,
+    RealtimeLimiter,
+    parse_start,
+)
+
+TOLERANCE = 1e-4
+# Stretches of the bundled sample (six RAVDESS clips of actor 21, always installed): seconds from, to.
+CLIP = (0.0, 4.5)
+CLIP_2 = (5.0, 10.0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_onnx):
+    return EmotionModel(DEFAULT_MODEL_PATH if DEFAULT_MODEL_PATH.is_file() else tiny_onnx)
+
+
+def load(part, rate_hz):
+    import soundfile as sf
+    import soxr
+
+    y, sr = sf.read(DEFAULT_SAMPLE, dtype="float32")
+    y = y[int(part[0] * sr) : int(part[1] * sr)]
+    return y if rate_hz == sr else soxr.resample(y, sr, rate_hz).astype(np.float32)
+
+
+def as_bytes(frames: np.ndarray, sample_format: str) -> bytes:
+    """(n, channels) float32 → interleaved PCM bytes; s16le is quantised (the daemon sees the same values)."""
+    if sample_format == "s16le":
+        return (np.clip(np.round(frames * 32768), -32768, 32767).astype("<i2")).tobytes()
+    return frames.astype("<f4").tobytes()
+
+
+def heard(frames: np.ndarray, sample_format: str) -> np.ndarray:
+    """What the daemon decodes from ``as_bytes``."""
+    if sample_format == "s16le":
+        return np.frombuffer(as_bytes(frames, "s16le"), "<i2").reshape(frames.shape).astype(np.float32) / 32768
+    return frames.astype(np.float32)
+
+
+def offline(model, frames, rate_hz, config=PipelineConfig()):
+    pipeline = EmotionPipeline(model, config, rate_hz, frames.shape[1])
+    return [m for m in pipeline.process(frames, last=True) if m["type"] == "scores"]
+
+
+def run_stream(url, frames, rate_hz, sample_format, chunk_frames, pace_s=0.0, start_extra=None, on_message=None):
+    """Stream ``frames`` in chunks (sizes from ``chunk_frames``, cycled), stop, read everything until the close.
+
+    Returns (hello, messages after hello, close code)."""
+    messages = []
+    with connect(f"{url}/listen", max_size=None) as ws:
+        ws.send(json.dumps({"type": "start", "sample_rate_hz": rate_hz, "format": sample_format,
+                            "channels": frames.shape[1], **(start_extra or {})}))
+        hello = json.loads(ws.recv(timeout=20))
+        sizes = chunk_frames if isinstance(chunk_frames, list) else [chunk_frames]
+        reader_done = threading.Event()
+        code = [None]
+
+        def read():
+            try:
+                while True:
+                    m = json.loads(ws.recv(timeout=60))
+                    m["_t"] = time.monotonic()
+                    messages.append(m)
+                    if on_message:
+                        on_message(m)
+            except ConnectionClosed as closed:
+                code[0] = closed.rcvd.code if closed.rcvd else None
+            finally:
+                reader_done.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        i, k = 0, 0
+        started = time.monotonic()
+        while i < len(frames) and not reader_done.is_set():
+            n = sizes[k % len(sizes)]
+            ws.send(as_bytes(frames[i : i + n], sample_format))
+            i, k = i + n, k + 1
+            if pace_s:
+                ahead = started + k * pace_s - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        if not reader_done.is_set():
+            ws.send(json.dumps({"type": "stop"}))
+        assert reader_done.wait(60)
+    return hello, messages, code[0]
+
+
+@pytest.fixture(scope="module")
+def fast_daemon(model):
+    """A listen-only daemon that lets tests send faster than real time."""
+    return EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                         ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=2))
+
+
+@pytest.mark.parametrize("rate_hz, sample_format, channels, chunks", [
+    (16000, "s16le", 1, 1600),  # 100 ms frames, the usual client
+    (44100, "f32le", 2, [1000, 17, 4410, 1]),  # stereo, odd chunk sizes
+    (22050, "s16le", 1, 1 << 30),  # the model's own rate, the whole clip in one message
+])
+def test_streamed_scores_equal_the_offline_pipeline_on_the_same_samples(model, daemon_thread, rate_hz,
+                                                                         sample_format, channels, chunks):
+    y = load(CLIP, rate_hz)
+    frames = np.stack([y, 0.5 * y], axis=1) if channels == 2 else y[:, None]
+    expected = offline(model, heard(frames, sample_format), rate_hz)
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1))
+    with daemon_thread(daemon) as running:
+        hello, messages, code = run_stream(running.url, frames, rate_hz, sample_format, chunks,
+                                           start_extra={"stream_id": "clip-1"})
+    assert code == 1000
+    assert hello["type"] == "hello" and hello["stream_id"] == "clip-1" and hello["labels"] == model.labels
+    assert hello["input"] == {"sample_rate_hz": rate_hz, "format": sample_format, "channels": channels}
+    scores = [m for m in messages if m["type"] == "scores"]
+    assert [m["seq"] for m in scores] == [m["seq"] for m in expected] == list(range(len(expected)))
+    assert len(expected) >= 6
+    for got, want in zip(scores, expected, strict=True):
+        assert got["stream_id"] == "clip-1"
+        assert got["silence"] == want["silence"] and got["start_s"] == want["start_s"]
+        if not want["silence"]:
+            np.testing.assert_allclose([got["probabilities"][k] for k in model.labels],
+                                       [want["probabilities"][k] for k in model.labels], atol=TOLERANCE)
+    # utterances come from the same windows; the end comes last and counts them
+    assert messages[-1]["type"] == "end" and messages[-1]["windows"] == len(expected)
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert messages[-1]["utterances"] == len(utterances) >= 1
+    assert messages[-1]["duration_s"] == pytest.approx(len(frames) / rate_hz, abs=1e-5)
+    voiced = [w for w in expected if not w["silence"]]
+    assert sum(u["windows"] for u in utterances) == len(voiced)
+
+
+def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thread):
+    a = load(CLIP, 16000)[:, None]
+    b = load(CLIP_2, 48000)[:, None]
+    want_a = offline(model, heard(a, "s16le"), 16000, PipelineConfig(smoothing=0.5))
+    want_b = offline(model, heard(b, "f32le"), 48000, PipelineConfig(hop_s=0.1))
+    results = {}
+
+    def go(name, *args, **kw):
+        results[name] = run_stream(*args, **kw)
+
+    with daemon_thread(fast_daemon) as running:
+        threads = [threading.Thread(target=go, args=("a", running.url, a, 16000, "s16le", 800),
+                                    kwargs={"start_extra": {"smoothing": 0.5}, "pace_s": 0.002}),
+                   threading.Thread(target=go, args=("b", running.url, b, 48000, "f32le", 2400),
+                                    kwargs={"start_extra": {"hop_s": 0.1}, "pace_s": 0.002})]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    for name, want in (("a", want_a), ("b", want_b)):
+        hello, messages, code = results[name]
+        assert code == 1000
+        scores = [m for m in messages if m["type"] == "scores"]
+        assert {m["stream_id"] for m in messages} == {hello["stream_id"]}
+        assert len(scores) == len(want)
+        for got, w in zip(scores, want, strict=True):
+            if not w["silence"]:
+                np.testing.assert_allclose([got["probabilities"][k] for k in model.labels],
+                                           [w["probabilities"][k] for k in model.labels], atol=TOLERANCE)
+    assert results["a"][0]["stream_id"] != results["b"][0]["stream_id"]
+    assert results["b"][0]["hop_s"] < results["a"][0]["hop_s"]
+
+
+def expect_error(url, *sends, code, contains, max_size=None):
+    """Open /listen, send each item (str → text, bytes → binary), return the error line after checking it."""
+    with connect(f"{url}/listen", max_size=max_size) as ws:
+        lines = []
+        try:
+            for item in sends:
+                ws.send(item)
+        except ConnectionClosed:  # the daemon may close before the last item: what it said is still readable
+            pass
+        try:
+            while True:
+                lines.append(json.loads(ws.recv(timeout=20)))
+        except ConnectionClosed as closed:
+            got = closed.rcvd.code if closed.rcvd else None
+    errors = [m for m in lines if m["type"] == "error"]
+    assert len(errors) == 1, lines
+    assert got == code and errors[0]["code"] == code, (got, errors)
+    assert contains in errors[0]["error"] and "\n" not in errors[0]["error"]
+    return errors[0]
+
+
+START = json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "channels": 1})
+
+
+def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_cadence(model, daemon_thread):
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_streams=3, max_message_bytes=65536, realtime_burst_s=1.0, workers=2))
+    y = load(CLIP, 16000)
+    steady = np.tile(y, 3)[: 16000 * 9, None]  # 9 s in real time, 100 ms frames
+    result = {}
+    with daemon_thread(daemon) as running:
+        url = running.url
+        t = threading.Thread(target=lambda: result.update(
+            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+        t.start()
+        time.sleep(1.0)
+        second = np.zeros(1600, "<i2").tobytes()
+        expect_error(url, "not json", code=CLOSE_POLICY, contains="malformed JSON")
+        expect_error(url, json.dumps({"type": "start", "format": "s16le"}), code=CLOSE_POLICY,
+                     contains="sample_rate_hz is required")
+        expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 4000, "format": "s16le"}),
+                     code=CLOSE_POLICY, contains="sample_rate_hz 4000 out of range")
+        expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "mp3"}),
+                     code=CLOSE_POLICY, contains="format 'mp3' not supported")
+        expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "channels": 9}),
+                     code=CLOSE_POLICY, contains="channels 9 out of range")
+        expect_error(url, second, code=CLOSE_POLICY, contains="audio before start")
+        expect_error(url, START, b"\x00\x01\x02", code=CLOSE_BAD_DATA, contains="not a whole number")
+        expect_error(url, START, bytes(65536 + 2), code=CLOSE_TOO_BIG, contains="65536 byte limit")
+        expect_error(url, START, *[second * 5] * 8, code=CLOSE_POLICY, contains="faster than 2x real time")
+        expect_error(url, START, json.dumps({"type": "pause"}), code=CLOSE_POLICY, contains="unknown message type")
+        deadline = time.monotonic() + 5  # refused streams leave the count as their handlers end
+        while running.daemon.health()["listen"]["streams"] > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with connect(f"{url}/listen") as held, connect(f"{url}/listen") as held_too:  # + steady = max_streams
+            for ws in (held, held_too):
+                ws.send(START)
+                assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            expect_error(url, START, code=CLOSE_TRY_LATER, contains="too many streams (3)")
+            assert running.daemon.health()["listen"]["streams"] == 3
+        t.join(60)
+    hello, messages, code = result["steady"]
+    assert code == 1000 and messages[-1]["type"] == "end"
+    scores = [m for m in messages if m["type"] == "scores"]
+    assert len(scores) >= 25  # 9 s: (9 - 2.3) / 0.255 + 1 windows
+    gaps = np.diff([m["_t"] for m in scores])
+    # windows leave every hop (0.255 s); the frames carrying them leave every 0.1 s: the gap between two
+    # windows the client sees is at most hop + one frame, plus scheduling on a loaded machine.
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.25, gaps.max()
+
+
+def test_parse_start_ranges():
+    cfg, d = ListenConfig(), PipelineConfig()
+    spec = parse_start({"type": "start", "sample_rate_hz": 48000.0, "format": "f32le", "channels": 2,
+                        "hop_s": 0.5, "smoothing": 0.3, "stream_id": "call-7"}, d, cfg, "s1")
+    assert (spec.sample_rate_hz, spec.channels, spec.frame_bytes, spec.stream_id) == (48000, 2, 8, "call-7")
+    assert spec.pipeline.hop_s == 0.5 and spec.pipeline.smoothing == 0.3
+    for bad, text in [({"sample_rate_hz": True}, "must be an integer"), ({"sample_rate_hz": 16000.5}, "integer"),
+                      ({"hop_s": 0.01}, "hop_s 0.01 out of range"), ({"smoothing": 1.0}, "smoothing 1.0 out of range"),
+                      ({"stream_id": "a b"}, "stream_id must be"), ({"volume": 3}, "unknown field(s) volume")]:
+        with pytest.raises(ListenError, match=text.replace("(", r"\(").replace(")", r"\)")) as info:
+            parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", **bad}, d, cfg, "s1")
+        assert info.value.code == CLOSE_POLICY
+    with pytest.raises(ValueError, match="--max-realtime-factor"):
+        ListenConfig(max_realtime_factor=0.5).check()
+
+
+def test_realtime_limiter_allows_the_factor_and_a_burst():
+    now = [0.0]
+    limiter = RealtimeLimiter(2.0, 1.0, clock=lambda: now[0])
+    limiter.admit(1.0)  # the burst
+    now[0] = 1.0
+    limiter.admit(2.0)  # 3 s of audio in 1 s: 2x + 1 s burst
+    with pytest.raises(ListenError, match="faster than 2x"):
+        limiter.admit(0.1)
+
+
+def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, daemon_thread):
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1, broadcast=True))
+    y = load(CLIP, 16000)[:, None]
+    with daemon_thread(daemon) as running, connect(running.url) as sub:
+        assert json.loads(sub.recv(timeout=10))["type"] == "hello"
+        _, messages, code = run_stream(running.url, y, 16000, "s16le", 1600, start_extra={"stream_id": "room-2"})
+        mine = [m for m in messages if m["type"] == "scores"]
+        seen = []
+        while len(seen) < len(mine):
+            m = json.loads(sub.recv(timeout=10))
+            if m["type"] == "scores":
+                seen.append(m)
+    assert code == 1000
+    assert [m["stream_id"] for m in seen] == ["room-2"] * len(mine)
+    assert [m["probabilities"] for m in seen] == [m["probabilities"] for m in mine]
+
+
+def test_no_listen_refuses_the_path(model, daemon_thread):
+    from websockets.exceptions import InvalidStatus
+
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0), None)
+    with daemon_thread(daemon) as running:
+        with pytest.raises(InvalidStatus) as info:
+            connect(f"{running.url}/listen")
+        assert info.value.response.status_code == 404
+
+
+def test_tls_serves_wss_and_https_with_the_given_certificate(model, daemon_thread, tmp_path):
+    import ssl
+    import subprocess
+    import urllib.request
+
+    from websockets.exceptions import InvalidMessage
+
+    if subprocess.run(["which", "openssl"], capture_output=True).returncode:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(),
+                           ServerConfig(port=0, certfile=str(cert), keyfile=str(key)),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=60, workers=1))
+    trust = ssl.create_default_context(cafile=str(cert))
+    y = load(CLIP, 16000)[:, None]
+    with daemon_thread(daemon) as running:
+        port = running.daemon.port
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=trust, timeout=10) as r:
+            assert json.loads(r.read())["listen"]["streams"] == 0
+        with connect(f"wss://127.0.0.1:{port}/listen", ssl=trust) as ws:
+            ws.send(START)
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            ws.send(as_bytes(y, "s16le"))
+            ws.send(json.dumps({"type": "stop"}))
+            got = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    got.append(json.loads(ws.recv(timeout=20)))
+        assert got[-1]["type"] == "end" and got[-1]["windows"] == len(offline(model, heard(y, "s16le"), 16000))
+        with pytest.raises((OSError, InvalidMessage, TimeoutError)):  # plain ws:// to a TLS port does not get in
+            connect(f"ws://127.0.0.1:{port}/listen", open_timeout=5)
+    with pytest.raises(ValueError, match="both --certfile and --keyfile"):
+        ServerConfig(certfile=str(cert)).check()
+
+
+def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_thread):
+    """One client sends 120 s of audio at once (allowed here); the analysis pool takes it 0.5 s per turn,
+    so the real-time client's windows keep leaving on cadence while the flood is being worked off."""
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=200, max_pending_s=180, workers=1))
+    y = load(CLIP, 16000)
+    steady = np.tile(y, 2)[: 16000 * 7, None]
+    flood = np.tile(y, 32)[: 16000 * 120, None]
+    result = {}
+    with daemon_thread(daemon) as running:
+        url = running.url
+        t = threading.Thread(target=lambda: result.update(
+            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+        t.start()
+        time.sleep(2.5)  # the steady stream's first window is out
+        flood_started = time.monotonic()
+        _, flooded, code = run_stream(url, flood, 16000, "s16le", 16000 * 10)  # twelve 10 s messages
+        t.join(60)
+    assert code == 1000 and flooded[-1]["type"] == "end" and flooded[-1]["windows"] >= 460
+    hello, messages, steady_code = result["steady"]
+    assert steady_code == 1000
+    scores = [m for m in messages if m["type"] == "scores"]
+    during = [m for m in scores if flood_started < m["_t"] < flooded[-1]["_t"]]
+    assert len(during) >= 2, (len(during), flooded[-1]["_t"] - flood_started)  # the flood overlapped them
+    gaps = np.diff([m["_t"] for m in scores])
+    # Taken whole, the flood would hold the steady stream's next window for all of its analysis (seconds);
+    # sliced, a window waits at most for one 0.5 s slice of it, plus scheduling on a loaded machine.
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.35, (gaps.max(), flooded[-1]["_t"] - flood_started)
+
+
+@pytest.mark.parametrize("flags", [["--max-realtime-factor", "0.5"], ["--max-streams", "0"],
+                                   ["--max-listen-message-bytes", "100"], ["--certfile", "cert.pem"],
+                                   ["--listen-workers", "-1"], ["--no-listen"]])
+def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
+    from emostream.stream.daemon import main as daemon_main
+
+    assert daemon_main(["--listen-only", "--port", "0", *flags]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+
+
+def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, daemon_thread, caplog):
+    """A client that sends 30 s of audio at once (windows every 0.1 s) and never reads its socket: its results
+    pile up in its own queue until 32 are unsent, then it is dropped; a real-time stream beside it keeps its
+    cadence."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO, logger="emostream.stream.listen")
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=600, max_pending_s=600,
+                                        max_unsent_messages=32, send_buffer_bytes=4096, workers=1))
+    y = load(CLIP, 16000)
+    steady = np.tile(y, 2)[: 16000 * 6, None]
+    result = {}
+    with daemon_thread(daemon) as running:
+        url = running.url
+        t = threading.Thread(target=lambda: result.update(
+            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+        t.start()
+        time.sleep(1.0)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: no window autotuning
+        raw.connect(("127.0.0.1", running.daemon.port))
+        stuck = connect(f"{url}/listen", sock=raw, max_queue=1)  # stops reading once one message waits
+        stuck.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "hop_s": 0.1}))
+        pcm = as_bytes(np.tile(y, 8)[: 16000 * 30, None], "s16le")
+        deadline, cut_off = time.monotonic() + 30, False
+        try:
+            for k in range(3):
+                stuck.send(pcm[k * 320000 : (k + 1) * 320000])
+            while time.monotonic() < deadline:  # small frames until the daemon drops the connection
+                stuck.send(pcm[:3200])
+                time.sleep(0.2)
+        except (ConnectionClosed, OSError):
+            cut_off = True
+        assert cut_off
+        assert "client is not reading its results (32 unsent) (close 1008)" in caplog.text
+        t.join(60)
+        deadline = time.monotonic() + 5  # the dropped stream's handler ends once its transport is gone
+        while running.daemon.health()["listen"]["streams"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.daemon.health()["listen"]["streams"] == 0
+        assert running.daemon.health()["listen"]["accepted"] == 2
+    hello, messages, code = result["steady"]
+    assert code == 1000
+    gaps = np.diff([m["_t"] for m in messages if m["type"] == "scores"])
+    assert gaps.max() < hello["hop_s"] + 0.1 + 0.35, gaps.max()
+
+
+def test_listen_takes_the_token_and_origin_checks_of_the_broadcast(model, daemon_thread):
+    from websockets.exceptions import InvalidStatus
+
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0, token="s3cret"))
+    with daemon_thread(daemon) as running:
+        for url, headers, status in ((f"{running.url}/listen", None, 401),
+                                     (f"{running.url}/listen?token=s3cret", {"Origin": "https://elsewhere.example"},
+                                      403)):
+            with pytest.raises(InvalidStatus) as info:
+                connect(url, additional_headers=headers)
+            assert info.value.response.status_code == status
+        with connect(f"{running.url}/listen?token=s3cret") as ws:
+            ws.send(START)
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
