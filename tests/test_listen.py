@@ -389,10 +389,17 @@ def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_t
 @pytest.mark.parametrize("flags", [["--max-realtime-factor", "0.5"], ["--max-streams", "0"],
                                    ["--max-listen-message-bytes", "100"], ["--certfile", "cert.pem"],
                                    ["--listen-workers", "-1"], ["--no-listen"]])
-def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog):
+def test_daemon_flags_out_of_range_are_one_line_errors(flags, caplog, capsys):
     from emostream.stream.daemon import main as daemon_main
 
-    assert daemon_main(["--listen-only", "--port", "0", *flags]) == 2
+    try:
+        code = daemon_main(["--listen-only", "--port", "0", *flags])
+    except SystemExit as exited:  # argparse's own one-line range error (flag: must be ≥ …)
+        code = exited.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err[-1].startswith("emostream-daemon: error: argument ")
+        return
+    assert code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0]
 

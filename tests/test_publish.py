@@ -308,7 +308,8 @@ def test_an_unreachable_broker_at_start_is_one_error_line_then_quiet_retries(red
     sink = make_sink(f"{redis_server.url}?stream=late", SinkOptions(backoff_initial_s=0.05, backoff_max_s=0.2))
     path = write_clip("loop.wav", speechlike(2.0, seed=6))
     daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
-                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), [sink], "s2")
+                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks=[sink],
+                           stream_id="s2")
     with daemon_thread(daemon) as running, connect(running.url) as ws:
         ws.recv(timeout=10)
         assert len(receive_scores_for(ws, 3.5)) >= 10  # served while the broker is away
@@ -423,7 +424,8 @@ def test_the_daemon_stops_in_time_while_its_brokers_hang(redis_server, mqtt_brok
     sinks = make_sinks([redis_server.url, f"{mqtt_broker.url}/emo"], options)
     path = write_clip("loop.wav", speechlike(3.0, seed=8))
     daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
-                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks=sinks, stream_id="s3")
+                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks=sinks,
+                           stream_id="s3")
     running = daemon_thread(daemon).__enter__()
     assert wait_until(lambda: all(s.published >= 3 for s in sinks))
     redis_server.pause()

@@ -69,7 +69,8 @@ def test_binding_beyond_loopback_needs_a_token(tiny_onnx, caplog):
     ServerConfig(host="0.0.0.0", token="x").check()
 
 
-def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tmp_path, onnx_with_run_id, daemon_thread):
+def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tmp_path, onnx_with_run_id,
+                                                             daemon_thread):
     live = tmp_path / "live.onnx"
     shutil.copy(tiny_onnx, live)
     with daemon_thread(make(model_path=live)) as running:

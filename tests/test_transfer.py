@@ -16,7 +16,8 @@ from emostream.train import evaluate as ev
 
 def _frame(n_ravdess_actors=24, emodb_speakers=(3, 8, 9, 10, 11, 12, 13, 14, 15, 16)):
     corpus = ["ravdess"] * (n_ravdess_actors * 5) + ["emodb"] * (len(emodb_speakers) * 5)
-    actors = [a for a in range(1, n_ravdess_actors + 1) for _ in range(5)] + [s for s in emodb_speakers for _ in range(5)]
+    actors = [a for a in range(1, n_ravdess_actors + 1) for _ in range(5)]
+    actors += [s for s in emodb_speakers for _ in range(5)]
     return np.array(corpus), np.array(actors)
 
 

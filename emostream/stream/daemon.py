@@ -376,7 +376,7 @@ class EmotionDaemon:
             await asyncio.to_thread(worker.join, 5.0)
             await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
             if source_ended:  # a finite source is over: subscribers stop waiting for more
-                self.broadcaster.publish(self.pipeline.end_message(), False)
+                self.fan_out(self.pipeline.end_message(), False)
             subscribers = list(self.broadcaster.subscribers)
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),

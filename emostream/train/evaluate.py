@@ -326,8 +326,8 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         if preset.mixup_alpha:
             x, targets = mixup(x, targets, preset.mixup_alpha, windows.rng)
         fit = model.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
-        if preset.early_stopping_patience is not None and epoch < preset.min_epochs:
-            # No checkpoint can be chosen before min_epochs: skip the validation pass (half an epoch's time).
+        if preset.early_stopping_patience is not None and epoch < min(preset.min_epochs, preset.epochs):
+            # No checkpoint is chosen before min_epochs (or the last epoch): skip the validation pass there.
             history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
                             "accuracy": float(fit.history["accuracy"][0])})
             logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
@@ -351,7 +351,8 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     chosen_epoch = best["epoch"] if best["weights"] is not None else len(history)
     result = {"fold": fold["name"], "epoch": chosen_epoch, "epochs_run": len(history),
               "n_train": len(fold["train"]), "n_val": len(fold["val"]), "n_test": len(fold["test"]),
-              "n_train_oversampled": len(train_rows), "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
+              "n_train_oversampled": len(train_rows),
+              "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
     if cross is not None and len(cross):
         cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test)
