@@ -181,7 +181,7 @@ class EmotionDaemon:
             **({"listen": self.listener.health()} if self.listener is not None else {}),
         }
 
-    def fan_out(self, message: dict, is_window: bool = True) -> None:
+    def fan_out(self, message: dict, is_window: bool | None = None) -> None:
         """Event loop: the WebSocket subscribers, then each sink's queue (which only appends)."""
         self.broadcaster.publish(message, is_window)
         for sink in self.sinks:
