@@ -200,3 +200,29 @@ def secure_mqtt_broker(tmp_path, tls_files):
     from brokers import Mosquitto
 
     yield from _broker(Mosquitto, tmp_path, password="s3cret-pw", tls=tls_files)
+
+
+CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+@pytest.fixture(scope="module")
+def launch_chromium():
+    """``launch_chromium(*extra_flags)`` → a headless Debian Chromium driven by Playwright (no browser download);
+    skipped where Chromium is absent, failed under CI=true. Every browser it made is closed after the module."""
+    import shutil
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        unavailable("Chromium not installed (scripts/test.sh installs Debian's chromium when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    browsers = []
+    with sync_playwright() as p:
+        def launch(*extra_flags: str):
+            browsers.append(p.chromium.launch(executable_path=executable, args=[*CHROMIUM_FLAGS, *extra_flags]))
+            return browsers[-1]
+
+        yield launch
+        for browser in browsers:
+            browser.close()

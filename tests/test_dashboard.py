@@ -2,12 +2,10 @@
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from needs import unavailable
 from websockets.sync.client import connect
 
 from emostream.inference.model import EmotionModel
@@ -16,21 +14,10 @@ from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.daemon import EmotionDaemon, ServerConfig
 from emostream.stream.sources import FileSource
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
 
 @pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        unavailable("Chromium not installed (scripts/test.sh installs Debian's chromium when run as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
+def browser(launch_chromium):
+    return launch_chromium()
 
 
 @pytest.fixture

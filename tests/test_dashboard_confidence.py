@@ -4,16 +4,11 @@ The page is served by Playwright's router (no daemon: its WebSocket fails and re
 through its own ``onHello``/``onScores``, so each case is exactly one message.
 """
 
-import shutil
 
 import pytest
-from needs import unavailable
 
 from emostream.paths import DASHBOARD
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 HELLO = {"type": "hello", "labels": LABELS, "sample_rate_hz": 22050, "hop_s": 0.255, "window_s": 2.3,
          "window_frames": 99, "n_mels": 128, "silence_dbfs": -50, "smoothing": 0,
@@ -32,23 +27,16 @@ def scores(seq, top=None, top_p=None, silence=False):
 
 
 @pytest.fixture(scope="module")
-def page():
-    if CHROMIUM is None:
-        unavailable("Chromium not installed (scripts/test.sh installs Debian's chromium when run as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.route("http://127.0.0.1:9/", lambda route: route.fulfill(body=DASHBOARD.read_text(),
-                                                                      content_type="text/html"))
-        page.goto("http://127.0.0.1:9/")
-        page.evaluate("(h) => onHello(h)", HELLO)
-        page.errors = errors
-        yield page
-        browser.close()
+def page(launch_chromium):
+    page = launch_chromium().new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("http://127.0.0.1:9/", lambda route: route.fulfill(body=DASHBOARD.read_text(),
+                                                                  content_type="text/html"))
+    page.goto("http://127.0.0.1:9/")
+    page.evaluate("(h) => onHello(h)", HELLO)
+    page.errors = errors
+    return page
 
 
 def shown(page, message) -> dict:

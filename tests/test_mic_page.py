@@ -6,7 +6,6 @@ voiced windows) and the mean probabilities themselves within 0.15 of the offline
 """
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -19,10 +18,8 @@ from emostream.paths import DEFAULT_MODEL_PATH
 from emostream.stream.daemon import EmotionDaemon, ServerConfig
 from emostream.stream.listen import ListenConfig, NoSource
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-         "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+FAKE_MICROPHONE = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                   "--autoplay-policy=no-user-gesture-required")
 CLIP = "Audio_Speech_Actors_01-24/Actor_01/03-01-07-02-01-01-01.flac"  # disgust, strong intensity
 MEAN_TOLERANCE = 0.15
 
@@ -38,16 +35,8 @@ def clip(ravdess_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(clip):
-    if CHROMIUM is None:
-        unavailable("Chromium not installed (scripts/test.sh installs Debian's chromium when run as root)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=FLAGS + [f"--use-file-for-fake-audio-capture={clip[0]}"])
-        yield browser
-        browser.close()
+def browser(clip, launch_chromium):
+    return launch_chromium(*FAKE_MICROPHONE, f"--use-file-for-fake-audio-capture={clip[0]}")
 
 
 @pytest.fixture(scope="module")
