@@ -14,6 +14,16 @@ import time
 from pathlib import Path
 
 
+def wait_until(predicate, timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` every 20 ms until it holds or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -156,12 +166,7 @@ class MqttListener:
         return [payload for t, payload, _ in self.messages if t == topic]
 
     def wait_for(self, predicate, timeout_s: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
+        return wait_until(predicate, timeout_s)
 
     def close(self) -> None:
         self.client.disconnect()  # first: the network thread then ends at once instead of after its 1 s select

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brokers import MqttListener
+from brokers import MqttListener, wait_until
 from needs import unavailable
 from synth import speechlike
 from websockets.exceptions import ConnectionClosed
@@ -51,13 +51,6 @@ def healthz(daemon) -> dict:
         return json.loads(response.read())
 
 
-def wait_until(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def redis_records(server, stream: str) -> list[dict]:
