@@ -34,6 +34,10 @@ have_brokers() { command -v redis-server >/dev/null && { command -v mosquitto >/
 if [[ ",$extras," == *",dev,"* ]] && ! have_brokers; then
   apt_install redis-server mosquitto || echo "setup: redis-server/mosquitto missing; the publishing tests will skip" >&2
 fi
+# The TLS test makes a self-signed certificate with openssl.
+if [[ ",$extras," == *",dev,"* ]] && ! command -v openssl >/dev/null; then
+  apt_install openssl || echo "setup: openssl missing; the TLS test will skip" >&2
+fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.installed-$( (cat pyproject.toml; echo "extras=$extras") | sha256sum | cut -c1-16)"

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from needs import unavailable
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -326,7 +327,7 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, daemon_threa
     from websockets.exceptions import InvalidMessage
 
     if subprocess.run(["which", "openssl"], capture_output=True).returncode:
-        pytest.skip("openssl not installed")
+        unavailable("openssl not installed (scripts/test.sh installs it as root)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
