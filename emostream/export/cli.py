@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model
-from emostream.features import DEFAULT_CONFIG
+from emostream.features import DEFAULT_CONFIG, LogMelConfig
 from emostream.features.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,15 @@ def run_files(keras_path: Path) -> tuple[list[str], dict, Path]:
     return labels, summary, folder / "test_files.csv"
 
 
-def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir):
+def run_features(summary: dict) -> LogMelConfig:
+    """The features the run trained on (its ``summary.json``), feature version included; older runs: v1."""
+    try:
+        return LogMelConfig(**summary.get("features", DEFAULT_CONFIG.to_dict()))
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"summary.json features: {exc}") from None
+
+
+def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir, features: LogMelConfig = DEFAULT_CONFIG):
     """The test split's windows and label indices, computed by the shared feature code."""
     import pandas as pd
 
@@ -62,10 +70,10 @@ def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir):
     missing = [p for p in frame["path"] if not (root / p).is_file()]
     if missing:
         raise ExportError(f"{len(missing)} test clips missing under {root} (first: {missing[0]}); pass --data-dir")
-    features = extract_features(root, list(frame["path"]), DEFAULT_CONFIG, cache_dir)
+    windows = extract_features(root, list(frame["path"]), features, cache_dir)
     by_path = dict(zip(frame["path"], frame["emotion"], strict=True))
-    y_true = np.array([labels.index(by_path[p]) for p in features.paths])
-    return features.windows, y_true
+    y_true = np.array([labels.index(by_path[p]) for p in windows.paths])
+    return windows.windows, y_true
 
 
 def update_card(card: Path, text: str) -> None:
@@ -82,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_keras_model(args.keras)
         labels, summary, test_files = run_files(args.keras)
+        features = run_features(summary)
         contract = ModelContract.for_features(
-            labels, DEFAULT_CONFIG, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy")
+            labels, features, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy")
         )
-        proto = convert(model, contract)
+        proto = convert(model, contract, features)
         onnx_bytes = proto.SerializeToString()
-        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir)
+        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features)
         parity = check_parity(model, onnx_bytes, windows, y_true)
     except ExportError as exc:
         logger.error("%s", exc)
@@ -109,11 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{parity.keras_accuracy:.2%} (Keras).")
     logger.info("wrote %s", args.out)
     if args.int8:
-        int8_report(args, labels, test_files, windows, y_true)
+        int8_report(args, labels, test_files, windows, y_true, features)
     return 0
 
 
-def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300) -> np.ndarray:
+def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300,
+                        features: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Windows of clips outside the test split: calibration never sees test audio."""
     import pandas as pd
 
@@ -124,13 +134,13 @@ def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300) -> 
     test = set(pd.read_csv(test_files)["path"])
     paths = sorted(p for p in index.frame["path"] if p not in test)
     chosen = list(np.random.default_rng(0).choice(paths, size=min(n, len(paths)), replace=False))
-    return extract_features(index.root, chosen, DEFAULT_CONFIG, cache_dir).windows
+    return extract_features(index.root, chosen, features, cache_dir).windows
 
 
-def int8_report(args, labels, test_files, windows, y_true) -> None:
+def int8_report(args, labels, test_files, windows, y_true, features: LogMelConfig = DEFAULT_CONFIG) -> None:
     from emostream.export.quantize import try_int8
 
-    result = try_int8(args.out, windows, y_true, calibration_windows(test_files, args.data_dir, args.cache_dir))
+    result = try_int8(args.out, windows, y_true, calibration_windows(test_files, args.data_dir, args.cache_dir, features=features))
     verdict = "shipped" if result.worth_shipping else "not shipped"
     text = (f"INT8 ({result.method}): {result.int8_ms:.2f} ms vs fp32 {result.fp32_ms:.2f} ms per window "
             f"(p50, batch 1, 1 thread), test accuracy {result.int8_accuracy:.2%} vs {result.fp32_accuracy:.2%}: "

@@ -1,15 +1,17 @@
 """The feature contract a model file carries in its ONNX ``metadata_props``.
 
 Export writes it; the daemon reads it back and refuses a model whose contract this code cannot
-honour, naming the field that differs.
+honour, naming the field that differs. Every feature version this code knows is honoured: the daemon computes
+the version the model was trained on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import MISSING, dataclass, fields
 
-from emostream.features.logmel import DEFAULT_CONFIG, FEATURE_VERSION, NORMALISATION, LogMelConfig
+from emostream.features.logmel import DEFAULT_CONFIG, NORMALISATIONS, LogMelConfig
 
 PREFIX = "emostream."
 
@@ -37,13 +39,7 @@ class ModelContract:
     @classmethod
     def for_features(cls, labels, config: LogMelConfig = DEFAULT_CONFIG, **extra) -> ModelContract:
         """The contract of a model trained on this code's features."""
-        return cls(
-            labels=tuple(labels),
-            **config.to_dict(),
-            normalisation=NORMALISATION,
-            feature_version=FEATURE_VERSION,
-            **extra,
-        )
+        return cls(labels=tuple(labels), **config.to_dict(), normalisation=config.normalisation, **extra)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string key/values for ``onnx.ModelProto.metadata_props``."""
@@ -65,17 +61,30 @@ class ModelContract:
         return cls(**values)
 
     def feature_config(self) -> LogMelConfig:
-        return LogMelConfig(
-            sample_rate_hz=self.sample_rate_hz,
-            n_fft_samples=self.n_fft_samples,
-            hop_samples=self.hop_samples,
-            n_mels=self.n_mels,
-            window_frames=self.window_frames,
-            top_db=self.top_db,
-        )
+        """The features this model takes (raises ``ContractError`` for a feature version this code does not know)."""
+        try:
+            return LogMelConfig(
+                sample_rate_hz=self.sample_rate_hz,
+                n_fft_samples=self.n_fft_samples,
+                hop_samples=self.hop_samples,
+                n_mels=self.n_mels,
+                window_frames=self.window_frames,
+                top_db=self.top_db,
+                feature_version=str(self.feature_version),
+            )
+        except ValueError as exc:
+            raise ContractError(f"model contract feature_version={self.feature_version!r}: {exc}") from None
 
     def check_honoured_by(self, config: LogMelConfig = DEFAULT_CONFIG) -> None:
-        """Raise ``ContractError`` naming the first field this code's features would get wrong."""
+        """Raise ``ContractError`` naming the first field this code's features would get wrong.
+
+        ``config`` holds the signal settings this code runs with; the feature version is the model's own, as
+        long as this code knows it (``NORMALISATIONS``) and describes its normalisation in the same words.
+        """
+        if str(self.feature_version) not in NORMALISATIONS:
+            raise ContractError(f"model contract feature_version={self.feature_version!r} but this code computes "
+                                f"feature versions {', '.join(sorted(NORMALISATIONS))}")
+        config = dataclasses.replace(config, feature_version=str(self.feature_version))
         ours = ModelContract.for_features(self.labels, config)
         for name in ("sample_rate_hz", "n_fft_samples", "hop_samples", "n_mels", "window_frames", "top_db",
                      "normalisation", "feature_version"):

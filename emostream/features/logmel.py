@@ -21,11 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-#: Bumped whenever the numbers this module produces change; stored in every model's contract.
-FEATURE_VERSION = "1"
+#: Every feature version this code computes, with its normalisation rule in words (both go into a model's
+#: contract). A change to the numbers this module produces is a new version here, never an edit of an old one.
+NORMALISATIONS = {
+    "1": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1",
+    "2": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1; "
+         "subtract each mel band's mean over the window; (x-mean)/std, std<1e-8 -> 1",
+}
 
-#: The normalisation rule in words, stored in the model's contract.
-NORMALISATION = "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1"
+#: The version of the default configuration (what the models of feature version 1 were trained on).
+FEATURE_VERSION = "1"
+NORMALISATION = NORMALISATIONS[FEATURE_VERSION]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,16 @@ class LogMelConfig:
     n_mels: int = 128
     window_frames: int = 100
     top_db: float = 80.0
+    feature_version: str = FEATURE_VERSION
+
+    def __post_init__(self):
+        if self.feature_version not in NORMALISATIONS:
+            raise ValueError(f"feature version {self.feature_version!r} is unknown to this code "
+                             f"(it computes versions {', '.join(sorted(NORMALISATIONS))})")
+
+    @property
+    def normalisation(self) -> str:
+        return NORMALISATIONS[self.feature_version]
 
     @property
     def window_samples(self) -> int:
@@ -151,6 +167,7 @@ def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.
     Trim to ``window_frames``; shift so the loudest bin is 0 dB and floor at −``top_db`` (what
     ``power_to_db(ref=np.max, top_db=80)`` does); zero-pad short windows on the right in dB, as the
     reference does; then subtract the mean and divide by the standard deviation (1 if it is ~0).
+    Feature version 2 then centres each mel band (``centre_bands``).
     """
     db = db[:, : config.window_frames].astype(np.float32)
     db = db - db.max()
@@ -159,7 +176,22 @@ def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.
         db = np.pad(db, ((0, 0), (0, config.window_frames - db.shape[1])))
     mean = db.mean()
     std = db.std()
-    return ((db - mean) / (std if std > 1e-8 else 1.0)).astype(np.float32)
+    window = ((db - mean) / (std if std > 1e-8 else 1.0)).astype(np.float32)
+    return centre_bands(window) if config.feature_version == "2" else window
+
+
+def centre_bands(windows: np.ndarray) -> np.ndarray:
+    """Feature version 1 window(s) (…, n_mels, frames) → version 2: each band minus its mean over the window's
+    frames, then the window standardised again (std < 1e-8 → 1).
+
+    A speaker's or a channel's long-term spectrum (timbre, microphone, room colouring) is a constant per band
+    over a window; this removes it and keeps how each band moves. Standardising is affine-invariant, so this of
+    a version 1 window equals version 2 computed from the dB frames: cached v1 windows convert exactly.
+    """
+    x = np.asarray(windows, dtype=np.float32)
+    x = x - x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=(-2, -1), keepdims=True)
+    return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 
 
 def normalise_window(mel: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -76,9 +76,10 @@ class EmotionModel:
             self.contract.check_honoured_by(features)
         except ContractError as exc:
             raise ModelError(f"{self.path or 'model'}: {exc}") from None
-        self.features = features
+        self.features = self.contract.feature_config()  # the model's feature version, which this code computes
         self.inference = inference
         inputs = self.session.get_inputs()
+        features = self.features
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [features.n_mels, features.window_frames, 1]:
             raise ModelError(f"{self.path}: model input {inputs[0].shape} does not take "
                              f"(batch, {features.n_mels}, {features.window_frames}, 1) windows")

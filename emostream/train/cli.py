@@ -56,11 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def save_inference_model(model, model_config, path: Path) -> None:
+def save_inference_model(model, path: Path) -> None:
     """Save weights and architecture without optimizer state (Keras 3 has no include_optimizer)."""
-    from emostream.train.model import build_crnn
+    import keras
 
-    bare = build_crnn(model_config, DEFAULT_CONFIG, compile=False)
+    bare = keras.models.clone_model(model)
     bare.set_weights(model.get_weights())
     bare.save(path)
 

@@ -79,8 +79,10 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
               cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0) -> ClipBank:
     """Features of ``paths`` (relative to ``root``, or absolute) for one variant, cached on disk."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    # The bank holds dB frames and version 1 windows whatever version trains (``centre_bands`` derives v2).
+    signal = {k: v for k, v in DEFAULT_CONFIG.to_dict().items() if k != "feature_version"}
     key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
-                                     "config": DEFAULT_CONFIG.to_dict(), "hop": TEST_HOP_FRAMES,
+                                     "config": signal, "hop": TEST_HOP_FRAMES,
                                      "scoring": dataclasses.asdict(DEFAULT_CONTEXT), "context_s": context_s,
                                      "bank": 2}).encode())
     cache = cache_dir / f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, standardise_db
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, centre_bands, standardise_db
 from emostream.train import report
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
@@ -76,6 +76,17 @@ class Preset:
     label_smoothing: float = 0.0
     train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
     vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
+    feature_version: str = "1"  # the model's input (features.NORMALISATIONS); "2" centres each mel band
+    architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.architecture!r}: expected one of {', '.join(ARCHITECTURES)}")
+        self.features  # noqa: B018 — an unknown feature version fails here, before any training
+
+    @property
+    def features(self) -> LogMelConfig:
+        return dataclasses.replace(DEFAULT_CONFIG, feature_version=self.feature_version)
 
     @classmethod
     def from_record(cls, record: dict) -> Preset:
@@ -87,6 +98,14 @@ class Preset:
 
         return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
                           n_classes=n_classes)
+
+    def build(self, n_classes: int):
+        """The untrained, uncompiled model of this preset's architecture."""
+        from emostream.train.model import CnnConfig, build_cnn, build_crnn
+
+        if self.architecture == "cnn":
+            return build_cnn(CnnConfig(dropout=self.dropout, n_classes=n_classes), self.features)
+        return build_crnn(self.crnn_config(n_classes), self.features, compile=False)
 
     def with_overrides(self, assignments: list[str]) -> Preset:
         """``field=value`` strings (tuples as ``a,b``), typed after the preset's current values."""
@@ -108,6 +127,8 @@ class Preset:
         return dataclasses.replace(self, **changes)
 
 
+ARCHITECTURES = ("crnn", "cnn")
+
 PRESETS = {
     "reference": Preset("reference", epochs=100, learning_rate=1e-4, crops=False, augment_share=0.0,
                         spec_augment=False, early_stopping_patience=None, multi_window_test=False),
@@ -121,6 +142,14 @@ PRESETS = {
     "transfer": Preset("transfer", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
                        spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
                        mixup_alpha=0.2, train_context_s=1.0, vtlp=0.12),
+    # For new voices and channels: feature version 2 (each mel band centred over the window).
+    "bandnorm": Preset("bandnorm", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
+                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
+                       mixup_alpha=0.2, feature_version="2"),
+    # The shipped-v1 recipe on a compact all-convolutional model (pooling over time, no recurrence).
+    "cnn": Preset("cnn", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5, spec_augment=True,
+                  early_stopping_patience=12, multi_window_test=True, min_epochs=45, mixup_alpha=0.2,
+                  architecture="cnn"),
 }
 
 
@@ -191,6 +220,7 @@ class TrainingWindows:
 
     def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int):
         self.preset, self.banks = preset, banks
+        self.features = preset.features
         self.rng = np.random.default_rng(seed)
         self.frames = DEFAULT_CONFIG.window_frames
 
@@ -206,7 +236,7 @@ class TrainingWindows:
         crop = db[:, start : start + self.frames]
         if p.vtlp:
             crop = warp_mel_axis(crop, float(self.rng.uniform(1 - p.vtlp, 1 + p.vtlp)))
-        x = standardise_db(crop)
+        x = standardise_db(crop, self.features)
         if p.spec_augment:
             for _ in range(2):
                 width = int(self.rng.integers(0, 16))
@@ -245,11 +275,18 @@ def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gener
     return mixed_x.astype(np.float32), mixed_t.astype(np.float32)
 
 
-def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool) -> np.ndarray:
+def model_windows(windows: np.ndarray, feature_version: str) -> np.ndarray:
+    """A bank's (version 1) streaming windows as the model's feature version sees them, float32."""
+    x = np.asarray(windows, dtype=np.float32)
+    return centre_bands(x) if feature_version == "2" else x
+
+
+def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool,
+                       feature_version: str = "1") -> np.ndarray:
     """Per clip: the mean of the model over its streaming windows, or the first window only."""
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
-    x = np.concatenate(chosen).astype(np.float32)[..., np.newaxis]
+    x = model_windows(np.concatenate(chosen), feature_version)[..., np.newaxis]
     p = model.predict(x, batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
@@ -284,9 +321,7 @@ def full_scores(y_true: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
 def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
     import keras
 
-    from emostream.train.model import build_crnn
-
-    model = build_crnn(preset.crnn_config(n_classes), compile=False)
+    model = preset.build(n_classes)
     lr = preset.learning_rate
     if preset.early_stopping_patience is not None:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=preset.epochs * steps_per_epoch, alpha=0.05)
@@ -333,7 +368,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
                         history[-1]["accuracy"], time.time() - started)
             continue
-        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test)
+        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.feature_version)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
                         "accuracy": float(fit.history["accuracy"][0]), **{f"val_{k}": v for k, v in val.items()}})
@@ -355,19 +390,19 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
               "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
     if cross is not None and len(cross):
-        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test)
+        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.feature_version)
         result["cross"] = full_scores(y[cross], cross_p, classes)
         result["cross_y_true"], result["cross_y_pred"] = y[cross].tolist(), cross_p.argmax(axis=1).tolist()
         logger.info("%s cross-corpus %s", log_prefix, {k: v for k, v in result["cross"].items()
                                                         if k in ("accuracy", "uar", "max_share")})
     if not len(fold["test"]):
         return result, model
-    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test)
+    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.feature_version)
     y_pred = test_p.argmax(axis=1)
     result.update({"test": full_scores(y[fold["test"]], test_p, classes),
                    "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()})
     if preset.multi_window_test:
-        first = clip_probabilities(model, orig, fold["test"], multi_window=False).argmax(axis=1)
+        first = clip_probabilities(model, orig, fold["test"], False, preset.feature_version).argmax(axis=1)
         result["test_first_window"] = scores(y[fold["test"]], first)
     return result, model
 
@@ -497,7 +532,7 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     from emostream.train.cli import save_inference_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_inference_model(model, preset.crnn_config(len(classes)), folder / "model.keras")
+    save_inference_model(model, folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
     # The clips export's parity check scores: the test part, or the validation part when there is no test.
     frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]].to_csv(folder / "test_files.csv", index=False)
@@ -516,6 +551,7 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
         "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
+        "features": preset.features.to_dict(),
         "test_accuracy": t["accuracy"] if "test" in result else None, "test_macro_f1": t["macro_f1"],
         "test_uar": t["uar"], "scored_on": part,
         "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
@@ -621,7 +657,9 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
     out.mkdir(parents=True, exist_ok=True)
     results = []
     def probabilities(rows):
-        return np.stack([model.predict(data.banks["orig"].windows[r].astype(np.float32)).mean(axis=0) for r in rows])
+        version = model.features.feature_version
+        return np.stack([model.predict(model_windows(data.banks["orig"].windows[r], version)).mean(axis=0)
+                         for r in rows])
 
     for fold in data.folds:
         rows = fold["test"]

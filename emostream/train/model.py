@@ -1,4 +1,4 @@
-"""The reference CRNN: two conv blocks, then two stacked LSTMs over time, then a softmax."""
+"""The models: the reference CRNN (two conv blocks, two stacked LSTMs over time, softmax) and a compact CNN."""
 
 from __future__ import annotations
 
@@ -55,3 +55,38 @@ def build_crnn(
         metrics=["accuracy"],
     )
     return model
+
+
+@dataclass(frozen=True)
+class CnnConfig:
+    """Layer sizes of the compact CNN (~0.1 M parameters at the defaults)."""
+
+    conv_filters: tuple[int, ...] = (16, 32, 64, 128)
+    dropout: float = 0.3
+    n_classes: int = 8
+
+
+def build_cnn(model_config: CnnConfig = CnnConfig(), features: LogMelConfig = DEFAULT_CONFIG):
+    """(Conv2D 3×3 → BN → ReLU → MaxPool 2×2) per filter count (no pool after the last), then the mean over
+    frequency, then the mean and the maximum over time, dropout and a softmax.
+
+    Pooling over time makes the answer independent of where in the window speech sits, as a stream presents
+    it; no recurrent layer can memorise a corpus's utterance shapes. Input: (n_mels, window_frames, 1).
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(features.n_mels, features.window_frames, 1), name="log_mel")
+    x = inputs
+    for i, filters in enumerate(model_config.conv_filters):
+        x = layers.Conv2D(filters, (3, 3), padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        if i < len(model_config.conv_filters) - 1:
+            x = layers.MaxPooling2D((2, 2))(x)
+    x = layers.AveragePooling2D((x.shape[1], 1), name="mean_over_mels")(x)
+    x = layers.Reshape((x.shape[2], x.shape[3]))(x)  # (time, channels)
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    x = layers.Dropout(model_config.dropout)(x)
+    outputs = layers.Dense(model_config.n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn")

@@ -110,7 +110,7 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
         for (path, _), y in tqdm(list(zip(clips, audio, strict=True)), desc=name, file=sys.stderr):
             rng = np.random.default_rng(zlib.crc32(f"{name}:{Path(path).name}".encode()))
             degraded = np.clip(condition(y, rng), -1.0, 1.0)
-            windows = clip_windows(degraded, seed=clip_seed(Path(path).name))
+            windows = clip_windows(degraded, seed=clip_seed(Path(path).name), config=model.features)
             predictions.append(model.predict(windows).mean(axis=0).argmax())
         predictions = np.array(predictions)
         share = np.bincount(predictions, minlength=len(labels)) / len(predictions)
