@@ -1,0 +1,156 @@
+"""Feature version 2 (each mel band centred over the window): a new contract value the daemon knows and computes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from synth import speechlike
+
+from emostream.features import (
+    DEFAULT_CONFIG,
+    NORMALISATIONS,
+    LogMelConfig,
+    centre_bands,
+    compute_log_mel_spect,
+    normalise_window,
+)
+from emostream.features.contract import ContractError, ModelContract
+from emostream.inference.logmel_stream import LogMelStream
+from emostream.inference.model import EmotionModel, ModelError
+from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+
+V2 = dataclasses.replace(DEFAULT_CONFIG, feature_version="2")
+LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+
+
+def test_version_2_centres_every_band_and_standardises_the_window():
+    v1 = compute_log_mel_spect(speechlike(2.5, seed=4))
+    v2 = compute_log_mel_spect(speechlike(2.5, seed=4), V2)
+    assert np.abs(v2.mean(axis=1)).max() < 1e-4
+    assert abs(float(v2.std()) - 1.0) < 1e-4
+    assert np.abs(v1.mean(axis=1)).max() > 0.3  # version 1 keeps the long-term spectrum
+    np.testing.assert_allclose(centre_bands(v1), v2, atol=1e-4)  # cached v1 windows convert exactly
+
+
+def test_version_2_ignores_a_fixed_colouring_of_the_channel_and_version_1_does_not():
+    rng = np.random.default_rng(0)
+    mel = 10 ** rng.uniform(-3, 0, size=(128, 100)).astype(np.float32)  # 30 dB of range: no bin on the floor
+    colouring = 10 ** rng.uniform(-0.6, 0.6, size=(128, 1)).astype(np.float32)  # ±6 dB per band
+    np.testing.assert_allclose(normalise_window(mel * colouring, V2), normalise_window(mel, V2), atol=1e-4)
+    assert np.abs(normalise_window(mel * colouring) - normalise_window(mel)).max() > 0.1
+
+
+def test_silence_stays_finite_in_version_2():
+    out = compute_log_mel_spect(np.zeros(60000, np.float32), V2)
+    assert np.all(np.isfinite(out)) and np.abs(out).max() == 0.0
+
+
+@pytest.mark.parametrize("hop_frames", [1, 11])
+def test_streaming_windows_of_version_2_equal_its_batch_features(hop_frames):
+    signal = speechlike(5.0, seed=9)
+    stream = LogMelStream(V2, hop_frames)
+    windows = stream.push(signal[:30000]) + stream.push(signal[30000:])
+    assert len(windows) > 3
+    for w in windows:
+        batch = compute_log_mel_spect(signal[w.start_sample : w.end_sample], V2)
+        assert np.abs(w.features - batch).max() <= 1e-4
+
+
+def test_an_unknown_feature_version_is_a_clear_error():
+    with pytest.raises(ValueError, match="feature version '3' is unknown"):
+        LogMelConfig(feature_version="3")
+    contract = dataclasses.replace(ModelContract.for_features(LABELS), feature_version="3")
+    with pytest.raises(ContractError, match="feature_version='3'.*computes feature versions 1, 2"):
+        contract.check_honoured_by()
+
+
+def test_the_contract_carries_the_version_and_its_normalisation():
+    contract = ModelContract.for_features(LABELS, V2)
+    assert contract.feature_version == "2" and contract.normalisation == NORMALISATIONS["2"]
+    assert contract.feature_config() == V2
+    contract.check_honoured_by()  # this code computes version 2: honoured
+    wrong_words = dataclasses.replace(contract, normalisation=NORMALISATIONS["1"])
+    with pytest.raises(ContractError, match="normalisation"):
+        wrong_words.check_honoured_by()
+
+
+@pytest.fixture(scope="module")
+def model_bytes():
+    """The same small untrained CRNN exported twice: with a version 1 and a version 2 contract (ONNX bytes)."""
+    import keras
+
+    from emostream.export.onnx_export import convert
+    from emostream.train.model import CrnnConfig, build_crnn
+
+    keras.utils.set_random_seed(3)
+    model = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
+    return {version: convert(model, ModelContract.for_features(LABELS, config), config).SerializeToString()
+            for version, config in (("1", DEFAULT_CONFIG), ("2", V2))}
+
+
+def test_the_daemon_pipeline_computes_each_models_own_feature_version(model_bytes):
+    signal = speechlike(4.0, seed=21)
+    for version, onnx_bytes in model_bytes.items():
+        model = EmotionModel(onnx_bytes)
+        assert model.features.feature_version == version
+        pipeline = EmotionPipeline(model, PipelineConfig(hop_s=0.5, silence_dbfs=-120, smoothing=0.0), 22050)
+        messages = pipeline.process(signal[:, None])
+        assert messages
+        hop = round(0.5 * 22050 / 512) * 512
+        for i, message in enumerate(messages):
+            span = signal[i * hop : i * hop + DEFAULT_CONFIG.window_samples]
+            own = model.predict(compute_log_mel_spect(span, model.features))[0]
+            np.testing.assert_allclose([message["probabilities"][k] for k in model.labels], own, atol=1e-4)
+    # The two versions really differ at the model's input: a version mix-up would not go unnoticed.
+    span = signal[: DEFAULT_CONFIG.window_samples]
+    assert np.abs(compute_log_mel_spect(span) - compute_log_mel_spect(span, V2)).max() > 0.1
+
+
+def with_feature_version(onnx_bytes: bytes, version: str) -> bytes:
+    import json
+
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    for entry in proto.metadata_props:
+        if entry.key == "emostream.feature_version":
+            entry.value = json.dumps(version)
+    return proto.SerializeToString()
+
+
+def test_a_model_of_an_unknown_version_is_refused_in_one_line(model_bytes):
+    with pytest.raises(ModelError, match="feature_version='9'.*computes feature versions 1, 2") as err:
+        EmotionModel(with_feature_version(model_bytes["2"], "9"))
+    assert "\n" not in str(err.value)
+
+
+def test_code_that_knows_only_version_1_refuses_a_version_2_model(model_bytes, monkeypatch):
+    import emostream.features.contract as contract_module
+
+    monkeypatch.setattr(contract_module, "NORMALISATIONS", {"1": NORMALISATIONS["1"]})
+    with pytest.raises(ModelError, match="feature_version='2'"):
+        EmotionModel(model_bytes["2"])
+    assert EmotionModel(model_bytes["1"]).features == DEFAULT_CONFIG
+
+
+def test_a_version_2_contract_with_another_signal_setting_is_still_refused():
+    contract = dataclasses.replace(ModelContract.for_features(LABELS, V2), n_mels=64)
+    with pytest.raises(ContractError, match="n_mels"):
+        contract.check_honoured_by()
+
+
+def test_export_of_a_version_2_run_writes_its_contract_and_proves_parity(ravdess_dir, tmp_path):
+    """A tiny bandnorm run saved for export, exported: the ONNX file says version 2 and parity holds on v2 windows."""
+    from emostream.export.cli import main as export_main
+    from emostream.train.evaluate import main as evaluate_main
+
+    out = tmp_path / "run"
+    assert evaluate_main(["--protocol", "random", "--preset", "bandnorm", "--epochs", "1", "--data-dir",
+                          str(ravdess_dir), "--max-clips-per-class", "5", "--cache-dir", str(tmp_path / "cache"),
+                          "--out", str(out), "--save-model", "--set", "augment_share=0"]) == 0
+    onnx_path = tmp_path / "v2.onnx"
+    assert export_main(["--keras", str(out / "model-fold1" / "model.keras"), "--out", str(onnx_path),
+                        "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"),
+                        "--min-windows", "5"]) == 0
+    model = EmotionModel(onnx_path)
+    assert model.contract.feature_version == "2" and model.features == V2
