@@ -127,3 +127,31 @@ def test_tiny_corpus_run_writes_every_output(ravdess_dir, emodb_dir, tmp_path):
     assert set(fold["test"]["predicted_share"]) == set(result["classes"])
     assert abs(sum(fold["test"]["predicted_share"].values()) - 1) < 1e-6
     assert fold["n_test"] == 5 * 6  # six EmoDB classes, five clips each; boredom left out
+
+
+def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(ravdess_dir, emodb_dir, tmp_path,
+                                                                               monkeypatch):
+    """The model to ship has no test part: its validation clips (RAVDESS and EmoDB) are the parity list, stored
+    relative to each corpus's root so the list holds on another machine."""
+    import pandas as pd
+
+    from emostream.export.cli import main as export_main
+    from emostream.inference.model import EmotionModel
+
+    out = tmp_path / "ship"
+    assert ev.main(["--protocol", "ship", "--preset", "shipped-v1", "--epochs", "1", "--max-clips-per-class", "4",
+                    "--set", "augment_share=0", "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
+                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--save-model"]) == 0
+    listed = pd.read_csv(out / "model-fold1" / "test_files.csv")
+    assert set(listed["corpus"]) == {"ravdess", "emodb"}
+    assert not any(p.startswith("/") for p in listed["path"])
+    summary = json.loads((out / "model-fold1" / "summary.json").read_text())
+    assert summary["test_accuracy"] is None and summary["scored_on"].startswith("validation")
+    monkeypatch.chdir(tmp_path)  # the corpora are found through the options, not the working directory
+    onnx_path = tmp_path / "ship.onnx"
+    assert export_main(["--keras", str(out / "model-fold1" / "model.keras"), "--out", str(onnx_path),
+                        "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
+                        "--cache-dir", str(tmp_path / "cache"), "--min-windows", str(len(listed))]) == 0
+    parity = json.loads((tmp_path / "ship.parity.json").read_text())
+    assert parity["n_windows"] == len(listed) and parity["max_abs_diff"] < 1e-5 and parity["top1_agreement"] == 1.0
+    assert EmotionModel(onnx_path).contract.test_accuracy is None

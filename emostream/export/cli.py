@@ -31,6 +31,8 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=Path("emostream") / "assets" / "emotion_crnn.onnx",
                    help="ONNX file to write (default: the package's shipped model, in a checkout)")
     p.add_argument("--data-dir", help="RAVDESS root for the parity windows (default: $RAVDESS_DIR or ../shared/...)")
+    p.add_argument("--emodb-dir", help="EmoDB root, for a run whose list holds EmoDB clips (default: $EMODB_DIR or "
+                                       "../shared/data/emodb)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
     p.add_argument("--int8", action="store_true", help="also try static INT8 (kept only if faster and < 1 pt worse)")
     p.add_argument("--min-windows", type=int, default=MIN_PARITY_WINDOWS, help="fail with fewer parity windows")
@@ -56,24 +58,36 @@ def run_features(summary: dict) -> LogMelConfig:
         raise ExportError(f"summary.json features: {exc}") from None
 
 
-def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir, features: LogMelConfig = DEFAULT_CONFIG):
-    """The test split's windows and label indices, computed by the shared feature code."""
+def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir, features: LogMelConfig = DEFAULT_CONFIG,
+                   emodb_dir=None):
+    """The listed clips' windows and label indices, computed by the shared feature code.
+
+    The list's paths are relative to their corpus's root (column ``corpus``; RAVDESS when absent).
+    """
     import pandas as pd
 
-    from emostream.train.data import resolve_data_dir
+    from emostream.paths import data_dir as corpus_dir
     from emostream.train.featurize import extract_features
 
     if not test_files.is_file():
         raise ExportError(f"{test_files} not found: parity needs the training run's test-file list")
     frame = pd.read_csv(test_files)
-    root = resolve_data_dir(data_dir)
-    missing = [p for p in frame["path"] if not (root / p).is_file()]
-    if missing:
-        raise ExportError(f"{len(missing)} test clips missing under {root} (first: {missing[0]}); pass --data-dir")
-    windows = extract_features(root, list(frame["path"]), features, cache_dir)
-    by_path = dict(zip(frame["path"], frame["emotion"], strict=True))
-    y_true = np.array([labels.index(by_path[p]) for p in windows.paths])
-    return windows.windows, y_true
+    corpora = frame["corpus"] if "corpus" in frame else pd.Series("ravdess", index=frame.index)
+    explicit = {"ravdess": data_dir, "emodb": emodb_dir}
+    windows, y_true = [], []
+    for corpus, part in frame.groupby(corpora, sort=True):
+        if corpus not in explicit:
+            raise ExportError(f"{test_files}: unknown corpus {corpus!r}")
+        root = corpus_dir(corpus, explicit[corpus])
+        missing = [p for p in part["path"] if not (root / p).is_file()]
+        if missing:
+            raise ExportError(f"{len(missing)} listed {corpus} clips missing under {root} (first: {missing[0]}); "
+                              f"pass --{'data' if corpus == 'ravdess' else 'emodb'}-dir")
+        found = extract_features(root, list(part["path"]), features, cache_dir)
+        by_path = dict(zip(part["path"], part["emotion"], strict=True))
+        windows.append(found.windows)
+        y_true += [labels.index(by_path[p]) for p in found.paths]
+    return np.concatenate(windows), np.array(y_true)
 
 
 def update_card(card: Path, text: str) -> None:
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         proto = convert(model, contract, features)
         onnx_bytes = proto.SerializeToString()
-        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features)
+        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features, args.emodb_dir)
         parity = check_parity(model, onnx_bytes, windows, y_true)
     except ExportError as exc:
         logger.error("%s", exc)

@@ -37,7 +37,8 @@ def parse_emodb_name(name: str) -> dict:
 
 
 def index_emodb(root: str | Path | None = None, include_unmapped: bool = False) -> pd.DataFrame:
-    """Rows ``path`` (absolute), ``emotion``, ``actor`` (speaker number), ``corpus``; sorted by file name."""
+    """Rows ``path`` (absolute), ``file`` (relative to the root), ``emotion``, ``actor`` (speaker number),
+    ``corpus``; sorted by file name."""
     root = data_dir("emodb", root)
     folder = root / "wav" if (root / "wav").is_dir() else root
     if not folder.is_dir():
@@ -53,7 +54,8 @@ def index_emodb(root: str | Path | None = None, include_unmapped: bool = False) 
             continue
         if fields["emotion"] is None and not include_unmapped:
             continue
-        rows.append({"path": str(path.resolve()), "emotion": fields["emotion"], "actor": fields["speaker"],
+        rows.append({"path": str(path.resolve()), "file": str(path.relative_to(root)), "emotion": fields["emotion"],
+                     "actor": fields["speaker"],
                      "corpus": "emodb", "channel": "speech"})
     if not rows:
         raise EmoDBError(f"no EmoDB clips under {folder} (expected SSTTTEV.wav or .flac)")

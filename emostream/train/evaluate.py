@@ -534,8 +534,11 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     folder.mkdir(parents=True, exist_ok=True)
     save_inference_model(model, folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
-    # The clips export's parity check scores: the test part, or the validation part when there is no test.
-    frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]].to_csv(folder / "test_files.csv", index=False)
+    # The clips export's parity check scores: the test part, or the validation part when there is no test;
+    # paths relative to each corpus's root, so the list holds on another machine.
+    listed = frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]]
+    listed = listed.assign(path=listed["file"]).drop(columns="file")
+    listed.to_csv(folder / "test_files.csv", index=False)
     t, first = result.get("test") or result["val"], result.get("test_first_window")
     part = "test" if "test" in result else "validation (no test part: every other clip trained)"
     lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
@@ -560,7 +563,8 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
 
 
 def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False):
-    """The clips a protocol uses, one row each: ``path`` (absolute), ``emotion``, ``actor``, ``corpus``, ``channel``.
+    """The clips a protocol uses, one row each: ``path`` (absolute), ``file`` (relative to its corpus root),
+    ``emotion``, ``actor``, ``corpus``, ``channel``.
 
     EmoDB is needed by ``corpus`` and ``ship``, and joins ``actors``/``emobox`` as the cross-corpus test set
     when it is present (``no_cross`` leaves it out).
@@ -570,7 +574,8 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
     from emostream.train.emodb import EmoDBError, index_emodb
 
     index = index_ravdess(data_dir, seed=seed)
-    frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], corpus="ravdess")
+    frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], file=index.frame["path"],
+                               corpus="ravdess")
     if protocol in ("emobox", "ship"):  # users speak to the model: the shipped one learns from speech
         frame = frame[frame["channel"] == "speech"].reset_index(drop=True)
     if protocol == "random":
@@ -622,7 +627,9 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     """Clips, labels, feature banks and folds of a protocol (the one place that splits data), leak-checked."""
     frame = load_frame(protocol, data_dir, emodb_dir, seed, no_cross)
     if max_clips_per_class:
-        frame = frame.groupby(["corpus", "emotion"], sort=False).head(max_clips_per_class).reset_index(drop=True)
+        # Drawn at random (seeded) within corpus × class, so a slice holds every corpus's speakers (EmoDB is sorted).
+        picked = frame.sample(frac=1.0, random_state=seed).groupby(["corpus", "emotion"], sort=False)
+        frame = picked.head(max_clips_per_class).sort_index().reset_index(drop=True)
     y, classes = encode_labels(frame["emotion"])
     paths = list(frame["path"])
     banks = {"orig": clip_bank(Path("/"), paths, "orig", seed, cache_dir, context_s=preset.train_context_s)}
