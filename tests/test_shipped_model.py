@@ -1,4 +1,8 @@
-"""The committed model reproduces its card on the real test split, through the daemon's own code path."""
+"""The committed model reproduces its card on the clips its run lists, through the daemon's own code path.
+
+The list (``models/test_files.csv``) is the run's test part, or its validation part when every other clip trained
+(the shipped model); paths are relative to each corpus's root (column ``corpus``).
+"""
 
 import json
 from pathlib import Path
@@ -16,31 +20,39 @@ MODELS = Path(__file__).resolve().parent.parent / "models"
 @pytest.fixture(scope="module")
 def shipped():
     summary = json.loads((MODELS / "summary.json").read_text())
-    test = pd.read_csv(MODELS / "test_files.csv")
+    listed = pd.read_csv(MODELS / "test_files.csv")
     labels = json.loads((MODELS / "labels.json").read_text())
-    return EmotionModel(DEFAULT_MODEL_PATH), summary, test, labels
+    return EmotionModel(DEFAULT_MODEL_PATH), summary, listed, labels
 
 
-def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, ravdess_dir, tmp_path):
-    """compute_log_mel_spect of each test clip (its first 100 frames), as emostream-export scored them."""
-    from emostream.train.featurize import extract_features
+def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, ravdess_dir, emodb_dir, tmp_path):
+    """Each listed clip's first window (compute_log_mel_spect, the model's own feature version), as
+    emostream-export scored them."""
+    from emostream.export.cli import parity_windows
 
-    model, summary, test, labels = shipped
+    model, summary, listed, labels = shipped
     assert model.labels == labels and model.contract.test_accuracy == summary["test_accuracy"]
+    assert model.contract.run_id == summary["run_id"]
     parity = json.loads((MODELS / "emotion_crnn.parity.json").read_text())
-    features = extract_features(ravdess_dir, list(test["path"]), cache_dir=tmp_path)
-    y = np.array([labels.index(e) for e in test["emotion"]])
-    accuracy = np.mean(model.predict(features.windows).argmax(axis=1) == y)
+    windows, y = parity_windows(MODELS / "test_files.csv", labels, ravdess_dir, tmp_path, model.features, emodb_dir)
+    assert len(windows) == len(listed) == parity["n_windows"]
+    accuracy = np.mean(model.predict(windows).argmax(axis=1) == y)
     assert accuracy == pytest.approx(parity["onnx_accuracy"], abs=1e-9) == parity["keras_accuracy"]
 
 
 @pytest.mark.slow
-def test_streamed_clip_accuracy_matches_the_card(shipped, ravdess_dir, tmp_path):
-    """Every test clip streamed through LogMelStream; the mean over its windows is the clip's score."""
+def test_streamed_clip_accuracy_matches_the_card(shipped, ravdess_dir, emodb_dir, tmp_path):
+    """Every listed clip streamed as the daemon streams speech; the mean over its windows is the clip's score."""
     from emostream.train.clipbank import clip_bank
+    from emostream.train.evaluate import model_windows
 
-    model, summary, test, labels = shipped
-    bank = clip_bank(ravdess_dir, list(test["path"]), cache_dir=tmp_path)
-    y = np.array([labels.index(e) for e in test["emotion"]])
-    pred = [model.predict(w.astype(np.float32)).mean(axis=0).argmax() for w in bank.windows]
-    assert np.mean(np.array(pred) == y) == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    model, summary, listed, labels = shipped
+    roots = {"ravdess": ravdess_dir, "emodb": emodb_dir}
+    correct = []
+    for corpus, part in listed.groupby(listed.get("corpus", pd.Series("ravdess", index=listed.index))):
+        bank = clip_bank(roots[corpus], list(part["path"]), seed=42, cache_dir=tmp_path)  # evaluate's seed
+        y = np.array([labels.index(e) for e in part["emotion"]])
+        pred = [model.predict(model_windows(w, model.features.feature_version)).mean(axis=0).argmax()
+                for w in bank.windows]
+        correct += list(np.array(pred) == y)
+    assert np.mean(correct) == pytest.approx(summary["listed_accuracy"], abs=1e-9)

@@ -555,7 +555,8 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     report.write_json(folder / "summary.json", {
         "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
         "features": preset.features.to_dict(),
-        "test_accuracy": t["accuracy"] if "test" in result else None, "test_macro_f1": t["macro_f1"],
+        "test_accuracy": t["accuracy"] if "test" in result else None, "listed_accuracy": t["accuracy"],
+        "test_macro_f1": t["macro_f1"],
         "test_uar": t["uar"], "scored_on": part,
         "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
         "epoch": result["epoch"], "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
