@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -553,7 +554,8 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     lines += ["", f"Preset: `{json.dumps(dataclasses.asdict(preset))}`", ""]
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
-        "run_id": f"{preset.name}-{fold['name'].replace(' ', '-')}", "preset": dataclasses.asdict(preset),
+        "run_id": re.sub(r"[^a-z0-9.]+", "-", f"{preset.name}-{fold['name']}".lower()).strip("-"),
+        "preset": dataclasses.asdict(preset),
         "features": preset.features.to_dict(),
         "test_accuracy": t["accuracy"] if "test" in result else None, "listed_accuracy": t["accuracy"],
         "test_macro_f1": t["macro_f1"],
