@@ -155,3 +155,11 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     parity = json.loads((tmp_path / "ship.parity.json").read_text())
     assert parity["n_windows"] == len(listed) and parity["max_abs_diff"] < 1e-5 and parity["top1_agreement"] == 1.0
     assert EmotionModel(onnx_path).contract.test_accuracy is None
+    # Scoring the exported model on the ship protocol: no test part, so the validation speakers, per corpus.
+    scored = tmp_path / "scored"
+    assert ev.main(["--protocol", "ship", "--preset", "shipped-v1", "--max-clips-per-class", "4",
+                    "--set", "augment_share=0", "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
+                    "--cache-dir", str(tmp_path / "cache"), "--out", str(scored), "--onnx", str(onnx_path)]) == 0
+    (fold,) = json.loads((scored / "evaluation.json").read_text())["folds"]
+    assert set(fold["val_by_corpus"]) == {"ravdess", "emodb"}
+    assert sum(v["n"] for v in fold["val_by_corpus"].values()) == fold["val"]["n"] == len(listed)

@@ -658,7 +658,10 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
 
 
 def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
-    """Score an ONNX model (onnxruntime, as served) on each fold's test part: a model trained elsewhere."""
+    """Score an ONNX model (onnxruntime, as served) on each fold's test part: a model trained elsewhere.
+
+    A fold without a test part (``ship``) scores its validation part instead, per corpus (``val_by_corpus``).
+    """
     from emostream.inference.model import EmotionModel
 
     model = EmotionModel(path)
@@ -672,6 +675,16 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
                          for r in rows])
 
     for fold in data.folds:
+        if not len(fold["test"]):  # ship: no test part; the validation speakers, per corpus
+            rows = fold["val"]
+            p = probabilities(rows)
+            by_corpus = {c: full_scores(data.y[rows][data.corpus[rows] == c], p[data.corpus[rows] == c],
+                                        data.classes) for c in sorted(set(data.corpus[rows]))}
+            results.append({"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": len(rows),
+                            "n_test": 0, "history": [], "val": full_scores(data.y[rows], p, data.classes),
+                            "val_by_corpus": by_corpus})
+            logger.info("%s validation part: %s", fold["name"], {c: round(v["uar"], 3) for c, v in by_corpus.items()})
+            continue
         rows = fold["test"]
         p = probabilities(rows)
         result = {"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0, "n_test": len(rows),
