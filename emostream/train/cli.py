@@ -60,7 +60,7 @@ def save_inference_model(model, path: Path) -> None:
     """Save weights and architecture without optimizer state (Keras 3 has no include_optimizer)."""
     import keras
 
-    bare = keras.models.clone_model(model)
+    bare = keras.Model.from_config(model.get_config())  # same layers, never compiled (clone_model may compile)
     bare.set_weights(model.get_weights())
     bare.save(path)
 
