@@ -515,7 +515,9 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
     runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
     first = runs[0]
     for folder, run in zip(folders, runs, strict=True):
-        if (run["protocol"], run["preset"], run["classes"]) != (first["protocol"], first["preset"], first["classes"]):
+        # Presets compared as presets: a run recorded before a setting existed has that setting's default.
+        if ((run["protocol"], Preset.from_record(run["preset"]), run["classes"])
+                != (first["protocol"], Preset.from_record(first["preset"]), first["classes"])):
             raise ValueError(f"{folder}: protocol, preset or classes differ from {folders[0]}; cannot merge")
     results = [r for f in folders for r in json.loads((Path(f) / "folds.json").read_text())]
     names = [r["fold"] for r in results]
