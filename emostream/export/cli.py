@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
               **parity.__dict__, "contract": contract.to_metadata()}
     (args.out.parent / f"{args.out.stem}.parity.json").write_text(json.dumps(record, indent=2) + "\n")
     update_card(args.keras.parent / "metrics.md", f"`{args.out.name}` ({len(onnx_bytes) / 1e6:.1f} MB, opset "
-                f"{proto.opset_import[0].version}), feature contract in its metadata. onnxruntime vs Keras on the "
-                f"{parity.n_windows} test-split windows: max |Δp| {parity.max_abs_diff:.1e}, top-1 agreement "
+                f"{proto.opset_import[0].version}), feature contract in its metadata (feature version "
+                f"{features.feature_version}). onnxruntime vs Keras on the first window of each of the "
+                f"{parity.n_windows} listed clips ({summary.get('scored_on', 'test')}): max |Δp| "
+                f"{parity.max_abs_diff:.1e}, top-1 agreement "
                 f"{parity.top1_agreement:.0%}, accuracy {parity.onnx_accuracy:.2%} (ONNX) vs "
                 f"{parity.keras_accuracy:.2%} (Keras).")
     logger.info("wrote %s", args.out)
