@@ -118,6 +118,16 @@ def run_stream(url, frames, rate_hz, sample_format, chunk_frames, pace_s=0.0, st
     return hello, messages, code[0]
 
 
+def real_time_stream_in_background(url: str, frames: np.ndarray) -> tuple[threading.Thread, dict]:
+    """A client sending 16 kHz s16le in 100 ms frames at real-time pace on its own thread; its
+    ``(hello, messages, close code)`` lands in ``result["steady"]`` when the thread ends."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        steady=run_stream(url, frames, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
+    thread.start()
+    return thread, result
+
+
 @pytest.fixture(scope="module")
 def fast_daemon(model):
     """A listen-only daemon that lets tests send faster than real time."""
@@ -159,6 +169,7 @@ def test_streamed_scores_equal_the_offline_pipeline_on_the_same_samples(model, d
     assert messages[-1]["duration_s"] == pytest.approx(len(frames) / rate_hz, abs=1e-5)
     voiced = [w for w in expected if not w["silence"]]
     assert sum(u["windows"] for u in utterances) == len(voiced)
+
 
 
 def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thread):
@@ -223,12 +234,9 @@ def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_
                            ListenConfig(max_streams=3, max_message_bytes=65536, realtime_burst_s=1.0, workers=2))
     y = load(CLIP, 16000)
     steady = np.tile(y, 3)[: 16000 * 9, None]  # 9 s in real time, 100 ms frames
-    result = {}
     with daemon_thread(daemon) as running:
         url = running.url
-        t = threading.Thread(target=lambda: result.update(
-            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
-        t.start()
+        t, result = real_time_stream_in_background(url, steady)
         time.sleep(1.0)
         second = np.zeros(1600, "<i2").tobytes()
         expect_error(url, "not json", code=CLOSE_POLICY, contains="malformed JSON")
@@ -365,12 +373,9 @@ def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_t
     y = load(CLIP, 16000)
     steady = np.tile(y, 2)[: 16000 * 7, None]
     flood = np.tile(y, 32)[: 16000 * 120, None]
-    result = {}
     with daemon_thread(daemon) as running:
         url = running.url
-        t = threading.Thread(target=lambda: result.update(
-            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
-        t.start()
+        t, result = real_time_stream_in_background(url, steady)
         time.sleep(2.5)  # the steady stream's first window is out
         flood_started = time.monotonic()
         _, flooded, code = run_stream(url, flood, 16000, "s16le", 16000 * 10)  # twelve 10 s messages
@@ -418,12 +423,9 @@ def test_a_client_that_never_reads_is_cut_off_and_does_not_delay_another(model, 
                                         max_unsent_messages=32, send_buffer_bytes=4096, workers=1))
     y = load(CLIP, 16000)
     steady = np.tile(y, 2)[: 16000 * 6, None]
-    result = {}
     with daemon_thread(daemon) as running:
         url = running.url
-        t = threading.Thread(target=lambda: result.update(
-            steady=run_stream(url, steady, 16000, "s16le", 1600, pace_s=0.1)), daemon=True)
-        t.start()
+        t, result = real_time_stream_in_background(url, steady)
         time.sleep(1.0)
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: no window autotuning

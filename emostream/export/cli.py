@@ -156,7 +156,8 @@ def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300,
 def int8_report(args, labels, test_files, windows, y_true, features: LogMelConfig = DEFAULT_CONFIG) -> None:
     from emostream.export.quantize import try_int8
 
-    result = try_int8(args.out, windows, y_true, calibration_windows(test_files, args.data_dir, args.cache_dir, features=features))
+    calibration = calibration_windows(test_files, args.data_dir, args.cache_dir, features=features)
+    result = try_int8(args.out, windows, y_true, calibration)
     verdict = "shipped" if result.worth_shipping else "not shipped"
     text = (f"INT8 ({result.method}): {result.int8_ms:.2f} ms vs fp32 {result.fp32_ms:.2f} ms per window "
             f"(p50, batch 1, 1 thread), test accuracy {result.int8_accuracy:.2%} vs {result.fp32_accuracy:.2%}: "

@@ -472,8 +472,9 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
         lines += [f"Selection score (mean of unseen-speaker UAR and cross-corpus UAR): **{s['selection']:.3f}**", ""]
     for r in results:
         for corpus, v in r.get("val_by_corpus", {}).items():
-            lines.append(f"Validation speakers, {corpus} ({v['n']} clips): accuracy {v['accuracy']:.2%}, UAR {v['uar']:.3f}, "
-                         f"4-class UAR {v['four_class']['uar']:.3f}, top class share {v['max_share']:.0%}.")
+            lines.append(f"Validation speakers, {corpus} ({v['n']} clips): accuracy {v['accuracy']:.2%}, "
+                         f"UAR {v['uar']:.3f}, 4-class UAR {v['four_class']['uar']:.3f}, "
+                         f"top class share {v['max_share']:.0%}.")
     if any("val_by_corpus" in r for r in results):
         lines.append("")
     firsts = [r["test_first_window"] for r in results if r.get("test_first_window")]
