@@ -141,12 +141,13 @@ def daemon_thread():
 
 
 def _broker(kind, tmp_path, **settings):
-    """A broker of ``kind`` (tests/brokers.py) started on a free loopback port; absent binary or client → skip."""
+    """A broker of ``kind`` (``emostream.bench.brokers``) started on a free loopback port; absent binary or
+    client → skip."""
     import importlib.util
 
-    from brokers import Mosquitto, RedisServer, find_binary
+    from emostream.bench.brokers import Mosquitto, RedisServer, find_binary
 
-    binary_name, client = {RedisServer: ("redis-server", "redis"), Mosquitto: ("mosquitto", "aiomqtt")}[kind]
+    binary_name, client = kind.binary_name, {RedisServer: "redis", Mosquitto: "aiomqtt"}[kind]
     binary = find_binary(binary_name)
     if binary is None:
         unavailable(f"{binary_name} not installed (apt-get install {binary_name}; scripts/setup.sh does it)")
@@ -162,7 +163,7 @@ def _broker(kind, tmp_path, **settings):
 @pytest.fixture
 def redis_server(tmp_path):
     """A fresh redis-server (no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart on the same port."""
-    from brokers import RedisServer
+    from emostream.bench.brokers import RedisServer
 
     yield from _broker(RedisServer, tmp_path)
 
@@ -170,7 +171,7 @@ def redis_server(tmp_path):
 @pytest.fixture
 def mqtt_broker(tmp_path):
     """A fresh mosquitto (anonymous, no persistence) on 127.0.0.1; ``.kill()``/``.start()`` to restart."""
-    from brokers import Mosquitto
+    from emostream.bench.brokers import Mosquitto
 
     yield from _broker(Mosquitto, tmp_path)
 
@@ -189,7 +190,7 @@ def tls_files(tmp_path_factory):
 @pytest.fixture
 def secure_redis(tmp_path, tls_files):
     """redis-server on a TLS-only port that requires a password."""
-    from brokers import RedisServer
+    from emostream.bench.brokers import RedisServer
 
     yield from _broker(RedisServer, tmp_path, password="s3cret-pw", tls=tls_files)
 
@@ -197,7 +198,7 @@ def secure_redis(tmp_path, tls_files):
 @pytest.fixture
 def secure_mqtt_broker(tmp_path, tls_files):
     """mosquitto on a TLS-only port, user "alice" with a password, no anonymous clients."""
-    from brokers import Mosquitto
+    from emostream.bench.brokers import Mosquitto
 
     yield from _broker(Mosquitto, tmp_path, password="s3cret-pw", tls=tls_files)
 

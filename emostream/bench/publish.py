@@ -20,11 +20,7 @@ import asyncio
 import json
 import logging
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.bench.brokers import Mosquitto, RedisServer, free_port, local_broker
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
@@ -55,71 +52,6 @@ class PublishBenchConfig:
             raise ValueError(f"--seconds {self.latency_seconds}: use 1..3600")
         if not 1 <= self.repeats <= 20:
             raise ValueError(f"--repeats {self.repeats}: use 1..20")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalRedis:
-    """``redis-server`` on a free loopback port in a temp dir; a context manager."""
-
-    def __enter__(self) -> str:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server, or pass --redis URL")
-        self.port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="emostream-redis-")
-        self.process = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", self.dir.name],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return f"redis://127.0.0.1:{self.port}/0"
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError("redis-server did not start within 10 s")
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self.dir.cleanup()
-
-
-class LocalMosquitto:
-    """``mosquitto`` (anonymous, loopback only, no persistence) on a free port; a context manager."""
-
-    def __enter__(self) -> str:
-        binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
-        if binary is None:
-            raise RuntimeError("mosquitto not found: apt-get install mosquitto, or pass --mqtt URL")
-        self.port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="emostream-mosquitto-")
-        conf = Path(self.dir.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "set_tcp_nodelay true\n"  # each small message leaves at once, not held for an ACK
-                        + ("user root\n" if os.geteuid() == 0 else ""))
-        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return f"mqtt://127.0.0.1:{self.port}"
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError("mosquitto did not start within 10 s")
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self.dir.cleanup()
 
 
 class MqttConsumer:
@@ -380,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = PublishBenchConfig(args.messages, args.rate, args.seconds, args.repeats)
         cfg.check()
         bodies = pipeline_messages()
-        with (LocalRedis() if args.redis is None else _given(args.redis)) as url:
+        with (local_broker(RedisServer) if args.redis is None else _given(args.redis)) as url:
             t = asyncio.run(throughput(url, cfg, bodies))
             logger.info("throughput: %s", t)
             lat = repeated(latency, url, cfg, bodies)
@@ -388,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             version = redis_version(url)
         mqtt = None
         if args.mqtt:
-            with (LocalMosquitto() if args.mqtt == "local" else _given(args.mqtt)) as mqtt_url:
+            with (local_broker(Mosquitto) if args.mqtt == "local" else _given(args.mqtt)) as mqtt_url:
                 mqtt = {"throughput": asyncio.run(mqtt_throughput(mqtt_url, cfg, bodies)),
                         "latency": repeated(mqtt_latency, mqtt_url, cfg, bodies)}
             logger.info("mqtt: %s", mqtt)
