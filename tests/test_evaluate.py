@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from emostream.features import DEFAULT_CONFIG
 from emostream.train import evaluate
 from emostream.train.evaluate import FOLDS, actor_folds, random_split
 
@@ -39,9 +40,9 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     calls = []
     real = evaluate.clip_probabilities
 
-    def recording(model, bank, rows, multi_window, feature_version="1"):
+    def recording(model, bank, rows, multi_window, features=DEFAULT_CONFIG):
         calls.append(np.asarray(rows).copy())
-        return real(model, bank, rows, multi_window, feature_version)
+        return real(model, bank, rows, multi_window, features)
 
     monkeypatch.setattr(evaluate, "clip_probabilities", recording)
     out = tmp_path / "eval"

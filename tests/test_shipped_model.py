@@ -43,8 +43,8 @@ def test_one_window_per_clip_accuracy_matches_the_export_parity_record(shipped, 
 @pytest.mark.slow
 def test_streamed_clip_accuracy_matches_the_card(shipped, ravdess_dir, emodb_dir, tmp_path):
     """Every listed clip streamed as the daemon streams speech; the mean over its windows is the clip's score."""
+    from emostream.features import from_version_1
     from emostream.train.clipbank import clip_bank
-    from emostream.train.evaluate import model_windows
 
     model, summary, listed, labels = shipped
     roots = {"ravdess": ravdess_dir, "emodb": emodb_dir}
@@ -52,7 +52,7 @@ def test_streamed_clip_accuracy_matches_the_card(shipped, ravdess_dir, emodb_dir
     for corpus, part in listed.groupby(listed.get("corpus", pd.Series("ravdess", index=listed.index))):
         bank = clip_bank(roots[corpus], list(part["path"]), seed=42, cache_dir=tmp_path)  # evaluate's seed
         y = np.array([labels.index(e) for e in part["emotion"]])
-        pred = [model.predict(model_windows(w, model.features.feature_version)).mean(axis=0).argmax()
+        pred = [model.predict(from_version_1(w, model.features)).mean(axis=0).argmax()
                 for w in bank.windows]
         correct += list(np.array(pred) == y)
     assert np.mean(correct) == pytest.approx(summary["listed_accuracy"], abs=1e-9)

@@ -176,8 +176,14 @@ def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.
         db = np.pad(db, ((0, 0), (0, config.window_frames - db.shape[1])))
     mean = db.mean()
     std = db.std()
-    window = ((db - mean) / (std if std > 1e-8 else 1.0)).astype(np.float32)
-    return centre_bands(window) if config.feature_version == "2" else window
+    return from_version_1((db - mean) / (std if std > 1e-8 else 1.0), config)
+
+
+def from_version_1(windows: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Version 1 window(s) (…, n_mels, frames) → the window(s) of ``config.feature_version``, float32: every later
+    version is a step on top of version 1, so cached version 1 windows serve every version exactly."""
+    x = np.asarray(windows, dtype=np.float32)
+    return centre_bands(x) if config.feature_version == "2" else x
 
 
 def centre_bands(windows: np.ndarray) -> np.ndarray:

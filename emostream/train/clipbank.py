@@ -79,7 +79,7 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
               cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0) -> ClipBank:
     """Features of ``paths`` (relative to ``root``, or absolute) for one variant, cached on disk."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    # The bank holds dB frames and version 1 windows whatever version trains (``centre_bands`` derives v2).
+    # The bank holds dB frames and version 1 windows whatever version trains (``from_version_1`` derives the others).
     signal = {k: v for k, v in DEFAULT_CONFIG.to_dict().items() if k != "feature_version"}
     key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
                                      "config": signal, "hop": TEST_HOP_FRAMES,

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, LogMelConfig, centre_bands, standardise_db
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, from_version_1, standardise_db
 from emostream.train import report
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
@@ -276,18 +276,13 @@ def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gener
     return mixed_x.astype(np.float32), mixed_t.astype(np.float32)
 
 
-def model_windows(windows: np.ndarray, feature_version: str) -> np.ndarray:
-    """A bank's (version 1) streaming windows as the model's feature version sees them, float32."""
-    x = np.asarray(windows, dtype=np.float32)
-    return centre_bands(x) if feature_version == "2" else x
-
-
 def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool,
-                       feature_version: str = "1") -> np.ndarray:
-    """Per clip: the mean of the model over its streaming windows, or the first window only."""
+                       features: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Per clip: the mean of the model over its streaming windows (the bank's version 1 windows, as ``features``'
+    version), or the first window only."""
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
-    x = model_windows(np.concatenate(chosen), feature_version)[..., np.newaxis]
+    x = from_version_1(np.concatenate(chosen), features)[..., np.newaxis]
     p = model.predict(x, batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
@@ -369,7 +364,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
                         history[-1]["accuracy"], time.time() - started)
             continue
-        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.feature_version)
+        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.features)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
                         "accuracy": float(fit.history["accuracy"][0]), **{f"val_{k}": v for k, v in val.items()}})
@@ -391,19 +386,19 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
               "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
     if cross is not None and len(cross):
-        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.feature_version)
+        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.features)
         result["cross"] = full_scores(y[cross], cross_p, classes)
         result["cross_y_true"], result["cross_y_pred"] = y[cross].tolist(), cross_p.argmax(axis=1).tolist()
         logger.info("%s cross-corpus %s", log_prefix, {k: v for k, v in result["cross"].items()
                                                         if k in ("accuracy", "uar", "max_share")})
     if not len(fold["test"]):
         return result, model
-    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.feature_version)
+    test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.features)
     y_pred = test_p.argmax(axis=1)
     result.update({"test": full_scores(y[fold["test"]], test_p, classes),
                    "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()})
     if preset.multi_window_test:
-        first = clip_probabilities(model, orig, fold["test"], False, preset.feature_version).argmax(axis=1)
+        first = clip_probabilities(model, orig, fold["test"], False, preset.features).argmax(axis=1)
         result["test_first_window"] = scores(y[fold["test"]], first)
     return result, model
 
@@ -679,8 +674,7 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
     out.mkdir(parents=True, exist_ok=True)
     results = []
     def probabilities(rows):
-        version = model.features.feature_version
-        return np.stack([model.predict(model_windows(data.banks["orig"].windows[r], version)).mean(axis=0)
+        return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features)).mean(axis=0)
                          for r in rows])
 
     for fold in data.folds:
