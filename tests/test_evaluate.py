@@ -156,3 +156,47 @@ def test_merging_runs_over_different_folds_gives_one_evaluation_and_refuses_mixe
         evaluate.merge_runs([a, other], tmp_path / "bad")
     with pytest.raises(ValueError, match="twice"):
         evaluate.merge_runs([a, a], tmp_path / "bad2")
+
+
+def test_weight_average_is_the_mean_of_the_epochs_given_in_the_models_dtypes():
+    average = evaluate.WeightAverage()
+    with pytest.raises(ValueError, match="no weights"):
+        average.mean([np.zeros(2, np.float32)])
+    for epoch, value in ((30, 1.0), (31, 2.0), (32, 6.0)):
+        average.add([np.full(2, value, np.float32), np.full((1, 2), -value, np.float32)], epoch)
+    mean = average.mean([np.zeros(2, np.float32), np.zeros((1, 2), np.float32)])
+    np.testing.assert_allclose(mean[0], 3.0) and np.testing.assert_allclose(mean[1], -3.0)
+    assert mean[0].dtype == np.float32 and average.epochs == [30, 31, 32]
+
+
+def test_the_tail_average_is_scored_beside_the_checkpoint_which_stays_the_model(monkeypatch):
+    """A tiny run on synthetic windows: the averaged weights get their own scores on every part, and the model
+    handed back (the one exported) is the chosen checkpoint, not the average."""
+    rng = np.random.default_rng(0)
+    n_clips, frames = 24, DEFAULT_CONFIG.window_frames
+    db = [rng.normal(-40, 10, (DEFAULT_CONFIG.n_mels, frames + 20)).astype(np.float16) for _ in range(n_clips)]
+    windows = [rng.normal(0, 1, (2, DEFAULT_CONFIG.n_mels, frames)).astype(np.float16) for _ in range(n_clips)]
+    bank = evaluate.ClipBank([f"clip{i}" for i in range(n_clips)], db, windows)
+    y = np.tile(np.arange(4), n_clips // 4)
+    fold = {"name": "tiny", "number": 1, "train": np.arange(12), "val": np.arange(12, 18),
+            "test": np.arange(18, 24)}
+    preset = evaluate.PRESETS["improved"].with_overrides(
+        ["epochs=3", "min_epochs=1", "augment_share=0", "conv_filters=4,8", "lstm_units=8,8"])
+
+    averaged = []
+    real_mean = evaluate.WeightAverage.mean
+    monkeypatch.setattr(evaluate.WeightAverage, "mean", lambda self, like: averaged.append(real_mean(self, like))
+                        or averaged[-1])
+    classes = ["angry", "happy", "neutral", "sad"]
+    result, model = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
+                                      cross=np.arange(6), progress=False)
+    tail = result["tail_average"]
+    assert tail["epochs"] == [1, 3] and {"val", "test", "cross"} <= set(tail)
+    assert tail["test"]["n"] == 6 and 0.0 <= tail["test"]["uar"] <= 1.0
+    # The returned model scores exactly as the checkpoint's recorded test figures (the average was undone).
+    again = evaluate.clip_probabilities(model, bank, fold["test"], True).argmax(axis=1)
+    assert again.tolist() == result["y_pred"]
+    (mean,) = averaged
+    assert any(not np.array_equal(w, m) for w, m in zip(model.get_weights(), mean, strict=True))
+    summary = evaluate.summarise([result])
+    assert summary["tail_average"]["selection"] == pytest.approx((tail["test"]["uar"] + tail["cross"]["uar"]) / 2)
