@@ -188,8 +188,8 @@ def test_the_tail_average_is_scored_beside_the_checkpoint_which_stays_the_model(
     monkeypatch.setattr(evaluate.WeightAverage, "mean", lambda self, like: averaged.append(real_mean(self, like))
                         or averaged[-1])
     classes = ["angry", "happy", "neutral", "sad"]
-    result, model = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
-                                      cross=np.arange(6), progress=False)
+    result, model, averaged_weights = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1,
+                                                        log_prefix="[t]", cross=np.arange(6), progress=False)
     tail = result["tail_average"]
     assert tail["epochs"] == [1, 3] and {"val", "test", "cross"} <= set(tail)
     assert tail["test"]["n"] == 6 and 0.0 <= tail["test"]["uar"] <= 1.0
@@ -197,6 +197,7 @@ def test_the_tail_average_is_scored_beside_the_checkpoint_which_stays_the_model(
     again = evaluate.clip_probabilities(model, bank, fold["test"], True).argmax(axis=1)
     assert again.tolist() == result["y_pred"]
     (mean,) = averaged
+    assert all(np.array_equal(a, b) for a, b in zip(averaged_weights, mean, strict=True))
     assert any(not np.array_equal(w, m) for w, m in zip(model.get_weights(), mean, strict=True))
     summary = evaluate.summarise([result])
     assert summary["tail_average"]["selection"] == pytest.approx((tail["test"]["uar"] + tail["cross"]["uar"]) / 2)

@@ -85,7 +85,7 @@ def run(config: TrainConfig, data_dir, out: Path, cache_dir: Path | None) -> dic
     logger.info("class distribution (%d clips):\n%s", len(data.frame), distribution.to_string())
     distribution.to_csv(out / "class_distribution.csv")
     (fold,) = data.folds
-    result, model = run_fold(preset, fold, data.y, data.classes, data.banks, config.split_seed, "[reference]")
+    result, model, _ = run_fold(preset, fold, data.y, data.classes, data.banks, config.split_seed, "[reference]")
     save_run_for_export(model, preset, data.classes, data.frame, fold, result, out)
     history = {key: [epoch[key] for epoch in result["history"]] for key in result["history"][0] if key != "epoch"}
     report.write_json(out / "history.json", history)

@@ -362,9 +362,12 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
 
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
              seed: int, log_prefix: str, groups: np.ndarray | None = None,
-             cross: np.ndarray | None = None, progress: bool = True) -> tuple[dict, object]:
+             cross: np.ndarray | None = None, progress: bool = True) -> tuple[dict, object, list | None]:
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
-    the ``cross`` rows (another corpus, never trained on) once."""
+    the ``cross`` rows (another corpus, never trained on) once.
+
+    Returns the result, the model (at the chosen checkpoint) and the tail-averaged weights (None when fewer than
+    two epochs were validated), which are scored in ``result['tail_average']``."""
     import keras
 
     n_classes = len(classes)
@@ -428,15 +431,17 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         if preset.multi_window_test:
             first = clip_probabilities(model, orig, fold["test"], False, preset.features).argmax(axis=1)
             result["test_first_window"] = scores(y[fold["test"]], first)
+    averaged = None
     if len(tail.epochs) > 1:  # the tail average, scored on the same parts; the checkpoint stays the model
         chosen = model.get_weights()
-        model.set_weights(tail.mean(chosen))
+        averaged = tail.mean(chosen)
+        model.set_weights(averaged)
         result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
                                   **score_parts(model, preset, fold, y, classes, orig, cross)}
         model.set_weights(chosen)
         logger.info("%s tail average of epochs %d-%d: %s", log_prefix, *result["tail_average"]["epochs"],
                     {part: round(v["uar"], 3) for part, v in result["tail_average"].items() if part != "epochs"})
-    return result, model
+    return result, model, averaged
 
 
 def score_parts(model, preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank: ClipBank,
@@ -823,13 +828,21 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
-        result, model = run_fold(preset, fold, y, classes, banks, args.seed + fold["number"] - 1,
-                                 f"[{fold['name']}]", groups=corpus, cross=cross)
+        result, model, averaged = run_fold(preset, fold, y, classes, banks, args.seed + fold["number"] - 1,
+                                           f"[{fold['name']}]", groups=corpus, cross=cross)
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
         results.append(result)
         if args.save_model:
             save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{fold['number']}")
+            if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
+                model.set_weights(averaged)
+                tail = result["tail_average"]
+                save_run_for_export(model, preset, classes, frame, fold,
+                                    {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
+                                     "epoch": "{}–{} (weights averaged)".format(*tail["epochs"]),
+                                     "test_first_window": None},
+                                    args.out / f"model-fold{fold['number']}-tail-average")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
     write_outputs(args.out, args.protocol, preset, results, classes)
     return 0
