@@ -46,16 +46,16 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
 
     monkeypatch.setattr(evaluate, "clip_probabilities", recording)
     out = tmp_path / "eval"
-    code = evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "2",
+    code = evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "3",
                           "--max-clips-per-class", "12", "--data-dir", str(ravdess_dir), "--out", str(out),
-                          "--cache-dir", str(tmp_path / "cache"), "--save-model",
+                          "--cache-dir", str(tmp_path / "cache"), "--save-model", "--set", "min_epochs=2",
                           "--set", "mixup_alpha=0.2", "--set", "conv_filters=8,16", "--label", "tiny-variant"])
     assert code == 0
     for name in ("evaluation.json", "evaluation.md", "folds.json", "confusion.png"):
         assert (out / name).stat().st_size > 0
     result = json.loads((out / "evaluation.json").read_text())
     fold = result["folds"][0]
-    assert fold["epochs_run"] == 2 and 1 <= fold["epoch"] <= 2
+    assert fold["epochs_run"] == 3 and 2 <= fold["epoch"] <= 3
     assert {"accuracy", "macro_f1", "uar", "max_share", "four_class_uar", "val_uar"} <= set(result["summary"])
     assert result["preset"]["name"] == "tiny-variant" and result["preset"]["mixup_alpha"] == 0.2
     assert "`tiny-variant`" in (out / "evaluation.md").read_text()
@@ -69,12 +69,17 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
 
     convs = [layer for layer in keras.saving.load_model(saved / "model.keras").layers if "conv" in layer.name]
     assert [c.filters for c in convs] == [8, 16]  # the overridden width is what gets saved for export
-    # One validation pass (early stopping waits for min_epochs, so only the last epoch is validated), then the
-    # test clips (multi-window and first-window).
-    assert len(calls) == 3
-    val_rows, test_rows = set(calls[0]), set(calls[-1])
+    # Validation passes from min_epochs on (epochs 2 and 3), then the test clips (multi-window and first-window);
+    # only then the weights averaged over epochs 2–3, on validation and test (scored, never choosing anything).
+    assert len(calls) == 6
+    val_rows, test_rows = set(calls[0]), set(calls[2])
     assert val_rows.isdisjoint(test_rows)
-    assert set(calls[0]) == val_rows and all(set(c) == test_rows for c in calls[1:])
+    assert [set(c) for c in calls] == [val_rows, val_rows, test_rows, test_rows, val_rows, test_rows]
+    tail = fold["tail_average"]
+    assert tail["epochs"] == [2, 3] and "test_uar" in result["summary"]["tail_average"]
+    tail_saved = json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())
+    assert tail_saved["test_accuracy"] == tail["test"]["accuracy"] and tail_saved["epoch"].startswith("2–3")
+    assert "Weights averaged over the epochs 2–3" in (out / "evaluation.md").read_text()
 
 
 @pytest.mark.parametrize("variant", ["noise", "speed", "reverb", "eq"])

@@ -576,7 +576,11 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                           for r in results]})
     write_card(out, protocol, preset, results, summary, classes)
     logger.info("%s / %s: %s", preset.name, protocol,
-                {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) for k, v in summary.items()})
+                {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) for k, v in summary.items()
+                 if k != "tail_average"})
+    if "tail_average" in summary:
+        logger.info("tail average: %s", {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4)
+                                         for k, v in summary["tail_average"].items()})
     return summary
 
 
