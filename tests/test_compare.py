@@ -49,3 +49,20 @@ def test_compare_refuses_a_folder_without_results_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare.main([str(tmp_path), "--out", str(tmp_path / "x.md")])
     assert "not a readable evaluation result" in capsys.readouterr().err
+
+
+def test_a_run_with_tail_averaged_weights_gets_a_second_row_compared_with_its_checkpoints(tmp_path):
+    run = _evaluation(tmp_path / "run", "shipped-v1", "emobox", [0.50, 0.40], [0.5, 0.6])
+    data = json.loads((run / "evaluation.json").read_text())
+    for fold, (acc, cross) in zip(data["folds"], ((0.56, 0.30), (0.42, 0.40)), strict=True):
+        fold["tail_average"] = {"epochs": [30, 40], "val": {"uar": 0.55},
+                                "test": {"accuracy": acc, "macro_f1": acc, "uar": acc + 0.02},
+                                "cross": {"uar": cross}}
+    (run / "evaluation.json").write_text(json.dumps(data))
+    out = tmp_path / "ablation.md"
+    assert compare.main([str(run), "--out", str(out)]) == 0
+    (tail_row,) = [line for line in out.read_text().splitlines() if line.startswith("| `shipped-v1 (tail average)`")]
+    cells = [c.strip() for c in tail_row.split("|")]
+    assert cells[3] == "weights averaged over epochs 30–40"
+    assert cells[5] == "49.00% ± 7.0%" and cells[6] == "+4.0 pt"  # fold by fold against the checkpoints
+    assert cells[9] == "0.350" and cells[10] == f"{(0.51 + 0.35) / 2:.3f}"  # cross UAR, selection

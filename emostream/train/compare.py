@@ -43,6 +43,32 @@ def load_run(folder: Path) -> dict:
             "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds}}
 
 
+def load_runs(folder: Path) -> list[dict]:
+    """The run's row, and a second row for its tail-averaged weights when every fold scored them."""
+    run = load_run(folder)
+    folds = json.loads((Path(folder) / "evaluation.json").read_text())["folds"]
+    tails = [f.get("tail_average") for f in folds]
+    if not all(t and "test" in t for t in tails):
+        return [run]
+    spans = sorted({tuple(t["epochs"]) for t in tails})
+    epochs = ", ".join(f"{a}–{b}" for a, b in spans)
+    tail = {**run, "name": f"{run['name']} (tail average)", "change": f"weights averaged over epochs {epochs}",
+            "val_uar": float(np.mean([t["val"]["uar"] for t in tails])),
+            "accuracy": float(np.mean([t["test"]["accuracy"] for t in tails])),
+            "accuracy_std": float(np.std([t["test"]["accuracy"] for t in tails])),
+            "macro_f1": float(np.mean([t["test"]["macro_f1"] for t in tails])),
+            "uar": float(np.mean([t["test"]["uar"] for t in tails])), "first_window_accuracy": None,
+            "epochs": [f"{a}–{b}/{f['epochs_run']}" for f, (a, b) in zip(folds, (t["epochs"] for t in tails),
+                                                                         strict=True)],
+            "fold_accuracy": {f["fold"]: t["test"]["accuracy"] for f, t in zip(folds, tails, strict=True)}}
+    if all("cross" in t for t in tails):
+        tail["cross_uar"] = float(np.mean([t["cross"]["uar"] for t in tails]))
+        tail["selection"] = (tail["uar"] + tail["cross_uar"]) / 2
+    else:
+        tail["cross_uar"] = tail["selection"] = None
+    return [run, tail]
+
+
 def accuracy_gain(run: dict, baseline: dict) -> str:
     """Test accuracy against the baseline on the folds both ran (a partial run is not compared with all six)."""
     shared = sorted(set(run["fold_accuracy"]) & set(baseline["fold_accuracy"]))
@@ -77,7 +103,10 @@ def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
         baseline = baselines[r["protocol"]]
         spread = f" ± {r['accuracy_std']:.1%}" if r["n_folds"] > 1 else ""
         first = f"{r['first_window_accuracy']:.1%}" if r["first_window_accuracy"] is not None else "—"
-        lines.append(f"| `{r['name']}` | {r['protocol']} | {changes(r['preset'], baseline['preset'])} | "
+        change = "; ".join(filter(None, [changes(r["preset"], baseline["preset"]), r.get("change")]))
+        if r.get("change") and change.startswith("(baseline)"):
+            change = r["change"]
+        lines.append(f"| `{r['name']}` | {r['protocol']} | {change} | "
                      f"{r['val_uar']:.3f} | {r['accuracy']:.2%}{spread} | "
                      f"{accuracy_gain(r, baseline)} | {r['macro_f1']:.3f} | "
                      f"{r['uar']:.3f} | {_num(r['cross_uar'])} | {_num(r['selection'])} | {first} | "
@@ -115,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        runs = [load_run(folder) for folder in dict.fromkeys([*args.baseline, *args.runs])]
+        runs = [row for folder in dict.fromkeys([*args.baseline, *args.runs]) for row in load_runs(folder)]
     except ValueError as exc:
         p.error(str(exc))
     baselines: dict[str, dict] = {}
