@@ -842,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 model.set_weights(averaged)
                 tail = result["tail_average"]
-                save_run_for_export(model, preset, classes, frame, fold,
+                save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
                                     {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
                                      "epoch": "{}–{} (weights averaged)".format(*tail["epochs"]),
                                      "test_first_window": None},
