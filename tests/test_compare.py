@@ -31,8 +31,8 @@ def test_compare_reads_the_chosen_checkpoints_validation_and_diffs_settings_per_
     partial = _evaluation(tmp_path / "partial", "mixup", "actors", [0.65], [0.7], mixup_alpha=0.2)
     out = tmp_path / "report" / "ablation.md"
     assert compare.main([str(base), str(mix), str(folds), str(partial), "--out", str(out)]) == 0
-    rows = {line.split("|")[1].strip() + line.split("|")[2].strip(): line for line in out.read_text().splitlines()
-            if line.startswith("| `")}
+    rows = {line.split("|")[1].split(" (")[0].strip() + line.split("|")[2].strip(): line
+            for line in out.read_text().splitlines() if line.startswith("| `")}
     mixup_row = rows["`mixup`random"]
     assert "mixup_alpha: 0.0 → 0.2" in mixup_row and "conv_filters" not in mixup_row
     assert "+3.0 pt" in mixup_row and "0.850" in mixup_row
@@ -60,9 +60,11 @@ def test_a_run_with_tail_averaged_weights_gets_a_second_row_compared_with_its_ch
                                 "cross": {"uar": cross}}
     (run / "evaluation.json").write_text(json.dumps(data))
     out = tmp_path / "ablation.md"
-    assert compare.main([str(run), "--out", str(out)]) == 0
+    other = _evaluation(tmp_path / "other", "shipped-v1", "emobox", [0.30], [0.5])  # another fold: baseline
+    assert compare.main([str(other), str(run), "--out", str(out)]) == 0
     (tail_row,) = [line for line in out.read_text().splitlines() if line.startswith("| `shipped-v1 (tail average)`")]
     cells = [c.strip() for c in tail_row.split("|")]
-    assert cells[3] == "weights averaged over epochs 30–40"
+    assert cells[1] == "`shipped-v1 (tail average)` (run)"  # which run folder it comes from
+    assert cells[3] == "weights averaged over epochs 30–40 (Δ against this run's checkpoints)"
     assert cells[5] == "49.00% ± 7.0%" and cells[6] == "+4.0 pt"  # fold by fold against the checkpoints
     assert cells[9] == "0.350" and cells[10] == f"{(0.51 + 0.35) / 2:.3f}"  # cross UAR, selection

@@ -52,7 +52,8 @@ def load_runs(folder: Path) -> list[dict]:
         return [run]
     spans = sorted({tuple(t["epochs"]) for t in tails})
     epochs = ", ".join(f"{a}–{b}" for a, b in spans)
-    tail = {**run, "name": f"{run['name']} (tail average)", "change": f"weights averaged over epochs {epochs}",
+    tail = {**run, "name": f"{run['name']} (tail average)", "against": run,
+            "change": f"weights averaged over epochs {epochs} (Δ against this run's checkpoints)",
             "val_uar": float(np.mean([t["val"]["uar"] for t in tails])),
             "accuracy": float(np.mean([t["test"]["accuracy"] for t in tails])),
             "accuracy_std": float(np.std([t["test"]["accuracy"] for t in tails])),
@@ -103,12 +104,14 @@ def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
         baseline = baselines[r["protocol"]]
         spread = f" ± {r['accuracy_std']:.1%}" if r["n_folds"] > 1 else ""
         first = f"{r['first_window_accuracy']:.1%}" if r["first_window_accuracy"] is not None else "—"
-        change = "; ".join(filter(None, [changes(r["preset"], baseline["preset"]), r.get("change")]))
-        if r.get("change") and change.startswith("(baseline)"):
-            change = r["change"]
-        lines.append(f"| `{r['name']}` | {r['protocol']} | {change} | "
+        change = changes(r["preset"], baseline["preset"])
+        if change == "(baseline)" and r is not baseline:
+            change = r.get("change") or "(the baseline's settings; other folds or a merge)"
+        elif r.get("change"):
+            change += "; " + r["change"]
+        lines.append(f"| `{r['name']}` ({Path(r['folder']).name}) | {r['protocol']} | {change} | "
                      f"{r['val_uar']:.3f} | {r['accuracy']:.2%}{spread} | "
-                     f"{accuracy_gain(r, baseline)} | {r['macro_f1']:.3f} | "
+                     f"{accuracy_gain(r, r.get('against', baseline))} | {r['macro_f1']:.3f} | "
                      f"{r['uar']:.3f} | {_num(r['cross_uar'])} | {_num(r['selection'])} | {first} | "
                      f"{', '.join(r['epochs'])} |")
     return lines
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
              "validation UAR; test figures are means over folds, reported but never used to choose.", "",
              *table(runs, baselines), "", f"![ablation chart]({chart.name})", ""]
     args.out.write_text("\n".join(lines))
-    report.write_json(args.out.with_suffix(".json"), runs)
+    report.write_json(args.out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "against"} for r in runs])
     logger.info("compared %d runs → %s", len(runs), args.out)
     return 0
 
