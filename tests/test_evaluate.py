@@ -78,8 +78,13 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     tail = fold["tail_average"]
     assert tail["epochs"] == [2, 3] and "test_uar" in result["summary"]["tail_average"]
     tail_saved = json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())
-    assert tail_saved["test_accuracy"] == tail["test"]["accuracy"] and tail_saved["epoch"].startswith("2–3")
+    assert tail_saved["test_accuracy"] == tail["test"]["accuracy"] and tail_saved["averaged_epochs"] == [2, 3]
     assert tail_saved["run_id"] == summary["run_id"] + "-tail-average"  # exported models say which they are
+    assert summary["averaged_epochs"] is None
+    assert "weights averaged over epochs 2–3" in (out / "model-fold1-tail-average" / "metrics.md").read_text()
+    checkpoint_kernels = keras.saving.load_model(saved / "model.keras").get_weights()
+    tail_kernels = keras.saving.load_model(out / "model-fold1-tail-average" / "model.keras").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(checkpoint_kernels, tail_kernels, strict=True))
     assert "Weights averaged over the epochs 2–3" in (out / "evaluation.md").read_text()
 
 
@@ -171,13 +176,15 @@ def test_weight_average_is_the_mean_of_the_epochs_given_in_the_models_dtypes():
     for epoch, value in ((30, 1.0), (31, 2.0), (32, 6.0)):
         average.add([np.full(2, value, np.float32), np.full((1, 2), -value, np.float32)], epoch)
     mean = average.mean([np.zeros(2, np.float32), np.zeros((1, 2), np.float32)])
-    np.testing.assert_allclose(mean[0], 3.0) and np.testing.assert_allclose(mean[1], -3.0)
+    np.testing.assert_allclose(mean[0], 3.0)
+    np.testing.assert_allclose(mean[1], -3.0)
     assert mean[0].dtype == np.float32 and average.epochs == [30, 31, 32]
 
 
 def test_the_tail_average_is_scored_beside_the_checkpoint_which_stays_the_model(monkeypatch):
-    """A tiny run on synthetic windows: the averaged weights get their own scores on every part, and the model
-    handed back (the one exported) is the chosen checkpoint, not the average."""
+    """A tiny run on synthetic windows: the averaged weights (batch-norm statistics included) are the mean of the
+    weights after each validated epoch, get their own scores on every part, and the model handed back (the one
+    exported) holds the chosen checkpoint's weights."""
     rng = np.random.default_rng(0)
     n_clips, frames = 24, DEFAULT_CONFIG.window_frames
     db = [rng.normal(-40, 10, (DEFAULT_CONFIG.n_mels, frames + 20)).astype(np.float16) for _ in range(n_clips)]
@@ -188,22 +195,50 @@ def test_the_tail_average_is_scored_beside_the_checkpoint_which_stays_the_model(
             "test": np.arange(18, 24)}
     preset = evaluate.PRESETS["improved"].with_overrides(
         ["epochs=3", "min_epochs=1", "augment_share=0", "conv_filters=4,8", "lstm_units=8,8"])
+    added = {}
+    real_add = evaluate.WeightAverage.add
 
-    averaged = []
-    real_mean = evaluate.WeightAverage.mean
-    monkeypatch.setattr(evaluate.WeightAverage, "mean", lambda self, like: averaged.append(real_mean(self, like))
-                        or averaged[-1])
+    def recording_add(self, weights, epoch):
+        added[epoch] = [w.copy() for w in weights]
+        real_add(self, weights, epoch)
+
+    monkeypatch.setattr(evaluate.WeightAverage, "add", recording_add)
     classes = ["angry", "happy", "neutral", "sad"]
-    result, model, averaged_weights = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1,
-                                                        log_prefix="[t]", cross=np.arange(6), progress=False)
+    result, model, averaged = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
+                                                cross=np.arange(6), progress=False)
     tail = result["tail_average"]
-    assert tail["epochs"] == [1, 3] and {"val", "test", "cross"} <= set(tail)
+    assert tail["epochs"] == [1, 3] and sorted(added) == [1, 2, 3] and {"val", "test", "cross"} <= set(tail)
     assert tail["test"]["n"] == 6 and 0.0 <= tail["test"]["uar"] <= 1.0
-    # The returned model scores exactly as the checkpoint's recorded test figures (the average was undone).
-    again = evaluate.clip_probabilities(model, bank, fold["test"], True).argmax(axis=1)
-    assert again.tolist() == result["y_pred"]
-    (mean,) = averaged
-    assert all(np.array_equal(a, b) for a, b in zip(averaged_weights, mean, strict=True))
-    assert any(not np.array_equal(w, m) for w, m in zip(model.get_weights(), mean, strict=True))
+    names = [w.path for w in model.weights]
+    assert any("moving_variance" in n for n in names)  # the statistics are among what is averaged
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(averaged[i], np.mean([added[e][i] for e in (1, 2, 3)], axis=0), rtol=1e-5,
+                                   atol=1e-7, err_msg=name)
+    # The returned model is the chosen checkpoint, weight for weight — not the average.
+    for now, checkpoint in zip(model.get_weights(), added[result["epoch"]], strict=True):
+        np.testing.assert_array_equal(now, checkpoint)
+    assert any(not np.allclose(w, a) for w, a in zip(model.get_weights(), averaged, strict=True))
     summary = evaluate.summarise([result])
     assert summary["tail_average"]["selection"] == pytest.approx((tail["test"]["uar"] + tail["cross"]["uar"]) / 2)
+    assert summary["tail_average"]["folds"] == ["tiny"]
+
+
+def test_a_merge_where_only_some_folds_scored_a_tail_average_reports_it_on_those_folds_and_says_so(tmp_path):
+    def fold(name, test_uar, cross_uar, tail=None):
+        part = {"accuracy": test_uar, "macro_f1": test_uar, "uar": test_uar, "max_share": 0.2}
+        cross = {**part, "uar": cross_uar, "four_class": {"uar": 0.5}}
+        r = {"fold": name, "n_test": 4, "epoch": 2, "epochs_run": 3, "val": {"uar": 0.5},
+             "test": {**part, "four_class": {"uar": 0.5}}, "cross": cross}
+        if tail:
+            r["tail_average"] = {"epochs": [2, 3], "val": {**part, "uar": 0.4},
+                                 "test": {**part, "uar": tail[0]}, "cross": {**part, "uar": tail[1]}}
+        return r
+
+    results = [fold("emobox fold 1", 0.5, 0.3), fold("emobox fold 3", 0.5, 0.3, tail=(0.6, 0.4))]
+    summary = evaluate.summarise(results)
+    tail = summary["tail_average"]
+    assert tail["folds"] == ["emobox fold 3"] and tail["selection"] == pytest.approx(0.5)
+    assert tail["checkpoint_selection_same_folds"] == pytest.approx(0.4)
+    evaluate.write_card(tmp_path, "emobox", evaluate.PRESETS["shipped-v1"], results, summary, ["a", "b"])
+    card = (tmp_path / "evaluation.md").read_text()
+    assert "on emobox fold 3 only (the others predate it)" in card and "same folds: 0.400" in card

@@ -46,10 +46,17 @@ def load_run(folder: Path) -> dict:
 def load_runs(folder: Path) -> list[dict]:
     """The run's row, and a second row for its tail-averaged weights when every fold scored them."""
     run = load_run(folder)
-    folds = json.loads((Path(folder) / "evaluation.json").read_text())["folds"]
+    try:
+        return [run, *tail_average_row(run, json.loads((Path(folder) / "evaluation.json").read_text())["folds"])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{folder}: unreadable tail-average figures ({exc})") from exc
+
+
+def tail_average_row(run: dict, folds: list[dict]) -> list[dict]:
+    """[the row of the run's tail-averaged weights], or [] when some fold did not score them."""
     tails = [f.get("tail_average") for f in folds]
     if not all(t and "test" in t for t in tails):
-        return [run]
+        return []
     spans = sorted({tuple(t["epochs"]) for t in tails})
     epochs = ", ".join(f"{a}–{b}" for a, b in spans)
     tail = {**run, "name": f"{run['name']} (tail average)", "against": run,
@@ -67,7 +74,7 @@ def load_runs(folder: Path) -> list[dict]:
         tail["selection"] = (tail["uar"] + tail["cross_uar"]) / 2
     else:
         tail["cross_uar"] = tail["selection"] = None
-    return [run, tail]
+    return [tail]
 
 
 def accuracy_gain(run: dict, baseline: dict) -> str:
@@ -158,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(runs, chart)
     named = ", ".join(f"`{b['name']}` for {protocol} ({b['folder']})" for protocol, b in baselines.items())
     lines = [f"# {args.title}", "", f"Baselines: {named}. Validation UAR is the mean over folds of the checkpoint's "
-             "validation UAR; test figures are means over folds, reported but never used to choose.", "",
+             "validation UAR; test figures are means over folds, reported but never used to choose. A checkpoint's "
+             "validation UAR is the best of the epochs it was chosen from (biased upward); a tail average's is one "
+             "scoring, so the two are not comparable on that column.", "",
              *table(runs, baselines), "", f"![ablation chart]({chart.name})", ""]
     args.out.write_text("\n".join(lines))
     report.write_json(args.out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "against"} for r in runs])

@@ -315,11 +315,13 @@ def full_scores(y_true: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
 
 
 class WeightAverage:
-    """The running mean of a model's weights (batch-norm statistics included) over the epochs it is given.
+    """The running mean of a model's weights over the epochs it is given.
 
-    Fed the epochs from ``min_epochs`` on — the low-learning-rate tail of the cosine schedule — it gives a flatter
-    point than any single checkpoint, which is reported to transfer better to unseen speakers; scored beside the
-    chosen checkpoint on the same run, so the two are compared on identical training.
+    Fed the epochs from ``min_epochs`` on — the later part of the cosine schedule, where the rate has fallen to a
+    fifth of its peak or less — it gives a flatter point than any single checkpoint, which is reported to transfer
+    better to unseen speakers; scored beside the chosen checkpoint on the same run, so the two are compared on
+    identical training. Batch-norm moving statistics are averaged like the other weights, not recomputed for the
+    averaged network (SWA's extra pass); the figures in ``models/evaluation`` were measured that way.
     """
 
     def __init__(self):
@@ -366,8 +368,9 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
     the ``cross`` rows (another corpus, never trained on) once.
 
-    Returns the result, the model (at the chosen checkpoint) and the tail-averaged weights (None when fewer than
-    two epochs were validated), which are scored in ``result['tail_average']``."""
+    Returns the result, the model (at the chosen checkpoint) and the tail-averaged weights, which are scored in
+    ``result['tail_average']`` — None for a preset without early stopping (no checkpoint is chosen there) or when
+    fewer than two epochs were validated."""
     import keras
 
     n_classes = len(classes)
@@ -479,14 +482,16 @@ def summarise(results: list[dict]) -> dict:
     if "uar" in out and "cross_uar" in out:
         out["selection"] = (out["uar"]["mean"] + out["cross_uar"]["mean"]) / 2
     out["val_uar"] = _mean_std([r["val"]["uar"] for r in results if r.get("val")] or [float("nan")])
-    averaged = [r["tail_average"] for r in results if "tail_average" in r]
-    if averaged and len(averaged) == len(results):
-        tail = {f"{part}_{key}": _mean_std([a[part][key] for a in averaged])
-                for part in ("val", "test", "cross") if all(part in a for a in averaged)
+    averaged = [r for r in results if "tail_average" in r]
+    if averaged:  # over the folds that scored it (runs from before it existed did not), named in ``folds``
+        tail = {f"{part}_{key}": _mean_std([r["tail_average"][part][key] for r in averaged])
+                for part in ("val", "test", "cross") if all(part in r["tail_average"] for r in averaged)
                 for key in ("accuracy", "uar", "max_share")}
         if "test_uar" in tail and "cross_uar" in tail:
             tail["selection"] = (tail["test_uar"]["mean"] + tail["cross_uar"]["mean"]) / 2
-        out["tail_average"] = tail
+            checkpoints = [(r["test"]["uar"] + r["cross"]["uar"]) / 2 for r in averaged]
+            tail["checkpoint_selection_same_folds"] = float(np.mean(checkpoints))
+        out["tail_average"] = {**tail, "folds": [r["fold"] for r in averaged]}
     return out
 
 
@@ -525,14 +530,16 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
         lines += [f"Selection score (mean of unseen-speaker UAR and cross-corpus UAR): **{s['selection']:.3f}**", ""]
     if "tail_average" in s:
         t = s["tail_average"]
-        spans = sorted({tuple(r["tail_average"]["epochs"]) for r in results})
+        spans = sorted({tuple(r["tail_average"]["epochs"]) for r in results if "tail_average" in r})
         figures = [f"{name} {_pct(t, key, key.endswith(('accuracy', 'share')))}" for name, key in (
             ("val UAR", "val_uar"), ("test accuracy", "test_accuracy"), ("test UAR", "test_uar"),
             ("cross-corpus UAR", "cross_uar"), ("cross top share", "cross_max_share")) if key in t]
         if "selection" in t:
-            figures.append(f"selection **{t['selection']:.3f}**")
+            figures.append(f"selection **{t['selection']:.3f}** (the checkpoints on the same folds: "
+                           f"{t['checkpoint_selection_same_folds']:.3f})")
+        which = "" if len(t["folds"]) == len(results) else f" on {', '.join(t['folds'])} only (the others predate it)"
         lines += ["Weights averaged over the epochs " + ", ".join(f"{a}–{b}" for a, b in spans) +
-                  " (the cosine tail; not the checkpoint above): " + "; ".join(figures) + ".", ""]
+                  f" (the cosine tail; not the checkpoint above){which}: " + "; ".join(figures) + ".", ""]
     for r in results:
         for corpus, v in r.get("val_by_corpus", {}).items():
             lines.append(f"Validation speakers, {corpus} ({v['n']} clips): accuracy {v['accuracy']:.2%}, "
@@ -579,7 +586,7 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                 {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) for k, v in summary.items()
                  if k != "tail_average"})
     if "tail_average" in summary:
-        logger.info("tail average: %s", {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4)
+        logger.info("tail average: %s", {k: round(v["mean"], 4) if isinstance(v, dict) else v
                                          for k, v in summary["tail_average"].items()})
     return summary
 
@@ -618,9 +625,13 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     listed.to_csv(folder / "test_files.csv", index=False)
     t, first = result.get("test") or result["val"], result.get("test_first_window")
     part = "test" if "test" in result else "validation (no test part: every other clip trained)"
+    averaged = result.get("averaged_epochs")
+    chosen = (f"weights averaged over epochs {averaged[0]}–{averaged[1]} of {result['epochs_run']} run (validation "
+              f"on {result['n_val']} clips ended the run)" if averaged else
+              f"checkpoint chosen on {result['n_val']} validation clips (epoch {result['epoch']} of "
+              f"{result['epochs_run']} run)")
     lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
-             f"Trained on {result['n_train']} clips (oversampled), checkpoint chosen on {result['n_val']} validation "
-             f"clips (epoch {result['epoch']} of {result['epochs_run']} run), tested once on {result['n_test']} clips.",
+             f"Trained on {result['n_train']} clips (oversampled), {chosen}, tested once on {result['n_test']} clips.",
              "", f"| {part} metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
              f"| averaged over the clip's streaming windows | **{t['accuracy']:.2%}** | {t['macro_f1']:.3f} | "
              f"{t['uar']:.3f} |"]
@@ -637,8 +648,24 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
         "test_macro_f1": t["macro_f1"],
         "test_uar": t["uar"], "scored_on": part,
         "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
-        "epoch": result["epoch"], "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
+        "epoch": result["epoch"], "averaged_epochs": result.get("averaged_epochs"),
+        "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
     })
+
+
+def save_tail_average(model, averaged: list[np.ndarray], preset: Preset, classes: list[str], frame, fold: dict,
+                      result: dict, folder: Path) -> None:
+    """``save_run_for_export`` for the tail-averaged weights, with their own scores and run id; ``model`` keeps
+    its checkpoint weights."""
+    tail = result["tail_average"]
+    chosen = model.get_weights()
+    model.set_weights(averaged)
+    try:
+        save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
+                            {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
+                             "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
+    finally:
+        model.set_weights(chosen)
 
 
 def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False):
@@ -840,13 +867,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_model:
             save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
-                model.set_weights(averaged)
-                tail = result["tail_average"]
-                save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
-                                    {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
-                                     "epoch": "{}–{} (weights averaged)".format(*tail["epochs"]),
-                                     "test_first_window": None},
-                                    args.out / f"model-fold{fold['number']}-tail-average")
+                save_tail_average(model, averaged, preset, classes, frame, fold, result,
+                                  args.out / f"model-fold{fold['number']}-tail-average")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
     write_outputs(args.out, args.protocol, preset, results, classes)
     return 0
