@@ -79,6 +79,7 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     assert tail["epochs"] == [2, 3] and "test_uar" in result["summary"]["tail_average"]
     tail_saved = json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())
     assert tail_saved["test_accuracy"] == tail["test"]["accuracy"] and tail_saved["averaged_epochs"] == [2, 3]
+    assert tail_saved["epoch"] is None  # no checkpoint epoch: it is not a checkpoint
     assert tail_saved["run_id"] == summary["run_id"] + "-tail-average"  # exported models say which they are
     assert summary["averaged_epochs"] is None
     assert "weights averaged over epochs 2–3" in (out / "model-fold1-tail-average" / "metrics.md").read_text()

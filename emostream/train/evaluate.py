@@ -663,7 +663,7 @@ def save_tail_average(model, averaged: list[np.ndarray], preset: Preset, classes
     try:
         save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
                             {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
-                             "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
+                             "epoch": None, "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
     finally:
         model.set_weights(chosen)
 
