@@ -144,7 +144,8 @@ def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, cap
     model = EmotionModel(out)
     summary = json.loads((run / "summary.json").read_text())
     assert model.contract.run_id == "run" and model.contract.test_accuracy == summary["test_accuracy"]
-    record = json.loads((tmp_path / "m.parity.json").read_text())
+    record = json.loads((run / "m.parity.json").read_text())  # beside the run's card, not beside the ONNX file
+    assert not (tmp_path / "m.parity.json").exists()
     assert record["max_abs_diff"] < 1e-5 and record["top1_agreement"] == 1.0
     assert "## ONNX export" in (run / "metrics.md").read_text()
 

@@ -152,7 +152,7 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     assert export_main(["--keras", str(out / "model-fold1" / "model.keras"), "--out", str(onnx_path),
                         "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
                         "--cache-dir", str(tmp_path / "cache"), "--min-windows", str(len(listed))]) == 0
-    parity = json.loads((tmp_path / "ship.parity.json").read_text())
+    parity = json.loads((out / "model-fold1" / "ship.parity.json").read_text())
     assert parity["n_windows"] == len(listed) and parity["max_abs_diff"] < 1e-5 and parity["top1_agreement"] == 1.0
     assert EmotionModel(onnx_path).contract.test_accuracy is None
     # Scoring the exported model on the ship protocol: no test part, so the validation speakers, per corpus.

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_bytes(onnx_bytes)
     record = {"onnx": args.out.name, "bytes": len(onnx_bytes), "opset": proto.opset_import[0].version,
               **parity.__dict__, "contract": contract.to_metadata()}
-    (args.out.parent / f"{args.out.stem}.parity.json").write_text(json.dumps(record, indent=2) + "\n")
+    # The parity record is the run's evidence: it goes beside the run's card, never into the package's assets.
+    (args.keras.parent / f"{args.out.stem}.parity.json").write_text(json.dumps(record, indent=2) + "\n")
     update_card(args.keras.parent / "metrics.md", f"`{args.out.name}` ({len(onnx_bytes) / 1e6:.1f} MB, opset "
                 f"{proto.opset_import[0].version}), feature contract in its metadata (feature version "
                 f"{features.feature_version}). onnxruntime vs Keras on the first window of each of the "
