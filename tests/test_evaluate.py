@@ -243,3 +243,19 @@ def test_a_merge_where_only_some_folds_scored_a_tail_average_reports_it_on_those
     evaluate.write_card(tmp_path, "emobox", evaluate.PRESETS["shipped-v1"], results, summary, ["a", "b"])
     card = (tmp_path / "evaluation.md").read_text()
     assert "on emobox fold 3 only (the others predate it)" in card and "same folds: 0.400" in card
+
+
+def test_calm_answers_count_as_neutral_only_in_the_view_for_a_corpus_without_calm():
+    classes = ["angry", "calm", "neutral", "sad"]
+    y_true = np.array([2, 2, 3, 0])  # neutral, neutral, sad, angry — no calm in this corpus
+    y_pred = np.array([1, 2, 1, 0])  # calm, neutral, calm, angry
+    assert evaluate.calm_as_neutral_uar(y_true, y_pred, classes) == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    assert evaluate.scores(y_true, y_pred)["uar"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)  # the plain view
+    part = {"accuracy": 0.5, "macro_f1": 0.5, "uar": 0.5, "max_share": 0.5, "four_class": {"uar": 0.5}}
+    fold = {"fold": "f", "val": {"uar": 0.5}, "cross": part, "cross_y_true": y_true.tolist(),
+            "cross_y_pred": y_pred.tolist()}
+    summary = evaluate.summarise([fold], classes)
+    assert summary["cross_calm_as_neutral_uar"]["mean"] == pytest.approx(2 / 3)
+    assert summary["cross_uar"]["mean"] == 0.5  # the 6-class figure the rule uses is untouched
+    with_calm = {**fold, "cross_y_true": [1, 2, 3, 0]}  # a corpus with a calm class gets no such view
+    assert "cross_calm_as_neutral_uar" not in evaluate.summarise([with_calm], classes)

@@ -461,7 +461,17 @@ def _mean_std(values) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std()), "per_fold": values.tolist()}
 
 
-def summarise(results: list[dict]) -> dict:
+def calm_as_neutral_uar(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> float:
+    """UAR with "calm" answers counted as "neutral", for a corpus that has no calm class (EmoDB).
+
+    RAVDESS's calm is neutral speech said calmly; a user who hears "calm" for a neutral voice reads it as right.
+    A view reported beside the 6-class UAR, never used to choose.
+    """
+    y_pred = np.where(np.asarray(y_pred) == classes.index("calm"), classes.index("neutral"), y_pred)
+    return scores(np.asarray(y_true), y_pred)["uar"]
+
+
+def summarise(results: list[dict], classes: list[str] | None = None) -> dict:
     """Means over folds: the test part (when there is one) and the cross-corpus part (when scored).
 
     ``selection`` is the rule written down before the transfer runs: the mean of the unseen-speaker UAR and
@@ -479,6 +489,10 @@ def summarise(results: list[dict]) -> dict:
         for key in ("accuracy", "macro_f1", "uar", "max_share"):
             out[f"cross_{key}"] = _mean_std([r["cross"][key] for r in crossed])
         out["cross_four_class_uar"] = _mean_std([r["cross"]["four_class"]["uar"] for r in crossed])
+        if classes and {"calm", "neutral"} <= set(classes) and all("cross_y_pred" in r for r in crossed) and \
+                classes.index("calm") not in {y for r in crossed for y in r["cross_y_true"]}:
+            out["cross_calm_as_neutral_uar"] = _mean_std(
+                [calm_as_neutral_uar(r["cross_y_true"], r["cross_y_pred"], classes) for r in crossed])
     if "uar" in out and "cross_uar" in out:
         out["selection"] = (out["uar"]["mean"] + out["cross_uar"]["mean"]) / 2
     out["val_uar"] = _mean_std([r["val"]["uar"] for r in results if r.get("val")] or [float("nan")])
@@ -528,6 +542,9 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
               f"{_pct(s, 'cross_max_share')} |", ""]
     if "selection" in s:
         lines += [f"Selection score (mean of unseen-speaker UAR and cross-corpus UAR): **{s['selection']:.3f}**", ""]
+    if "cross_calm_as_neutral_uar" in s:
+        lines += [f"Cross-corpus UAR with \"calm\" answers counted as \"neutral\" (that corpus has no calm; a view, "
+                  f"never a choice): {_pct(s, 'cross_calm_as_neutral_uar', False)}.", ""]
     if "tail_average" in s:
         t = s["tail_average"]
         spans = sorted({tuple(r["tail_average"]["epochs"]) for r in results if "tail_average" in r})
@@ -569,7 +586,7 @@ POOLED_KEYS = ("y_true", "y_pred", "cross_y_true", "cross_y_pred")
 
 def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str]) -> dict:
     """evaluation.json, the card and the pooled confusion matrices from finished folds."""
-    summary = summarise(results)
+    summary = summarise(results, classes)
     for prefix, name, what in (("", "confusion.png", "pooled over"), ("cross_", "confusion_cross.png",
                                                                       "cross-corpus, each of")):
         pooled = [r for r in results if prefix + "y_true" in r]
