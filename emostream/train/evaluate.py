@@ -35,6 +35,7 @@ import logging
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -406,9 +407,10 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
                     history[-1]["loss"], history[-1]["accuracy"], val["accuracy"], val["uar"], time.time() - started)
         if preset.early_stopping_patience is None:
             continue
-        tail.add(model.get_weights(), epoch)
+        weights = model.get_weights()  # copies; the average sums its own float64 copy
+        tail.add(weights, epoch)
         if val["uar"] > best["uar"]:
-            best = {"uar": val["uar"], "epoch": epoch, "weights": model.get_weights()}
+            best = {"uar": val["uar"], "epoch": epoch, "weights": weights}
         elif should_stop(preset, epoch, best["epoch"]):
             break
     bar.close()
@@ -436,15 +438,24 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             result["test_first_window"] = scores(y[fold["test"]], first)
     averaged = None
     if len(tail.epochs) > 1:  # the tail average, scored on the same parts; the checkpoint stays the model
-        chosen = model.get_weights()
-        averaged = tail.mean(chosen)
-        model.set_weights(averaged)
-        result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
-                                  **score_parts(model, preset, fold, y, classes, orig, cross)}
-        model.set_weights(chosen)
+        averaged = tail.mean(model.get_weights())
+        with weights_in(model, averaged):
+            result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
+                                      **score_parts(model, preset, fold, y, classes, orig, cross)}
         logger.info("%s tail average of epochs %d-%d: %s", log_prefix, *result["tail_average"]["epochs"],
                     {part: round(v["uar"], 3) for part, v in result["tail_average"].items() if part != "epochs"})
     return result, model, averaged
+
+
+@contextmanager
+def weights_in(model, weights: list[np.ndarray]):
+    """``model`` holds ``weights`` inside the block and its own weights again after it."""
+    own = model.get_weights()
+    model.set_weights(weights)
+    try:
+        yield model
+    finally:
+        model.set_weights(own)
 
 
 def score_parts(model, preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank: ClipBank,
@@ -599,12 +610,13 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
     write_card(out, protocol, preset, results, summary, classes)
-    logger.info("%s / %s: %s", preset.name, protocol,
-                {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) for k, v in summary.items()
-                 if k != "tail_average"})
+    def rounded(figures: dict) -> dict:
+        return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+                for k, v in figures.items() if k != "tail_average"}
+
+    logger.info("%s / %s: %s", preset.name, protocol, rounded(summary))
     if "tail_average" in summary:
-        logger.info("tail average: %s", {k: round(v["mean"], 4) if isinstance(v, dict) else v
-                                         for k, v in summary["tail_average"].items()})
+        logger.info("tail average: %s", rounded(summary["tail_average"]))
     return summary
 
 
@@ -675,14 +687,10 @@ def save_tail_average(model, averaged: list[np.ndarray], preset: Preset, classes
     """``save_run_for_export`` for the tail-averaged weights, with their own scores and run id; ``model`` keeps
     its checkpoint weights."""
     tail = result["tail_average"]
-    chosen = model.get_weights()
-    model.set_weights(averaged)
-    try:
+    with weights_in(model, averaged):
         save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
                             {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
                              "epoch": None, "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
-    finally:
-        model.set_weights(chosen)
 
 
 def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False):
