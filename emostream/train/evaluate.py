@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.features import DEFAULT_CONFIG, LogMelConfig, from_version_1, standardise_db
+from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
@@ -410,7 +411,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         weights = model.get_weights()  # copies; the average sums its own float64 copy
         tail.add(weights, epoch)
         if val["uar"] > best["uar"]:
-            best = {"uar": val["uar"], "epoch": epoch, "weights": weights}
+            best = {"uar": val["uar"], "epoch": epoch, "weights": weights, "val_p": val_p}
         elif should_stop(preset, epoch, best["epoch"]):
             break
     bar.close()
@@ -419,11 +420,16 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     chosen_epoch = best["epoch"] if best["weights"] is not None else len(history)
     result = {"fold": fold["name"], "epoch": chosen_epoch, "epochs_run": len(history),
               "n_train": len(fold["train"]), "n_val": len(fold["val"]), "n_test": len(fold["test"]),
-              "n_train_oversampled": len(train_rows),
+              "n_train_oversampled": len(train_rows), "training_seed": seed,
               "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
+    per_clip = {"y_true": {}, "checkpoint": {}}
+    if len(fold["val"]):
+        per_clip["y_true"]["val"] = y[fold["val"]]
+        per_clip["checkpoint"]["val"] = best["val_p"] if best["weights"] is not None else val_p
     if cross is not None and len(cross):
         cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.features)
+        per_clip["y_true"]["cross"], per_clip["checkpoint"]["cross"] = y[cross], cross_p
         result["cross"] = full_scores(y[cross], cross_p, classes)
         result["cross_y_true"], result["cross_y_pred"] = y[cross].tolist(), cross_p.argmax(axis=1).tolist()
         logger.info("%s cross-corpus %s", log_prefix, {k: v for k, v in result["cross"].items()
@@ -431,6 +437,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     if len(fold["test"]):
         test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.features)
         y_pred = test_p.argmax(axis=1)
+        per_clip["y_true"]["test"], per_clip["checkpoint"]["test"] = y[fold["test"]], test_p
         result.update({"test": full_scores(y[fold["test"]], test_p, classes),
                        "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()})
         if preset.multi_window_test:
@@ -440,11 +447,22 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     if len(tail.epochs) > 1:  # the tail average, scored on the same parts; the checkpoint stays the model
         averaged = tail.mean(model.get_weights())
         with weights_in(model, averaged):
-            result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
-                                      **score_parts(model, preset, fold, y, classes, orig, cross)}
+            per_clip["tail_average"] = part_probabilities(model, preset, fold, orig, cross)
+        result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
+                                  **{part: full_scores(per_clip["y_true"][part], p, classes)
+                                     for part, p in per_clip["tail_average"].items()}}
         logger.info("%s tail average of epochs %d-%d: %s", log_prefix, *result["tail_average"]["epochs"],
                     {part: round(v["uar"], 3) for part, v in result["tail_average"].items() if part != "epochs"})
+    result["clip_probabilities"] = rounded_probabilities(per_clip)
     return result, model, averaged
+
+
+def rounded_probabilities(per_clip: dict) -> dict:
+    """Per-clip probabilities as JSON lists (5 decimals: ~60 kB per EmoBox fold), so runs of other seeds can be
+    combined into a seed ensemble afterwards (``emostream.train.ensemble``) on exactly these clips."""
+    return {weights: {part: np.round(np.asarray(v, dtype=float), 5).tolist() if weights != "y_true"
+                      else np.asarray(v).tolist() for part, v in parts.items()}
+            for weights, parts in per_clip.items()}
 
 
 @contextmanager
@@ -458,12 +476,10 @@ def weights_in(model, weights: list[np.ndarray]):
         model.set_weights(own)
 
 
-def score_parts(model, preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank: ClipBank,
-                cross: np.ndarray | None) -> dict:
-    """Validation, test and cross-corpus scores of ``model`` (the parts the fold has)."""
+def part_probabilities(model, preset: Preset, fold: dict, bank: ClipBank, cross: np.ndarray | None) -> dict:
+    """Per-clip probabilities of ``model`` on the validation, test and cross-corpus parts (those the fold has)."""
     parts = {"val": fold["val"], "test": fold["test"], "cross": cross}
-    return {name: full_scores(y[rows], clip_probabilities(model, bank, rows, preset.multi_window_test,
-                                                          preset.features), classes)
+    return {name: clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features)
             for name, rows in parts.items() if rows is not None and len(rows)}
 
 
@@ -592,7 +608,7 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     (out / "evaluation.md").write_text("\n".join(lines))
 
 
-POOLED_KEYS = ("y_true", "y_pred", "cross_y_true", "cross_y_pred")
+POOLED_KEYS = ("y_true", "y_pred", "cross_y_true", "cross_y_pred", "clip_probabilities")
 
 
 def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str]) -> dict:
@@ -844,7 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips-per-class", type=int, help="a small slice, for quick checks")
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="data preparation, and fold k's training seed is SEED + k - 1")
+    add_ranged(p, "--seed-offset", int, 0, 0, 1_000_000,
+               help="added to every fold's training seed only (same clips, banks and folds): another member of a "
+                    "seed ensemble (combine runs with emostream-ensemble)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                    help="no training: merge finished runs over different folds into one evaluation in --out")
@@ -884,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
-        result, model, averaged = run_fold(preset, fold, y, classes, banks, args.seed + fold["number"] - 1,
+        seed = args.seed + fold["number"] - 1 + args.seed_offset
+        result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
                                            f"[{fold['name']}]", groups=corpus, cross=cross)
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
