@@ -48,16 +48,24 @@ def without_cudnn(model):
     import keras
 
     config = model.get_config()
-    changed = False
-    for layer in config["layers"]:
-        if layer["class_name"] in ("LSTM", "GRU") and layer["config"].get("use_cudnn") is not False:
-            layer["config"]["use_cudnn"] = False
-            changed = True
-    if not changed:
+    if not _cudnn_off(config):
         return model
     clone = keras.Model.from_config(config)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _cudnn_off(config: dict) -> bool:
+    """Set ``use_cudnn=False`` on every LSTM/GRU of a model config, inside nested models too (the members of a seed
+    ensemble); True when something changed."""
+    changed = False
+    for layer in config.get("layers", []):
+        if layer["class_name"] in ("LSTM", "GRU") and layer["config"].get("use_cudnn") is not False:
+            layer["config"]["use_cudnn"] = False
+            changed = True
+        elif "layers" in layer.get("config", {}):
+            changed |= _cudnn_off(layer["config"])
+    return changed
 
 
 def convert(model, contract: ModelContract, features: LogMelConfig = DEFAULT_CONFIG):

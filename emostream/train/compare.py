@@ -30,7 +30,10 @@ def load_run(folder: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a readable evaluation result ({exc})") from exc
     folds = data["folds"]
-    val_uar = [f["history"][f["epoch"] - 1]["val_uar"] for f in folds]
+    # The checkpoint's validation UAR; runs from before folds kept it read it from their history. An ensemble's
+    # folds have no history: theirs is the ensemble's own validation score.
+    val_uar = [f["val"]["uar"] if "uar" in f.get("val", {}) else f["history"][f["epoch"] - 1]["val_uar"]
+               for f in folds]
     first = [f["test_first_window"]["accuracy"] for f in folds if f.get("test_first_window")]
     summary = data["summary"]
     return {"folder": str(folder), "name": preset["name"], "protocol": data["protocol"], "preset": preset,
@@ -40,7 +43,9 @@ def load_run(folder: Path) -> dict:
             "first_window_accuracy": float(np.mean(first)) if first else None,
             "cross_uar": summary.get("cross_uar", {}).get("mean"), "selection": summary.get("selection"),
             "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds],
-            "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds}}
+            "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds},
+            "change": (f"seed ensemble of {folds[0]['members']} runs of these settings (probabilities averaged)"
+                       if folds[0].get("members") else None)}
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -60,7 +65,8 @@ def tail_average_row(run: dict, folds: list[dict]) -> list[dict]:
     spans = sorted({tuple(t["epochs"]) for t in tails})
     epochs = ", ".join(f"{a}–{b}" for a, b in spans)
     tail = {**run, "name": f"{run['name']} (tail average)", "against": run,
-            "change": f"weights averaged over epochs {epochs} (Δ against this run's checkpoints)",
+            "change": (f"{run['change']}, each " if run.get("change") else "") +
+                      f"weights averaged over epochs {epochs} (Δ against this run's checkpoints)",
             "val_uar": float(np.mean([t["val"]["uar"] for t in tails])),
             "accuracy": float(np.mean([t["test"]["accuracy"] for t in tails])),
             "accuracy_std": float(np.std([t["test"]["accuracy"] for t in tails])),

@@ -658,15 +658,22 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
 def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
                         folder: Path) -> None:
     """The model plus what ``emostream-export`` reads beside it: labels, summary and the test files."""
+    # The clips export's parity check scores: the test part, or the validation part when there is no test;
+    # paths relative to each corpus's root, so the list holds on another machine.
+    listed = frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]]
+    write_run_folder(model, preset, classes, listed.assign(path=listed["file"]).drop(columns="file"), fold["name"],
+                     result, folder)
+
+
+def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_name: str, result: dict,
+                     folder: Path) -> None:
+    """``model.keras``, ``labels.json``, ``test_files.csv`` (``listed``: the clips ``result`` scored, paths relative
+    to their corpus's root), ``summary.json`` and the card ``metrics.md``."""
     from emostream.train.cli import save_inference_model
 
     folder.mkdir(parents=True, exist_ok=True)
     save_inference_model(model, folder / "model.keras")
     report.write_json(folder / "labels.json", classes)
-    # The clips export's parity check scores: the test part, or the validation part when there is no test;
-    # paths relative to each corpus's root, so the list holds on another machine.
-    listed = frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]]
-    listed = listed.assign(path=listed["file"]).drop(columns="file")
     listed.to_csv(folder / "test_files.csv", index=False)
     t, first = result.get("test") or result["val"], result.get("test_first_window")
     part = "test" if "test" in result else "validation (no test part: every other clip trained)"
@@ -675,7 +682,7 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
               f"on {result['n_val']} clips ended the run)" if averaged else
               f"checkpoint chosen on {result['n_val']} validation clips (epoch {result['epoch']} of "
               f"{result['epochs_run']} run)")
-    lines = [f"# Metrics card: {preset.name}, {fold['name']}", "",
+    lines = [f"# Metrics card: {preset.name}, {fold_name}", "",
              f"Trained on {result['n_train']} clips (oversampled), {chosen}, tested once on {result['n_test']} clips.",
              "", f"| {part} metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
              f"| averaged over the clip's streaming windows | **{t['accuracy']:.2%}** | {t['macro_f1']:.3f} | "
@@ -686,7 +693,7 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     lines += ["", f"Preset: `{json.dumps(dataclasses.asdict(preset))}`", ""]
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
-        "run_id": re.sub(r"[^a-z0-9.]+", "-", f"{preset.name}-{fold['name']}".lower()).strip("-"),
+        "run_id": re.sub(r"[^a-z0-9.]+", "-", f"{preset.name}-{fold_name}".lower()).strip("-"),
         "preset": dataclasses.asdict(preset),
         "features": preset.features.to_dict(),
         "test_accuracy": t["accuracy"] if "test" in result else None, "listed_accuracy": t["accuracy"],
@@ -694,6 +701,7 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
         "test_uar": t["uar"], "scored_on": part,
         "test_first_window": result.get("test_first_window"), "cross": result.get("cross"),
         "epoch": result["epoch"], "averaged_epochs": result.get("averaged_epochs"),
+        "epochs_run": result["epochs_run"], "training_seed": result.get("training_seed"),
         "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
     })
 

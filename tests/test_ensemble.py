@@ -1,0 +1,134 @@
+"""Seed ensembles: combining runs' per-clip probabilities, the ensemble model, and its export as one graph."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emostream.train import ensemble
+from emostream.train.ensemble import EnsembleError, combine, combine_fold, ensemble_model
+
+CLASSES = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+
+
+def member(seed: int, y_test, y_cross, rng, fold="emobox fold 3") -> dict:
+    """A run's fold result as evaluate writes it to folds.json, with random per-clip probabilities."""
+    def probs(n):
+        p = rng.dirichlet(np.ones(len(CLASSES)), size=n)
+        return np.round(p, 5).tolist()
+
+    y_val = [0, 1, 2, 3]
+    per_clip = {"y_true": {"val": y_val, "test": y_test, "cross": y_cross},
+                "checkpoint": {"val": probs(4), "test": probs(len(y_test)), "cross": probs(len(y_cross))},
+                "tail_average": {"val": probs(4), "test": probs(len(y_test)), "cross": probs(len(y_cross))}}
+    return {"fold": fold, "epoch": 50, "epochs_run": 60, "n_train": 10, "n_val": 4, "n_test": len(y_test),
+            "training_seed": seed, "tail_average": {"epochs": [45, 60]}, "clip_probabilities": per_clip}
+
+
+@pytest.fixture
+def two_members():
+    rng = np.random.default_rng(0)
+    y_test, y_cross = rng.integers(0, 8, 40).tolist(), [0, 2, 3, 4, 5, 6] * 5
+    return [member(44, y_test, y_cross, rng), member(1044, y_test, y_cross, rng)]
+
+
+def test_a_fold_of_the_ensemble_scores_the_mean_of_its_members_probabilities(two_members):
+    result = combine_fold(two_members, CLASSES)
+    for weights in ("checkpoint", "tail_average"):
+        for part in ("val", "test", "cross"):
+            mean = np.mean([m["clip_probabilities"][weights][part] for m in two_members], axis=0)
+            np.testing.assert_allclose(result["clip_probabilities"][weights][part], mean, atol=1e-5)
+    mean_test = np.mean([m["clip_probabilities"]["checkpoint"]["test"] for m in two_members], axis=0)
+    y_test = np.array(two_members[0]["clip_probabilities"]["y_true"]["test"])
+    assert result["test"]["accuracy"] == pytest.approx(np.mean(mean_test.argmax(axis=1) == y_test))
+    assert result["y_pred"] == mean_test.argmax(axis=1).tolist()
+    mean_tail = np.mean([m["clip_probabilities"]["tail_average"]["cross"] for m in two_members], axis=0)
+    y_cross = np.array(two_members[0]["clip_probabilities"]["y_true"]["cross"])
+    assert result["tail_average"]["cross"]["accuracy"] == pytest.approx(np.mean(mean_tail.argmax(1) == y_cross))
+    assert result["training_seeds"] == [44, 1044] and result["members"] == 2
+    assert result["tail_average"]["epochs"] == [45, 60]
+
+
+def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
+    same_seed = [two_members[0], {**two_members[1], "training_seed": 44}]
+    with pytest.raises(EnsembleError, match="share training seed"):
+        combine_fold(same_seed, CLASSES)
+    other_clips = json.loads(json.dumps(two_members[1]))
+    other_clips["clip_probabilities"]["y_true"]["test"][0] += 1
+    with pytest.raises(EnsembleError, match="different clips"):
+        combine_fold([two_members[0], other_clips], CLASSES)
+    old = {k: v for k, v in two_members[1].items() if k != "clip_probabilities"}
+    with pytest.raises(EnsembleError, match="no per-clip probabilities"):
+        combine_fold([two_members[0], old], CLASSES)
+    elsewhere = {**two_members[1], "fold": "emobox fold 4"}
+    with pytest.raises(EnsembleError, match="share no fold"):
+        combine([[two_members[0]], [elsewhere]], CLASSES)
+
+
+def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():
+    import keras
+
+    from emostream.export.onnx_export import check_parity, convert
+    from emostream.features.contract import ModelContract
+    from emostream.train.model import CrnnConfig, build_crnn
+
+    members = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        members.append(build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False))
+    x = np.random.default_rng(0).standard_normal((6, 128, 100, 1)).astype(np.float32)
+    each = [m.predict(x, verbose=0) for m in members]
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # two different members, or the test proves nothing
+    model = ensemble_model(members)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-6)
+    proto = convert(model, ModelContract.for_features(CLASSES, run_id="tiny-ensemble-2"))
+    parity = check_parity(model, proto.SerializeToString(), x[..., 0])
+    assert parity.max_abs_diff < 1e-5 and parity.top1_agreement == 1.0
+    assert len(proto.graph.input) == 1 and len(proto.graph.output) == 1  # the daemon's model interface
+
+
+def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(ravdess_dir, tmp_path):
+    """Two tiny runs (other seeds), combined: the ensemble's evaluation (mean of stored probabilities) and its saved
+    model (the members side by side, scored afresh on the listed clips) agree, and the model exports."""
+    from emostream.export.cli import main as export_main
+    from emostream.inference.model import EmotionModel
+    from emostream.train import evaluate
+
+    runs = []
+    for offset in (0, 1000):
+        runs.append(tmp_path / f"seed{offset}")
+        assert evaluate.main(["--protocol", "random", "--preset", "improved", "--epochs", "3",
+                              "--max-clips-per-class", "12", "--data-dir", str(ravdess_dir), "--out", str(runs[-1]),
+                              "--cache-dir", str(tmp_path / "cache"), "--save-model", "--set", "min_epochs=2",
+                              "--set", "conv_filters=8,16", "--seed-offset", str(offset)]) == 0
+    folds = [json.loads((r / "folds.json").read_text())[0] for r in runs]
+    assert [f["training_seed"] for f in folds] == [42, 1042]
+    kept = [np.array(f["clip_probabilities"]["checkpoint"]["test"]) for f in folds]
+    assert kept[0].shape == (folds[0]["n_test"], 8) and not np.allclose(kept[0], kept[1], atol=1e-3)
+    # What is kept is what was scored: the stored probabilities reproduce the run's own test figures.
+    y_test = np.array(folds[0]["clip_probabilities"]["y_true"]["test"])
+    assert folds[0]["test"]["accuracy"] == pytest.approx(np.mean(kept[0].argmax(axis=1) == y_test))
+
+    out = tmp_path / "ensemble"
+    assert ensemble.main([*map(str, runs), "--out", str(out), "--data-dir", str(ravdess_dir),
+                          "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["preset"]["name"] == "improved-ensemble-2" and (out / "evaluation.md").stat().st_size > 0
+    fold = result["folds"][0]
+    for saved, figures in (("model-fold1", fold["test"]), ("model-fold1-tail-average", fold["tail_average"]["test"])):
+        summary = json.loads((out / saved / "summary.json").read_text())
+        assert summary["listed_accuracy"] == pytest.approx(figures["accuracy"], abs=1e-9)
+        assert summary["test_uar"] == pytest.approx(figures["uar"], abs=1e-9)
+        assert [m["training_seed"] for m in summary["members"]] == [42, 1042]
+        assert summary["run_id"].startswith("improved-ensemble-2-")
+    onnx_path = tmp_path / "ensemble.onnx"
+    assert export_main(["--keras", str(out / "model-fold1-tail-average" / "model.keras"), "--out", str(onnx_path),
+                        "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"),
+                        "--min-windows", "8"]) == 0
+    assert EmotionModel(onnx_path).contract.run_id.endswith("-tail-average")
+
+
+def test_the_command_refuses_a_single_run_and_mixed_recipes_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble.main([str(tmp_path), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2 and "at least two runs" in capsys.readouterr().err
