@@ -11,7 +11,7 @@ from emostream.train.ensemble import EnsembleError, combine, combine_fold, ensem
 CLASSES = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 
 
-def member(seed: int, y_test, y_cross, rng, fold="emobox fold 3") -> dict:
+def member(seed: int, y_test, y_cross, rng, fold="emobox fold 3", last_epoch=60) -> dict:
     """A run's fold result as evaluate writes it to folds.json, with random per-clip probabilities."""
     def probs(n):
         p = rng.dirichlet(np.ones(len(CLASSES)), size=n)
@@ -22,14 +22,14 @@ def member(seed: int, y_test, y_cross, rng, fold="emobox fold 3") -> dict:
                 "checkpoint": {"val": probs(4), "test": probs(len(y_test)), "cross": probs(len(y_cross))},
                 "tail_average": {"val": probs(4), "test": probs(len(y_test)), "cross": probs(len(y_cross))}}
     return {"fold": fold, "epoch": 50, "epochs_run": 60, "n_train": 10, "n_val": 4, "n_test": len(y_test),
-            "training_seed": seed, "tail_average": {"epochs": [45, 60]}, "clip_probabilities": per_clip}
+            "training_seed": seed, "tail_average": {"epochs": [45, last_epoch]}, "clip_probabilities": per_clip}
 
 
 @pytest.fixture
 def two_members():
     rng = np.random.default_rng(0)
     y_test, y_cross = rng.integers(0, 8, 40).tolist(), [0, 2, 3, 4, 5, 6] * 5
-    return [member(44, y_test, y_cross, rng), member(1044, y_test, y_cross, rng)]
+    return [member(44, y_test, y_cross, rng), member(1044, y_test, y_cross, rng, last_epoch=57)]
 
 
 def test_a_fold_of_the_ensemble_scores_the_mean_of_its_members_probabilities(two_members):
@@ -46,12 +46,15 @@ def test_a_fold_of_the_ensemble_scores_the_mean_of_its_members_probabilities(two
     y_cross = np.array(two_members[0]["clip_probabilities"]["y_true"]["cross"])
     assert result["tail_average"]["cross"]["accuracy"] == pytest.approx(np.mean(mean_tail.argmax(1) == y_cross))
     assert result["training_seeds"] == [44, 1044] and result["members"] == 2
-    assert result["tail_average"]["epochs"] == [45, 60]
+    assert result["tail_average"]["member_epochs"] == [[45, 60], [45, 57]]  # what each member averaged
+    from emostream.train.evaluate import tail_span
+
+    assert tail_span(result["tail_average"]) == "45–60+45–57"
 
 
 def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
     same_seed = [two_members[0], {**two_members[1], "training_seed": 44}]
-    with pytest.raises(EnsembleError, match="share training seed"):
+    with pytest.raises(EnsembleError, match="share a training seed"):
         combine_fold(same_seed, CLASSES)
     other_clips = json.loads(json.dumps(two_members[1]))
     other_clips["clip_probabilities"]["y_true"]["test"][0] += 1
@@ -60,6 +63,10 @@ def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
     old = {k: v for k, v in two_members[1].items() if k != "clip_probabilities"}
     with pytest.raises(EnsembleError, match="no per-clip probabilities"):
         combine_fold([two_members[0], old], CLASSES)
+    missing_part = json.loads(json.dumps(two_members[1]))
+    del missing_part["clip_probabilities"]["tail_average"]["cross"]
+    with pytest.raises(EnsembleError, match="different parts"):
+        combine_fold([two_members[0], missing_part], CLASSES)
     elsewhere = {**two_members[1], "fold": "emobox fold 4"}
     with pytest.raises(EnsembleError, match="share no fold"):
         combine([[two_members[0]], [elsewhere]], CLASSES)
@@ -81,6 +88,11 @@ def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():
     assert not np.allclose(each[0], each[1], atol=1e-3)  # two different members, or the test proves nothing
     model = ensemble_model(members)
     np.testing.assert_allclose(model.predict(x, verbose=0), np.mean(each, axis=0), atol=1e-6)
+    from emostream.export.onnx_export import without_cudnn
+
+    nested = [layer for m in without_cudnn(model).layers if hasattr(m, "layers") for layer in m.layers
+              if type(layer).__name__ == "LSTM"]
+    assert len(nested) == 4 and all(layer.use_cudnn is False for layer in nested)  # inside each member too
     proto = convert(model, ModelContract.for_features(CLASSES, run_id="tiny-ensemble-2"))
     parity = check_parity(model, proto.SerializeToString(), x[..., 0])
     assert parity.max_abs_diff < 1e-5 and parity.top1_agreement == 1.0
@@ -121,6 +133,26 @@ def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(
         assert summary["test_uar"] == pytest.approx(figures["uar"], abs=1e-9)
         assert [m["training_seed"] for m in summary["members"]] == [42, 1042]
         assert summary["run_id"].startswith("improved-ensemble-2-")
+    from emostream.train.compare import main as compare_main
+
+    assert compare_main([str(runs[0]), str(out), "--out", str(tmp_path / "ablation.md")]) == 0
+    assert "seed ensemble of 2 runs" in (tmp_path / "ablation.md").read_text()
+
+    # A member from before per-clip probabilities were kept: only its saved models can be combined.
+    import shutil
+
+    old = tmp_path / "old-member"
+    shutil.copytree(runs[1], old)
+    (old / "folds.json").write_text(json.dumps([{k: v for k, v in f.items() if k != "clip_probabilities"}
+                                                for f in json.loads((old / "folds.json").read_text())]))
+    with pytest.raises(SystemExit):
+        ensemble.main([str(runs[0]), str(old), "--out", str(tmp_path / "refused")])
+    assert ensemble.main([str(runs[0]), str(old), "--out", str(tmp_path / "models"), "--models-only",
+                          "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
+    again = json.loads((tmp_path / "models" / "model-fold1" / "summary.json").read_text())
+    assert again["listed_accuracy"] == json.loads((out / "model-fold1" / "summary.json").read_text())[
+        "listed_accuracy"] and not (tmp_path / "models" / "evaluation.json").exists()
+
     onnx_path = tmp_path / "ensemble.onnx"
     assert export_main(["--keras", str(out / "model-fold1-tail-average" / "model.keras"), "--out", str(onnx_path),
                         "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"),
@@ -128,7 +160,26 @@ def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(
     assert EmotionModel(onnx_path).contract.run_id.endswith("-tail-average")
 
 
-def test_the_command_refuses_a_single_run_and_mixed_recipes_in_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        ensemble.main([str(tmp_path), "--out", str(tmp_path / "o")])
-    assert exit_info.value.code == 2 and "at least two runs" in capsys.readouterr().err
+def test_the_command_refuses_a_single_run_a_repeated_run_and_mixed_recipes_in_one_line(tmp_path, capsys,
+                                                                                       two_members):
+    from emostream.train.evaluate import PRESETS
+
+    runs = []
+    for name, preset in (("a", "shipped-v1"), ("b", "shipped-v1"), ("c", "improved")):
+        runs.append(tmp_path / name)
+        runs[-1].mkdir()
+        header = {"protocol": "emobox", "preset": PRESETS[preset].__dict__, "classes": CLASSES, "data_seed": 42}
+        (runs[-1] / "evaluation.json").write_text(json.dumps(header, default=list))
+        (runs[-1] / "folds.json").write_text(json.dumps([two_members[len(runs) % 2]]))
+    for args, message in (([runs[0]], "at least two runs"), ([runs[0], runs[0]], "named twice"),
+                          ([runs[0], runs[2]], "preset"), ([runs[0], runs[1]], "is one of the runs")):
+        out = runs[1] if message == "is one of the runs" else tmp_path / "out"
+        with pytest.raises(SystemExit) as exit_info:
+            ensemble.main([*map(str, args), "--out", str(out)])
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's usage, then the one-line error
+        assert exit_info.value.code == 2 and last.startswith("emostream-ensemble: error:") and message in last, last
+    other_seed = json.loads((runs[1] / "evaluation.json").read_text())
+    (runs[1] / "evaluation.json").write_text(json.dumps({**other_seed, "data_seed": 7}))
+    with pytest.raises(SystemExit):
+        ensemble.main([str(runs[0]), str(runs[1]), "--out", str(tmp_path / "out")])
+    assert "data preparation" in capsys.readouterr().err

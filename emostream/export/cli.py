@@ -58,6 +58,31 @@ def run_features(summary: dict) -> LogMelConfig:
         raise ExportError(f"summary.json features: {exc}") from None
 
 
+def listed_corpora(frame):
+    """The corpus of each listed clip (column ``corpus``; RAVDESS for lists from before it existed)."""
+    import pandas as pd
+
+    return frame["corpus"] if "corpus" in frame else pd.Series("ravdess", index=frame.index)
+
+
+def listed_roots(frame, explicit: dict, what: str) -> dict:
+    """Each listed corpus's root (``explicit`` paths win, then the environment, then ``../shared/data``), checked:
+    an unknown corpus or a missing clip is a one-line ``ExportError`` saying which flag to pass."""
+    from emostream.paths import data_dir as corpus_dir
+
+    roots = {}
+    for corpus, part in frame.groupby(listed_corpora(frame), sort=True):
+        if corpus not in explicit:
+            raise ExportError(f"{what}: unknown corpus {corpus!r}")
+        root = corpus_dir(corpus, explicit[corpus])
+        missing = [p for p in part["path"] if not (root / p).is_file()]
+        if missing:
+            raise ExportError(f"{len(missing)} listed {corpus} clips missing under {root} (first: {missing[0]}); "
+                              f"pass --{'data' if corpus == 'ravdess' else 'emodb'}-dir")
+        roots[corpus] = root
+    return roots
+
+
 def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir, features: LogMelConfig = DEFAULT_CONFIG,
                    emodb_dir=None):
     """The listed clips' windows and label indices, computed by the shared feature code.
@@ -66,24 +91,15 @@ def parity_windows(test_files: Path, labels: list[str], data_dir, cache_dir, fea
     """
     import pandas as pd
 
-    from emostream.paths import data_dir as corpus_dir
     from emostream.train.featurize import extract_features
 
     if not test_files.is_file():
         raise ExportError(f"{test_files} not found: parity needs the training run's test-file list")
     frame = pd.read_csv(test_files)
-    corpora = frame["corpus"] if "corpus" in frame else pd.Series("ravdess", index=frame.index)
-    explicit = {"ravdess": data_dir, "emodb": emodb_dir}
+    roots = listed_roots(frame, {"ravdess": data_dir, "emodb": emodb_dir}, str(test_files))
     windows, y_true = [], []
-    for corpus, part in frame.groupby(corpora, sort=True):
-        if corpus not in explicit:
-            raise ExportError(f"{test_files}: unknown corpus {corpus!r}")
-        root = corpus_dir(corpus, explicit[corpus])
-        missing = [p for p in part["path"] if not (root / p).is_file()]
-        if missing:
-            raise ExportError(f"{len(missing)} listed {corpus} clips missing under {root} (first: {missing[0]}); "
-                              f"pass --{'data' if corpus == 'ravdess' else 'emodb'}-dir")
-        found = extract_features(root, list(part["path"]), features, cache_dir)
+    for corpus, part in frame.groupby(listed_corpora(frame), sort=True):
+        found = extract_features(roots[corpus], list(part["path"]), features, cache_dir)
         by_path = dict(zip(part["path"], part["emotion"], strict=True))
         windows.append(found.windows)
         y_true += [labels.index(by_path[p]) for p in found.paths]

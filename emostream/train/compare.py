@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.train import report
-from emostream.train.evaluate import Preset
+from emostream.train.evaluate import Preset, tail_span
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ def tail_average_row(run: dict, folds: list[dict]) -> list[dict]:
     tails = [f.get("tail_average") for f in folds]
     if not all(t and "test" in t for t in tails):
         return []
-    spans = sorted({tuple(t["epochs"]) for t in tails})
-    epochs = ", ".join(f"{a}–{b}" for a, b in spans)
+    epochs = ", ".join(sorted({tail_span(t) for t in tails}))
     tail = {**run, "name": f"{run['name']} (tail average)", "against": run,
             "change": (f"{run['change']}, each " if run.get("change") else "") +
                       f"weights averaged over epochs {epochs} (Δ against this run's checkpoints)",
@@ -72,8 +71,7 @@ def tail_average_row(run: dict, folds: list[dict]) -> list[dict]:
             "accuracy_std": float(np.std([t["test"]["accuracy"] for t in tails])),
             "macro_f1": float(np.mean([t["test"]["macro_f1"] for t in tails])),
             "uar": float(np.mean([t["test"]["uar"] for t in tails])), "first_window_accuracy": None,
-            "epochs": [f"{a}–{b}/{f['epochs_run']}" for f, (a, b) in zip(folds, (t["epochs"] for t in tails),
-                                                                         strict=True)],
+            "epochs": [f"{tail_span(t)}/{f['epochs_run']}" for f, t in zip(folds, tails, strict=True)],
             "fold_accuracy": {f["fold"]: t["test"]["accuracy"] for f, t in zip(folds, tails, strict=True)}}
     if all("cross" in t for t in tails):
         tail["cross_uar"] = float(np.mean([t["cross"]["uar"] for t in tails]))

@@ -25,8 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.export.onnx_export import ExportError
+from emostream.options import add_ranged
 from emostream.train import report
-from emostream.train.evaluate import Preset, full_scores, rounded_probabilities, write_outputs, write_run_folder
+from emostream.train.evaluate import (
+    Preset,
+    check_same_recipe,
+    full_scores,
+    preparation_of,
+    rounded_probabilities,
+    run_id,
+    write_outputs,
+    write_run_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +49,15 @@ class EnsembleError(ValueError):
     """Runs that cannot be combined (different recipes, folds or clips; no per-clip probabilities)."""
 
 
-def load_members(folders: list[Path]) -> tuple[dict, list[list[dict]]]:
+def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, list[list[dict]]]:
     """The first member's ``evaluation.json`` header and every member's fold results (``folds.json``)."""
     if len(folders) < 2:
         raise EnsembleError("an ensemble needs at least two runs")
+    resolved = [Path(f).resolve() for f in folders]
+    if len(set(resolved)) < len(resolved):
+        raise EnsembleError("the same run is named twice: an ensemble of one model")
+    if out is not None and Path(out).resolve() in resolved:
+        raise EnsembleError(f"--out {out} is one of the runs; it would be overwritten")
     headers, members = [], []
     for folder in folders:
         try:
@@ -49,12 +65,11 @@ def load_members(folders: list[Path]) -> tuple[dict, list[list[dict]]]:
             members.append(json.loads((Path(folder) / "folds.json").read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise EnsembleError(f"{folder}: not a finished emostream-evaluate run ({exc})") from None
-    first = headers[0]
-    for folder, header in zip(folders[1:], headers[1:], strict=True):
-        if (header["protocol"], Preset.from_record(header["preset"]), header["classes"]) != \
-                (first["protocol"], Preset.from_record(first["preset"]), first["classes"]):
-            raise EnsembleError(f"{folder}: protocol, preset or classes differ from {folders[0]}")
-    return first, members
+    try:
+        check_same_recipe(folders, headers, "form an ensemble")
+    except ValueError as exc:
+        raise EnsembleError(str(exc)) from None
+    return headers[0], members
 
 
 def combine_fold(results: list[dict], classes: list[str]) -> dict:
@@ -62,20 +77,32 @@ def combine_fold(results: list[dict], classes: list[str]) -> dict:
     name = results[0]["fold"]
     per_clip = [r.get("clip_probabilities") for r in results]
     if not all(per_clip):
-        raise EnsembleError(f"{name}: a member kept no per-clip probabilities (run before they were kept)")
+        raise EnsembleError(f"{name}: a member kept no per-clip probabilities (run before they were kept); "
+                            "--models-only combines its saved models instead")
     seeds = [r.get("training_seed") for r in results]
-    if None not in seeds and len(set(seeds)) < len(seeds):
-        raise EnsembleError(f"{name}: two members share training seed {seeds}; use --seed-offset")
+    known = [s for s in seeds if s is not None]
+    if len(set(known)) < len(known):
+        raise EnsembleError(f"{name}: two members share a training seed ({seeds}); train with --seed-offset")
     y_true = per_clip[0]["y_true"]
-    if any(p["y_true"] != y_true for p in per_clip[1:]):
+    # Same data preparation (checked on the headers) and the same rows mean the same clips; runs from before rows
+    # were kept are compared on their labels.
+    if any(p["y_true"] != y_true or p.get("rows") != per_clip[0].get("rows") for p in per_clip[1:]):
         raise EnsembleError(f"{name}: the members scored different clips")
-    combined = {"y_true": y_true}
+    combined = {"rows": per_clip[0].get("rows", {}), "y_true": y_true}
     for weights in WEIGHTS:
-        if all(weights in p for p in per_clip):
-            combined[weights] = {part: np.mean([np.asarray(p[weights][part]) for p in per_clip], axis=0)
-                                 for part in per_clip[0][weights]}
+        have = [weights in p for p in per_clip]
+        if any(have) and not all(have):
+            logger.warning("%s: not every member scored %s weights; the ensemble has none", name, weights)
+        if not all(have):
+            continue
+        if any(set(p[weights]) != set(per_clip[0][weights]) for p in per_clip[1:]):
+            raise EnsembleError(f"{name}: the members scored different parts with their {weights} weights")
+        combined[weights] = {part: np.mean([np.asarray(p[weights][part]) for p in per_clip], axis=0)
+                             for part in per_clip[0][weights]}
+    if "checkpoint" not in combined:
+        raise EnsembleError(f"{name}: no checkpoint probabilities shared by every member")
     scored = {weights: {part: full_scores(np.asarray(y_true[part]), p, classes) for part, p in parts.items()}
-              for weights, parts in combined.items() if weights != "y_true"}
+              for weights, parts in combined.items() if weights in WEIGHTS}
     checkpoint = scored["checkpoint"]
     out = {"fold": name, "members": len(results), "training_seeds": seeds,
            "epoch": "+".join(str(r["epoch"]) for r in results),
@@ -91,8 +118,9 @@ def combine_fold(results: list[dict], classes: list[str]) -> dict:
                     "cross_y_pred": combined["checkpoint"]["cross"].argmax(axis=1).tolist()})
     if "tail_average" in scored:
         spans = [r["tail_average"]["epochs"] for r in results]
+        # "epochs" spans every member's (readers expect one span); "member_epochs" says what each averaged.
         out["tail_average"] = {"epochs": [min(s[0] for s in spans), max(s[1] for s in spans)],
-                               **scored["tail_average"]}
+                               "member_epochs": spans, **scored["tail_average"]}
     return out
 
 
@@ -126,16 +154,16 @@ def ensemble_model(members: list):
 
 def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: dict, cache_dir, seed: int) -> dict:
     """``full_scores`` of ``model`` on the listed clips, scored as evaluation scores them (the same clip bank and
-    noise floors for ``seed``, the daemon's windows, the mean over classified windows)."""
-    from emostream.paths import data_dir
+    noise floors for the data seed ``seed``, the daemon's windows, the mean over classified windows)."""
+    from emostream.export.cli import listed_corpora, listed_roots
     from emostream.train.clipbank import clip_bank
     from emostream.train.evaluate import clip_probabilities
 
-    corpora = listed["corpus"] if "corpus" in listed else ["ravdess"] * len(listed)
-    paths = [str(data_dir(c, data_dirs.get(c)) / p) for c, p in zip(corpora, listed["path"], strict=True)]
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise EnsembleError(f"{len(missing)} listed clips missing (first: {missing[0]}); pass --data-dir/--emodb-dir")
+    unknown = sorted(set(listed["emotion"]) - set(classes))
+    if unknown:
+        raise EnsembleError(f"listed clips have emotions the model lacks: {', '.join(unknown)}")
+    roots = listed_roots(listed, data_dirs, "test_files.csv")
+    paths = [str(roots[c] / p) for c, p in zip(listed_corpora(listed), listed["path"], strict=True)]
     bank = clip_bank(Path("/"), paths, "orig", seed, cache_dir)
     p = clip_probabilities(model, bank, np.arange(len(paths)), preset.multi_window_test, preset.features)
     return full_scores(np.array([classes.index(e) for e in listed["emotion"]]), p, classes)
@@ -159,40 +187,54 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
         if any(text != listed_text[0] for text in listed_text[1:]):
             raise EnsembleError(f"{saved}: the members list different clips in test_files.csv")
         summaries = [json.loads((p / "summary.json").read_text()) for p in paths]
-        model = ensemble_model([load_keras_model(p / "model.keras") for p in paths])
+        data_seeds = {s.get("data_seed") for s in summaries} - {None}
+        if data_seeds - {seed}:
+            raise EnsembleError(f"{saved}: the members were prepared with data seed {sorted(data_seeds)}, not {seed}; "
+                                "pass --seed")
+        members = [load_keras_model(p / "model.keras") for p in paths]
+        weights = [m.get_weights() for m in members]
+        for i in range(1, len(members)):
+            if all(np.array_equal(a, b) for a, b in zip(weights[0], weights[i], strict=True)):
+                raise EnsembleError(f"{saved}: {paths[0]} and {paths[i]} hold the same weights")
+        model = ensemble_model(members)
         listed = pd.read_csv(paths[0] / "test_files.csv")
         scored = listed_scores(model, listed, classes, preset, data_dirs, cache_dir, seed)
         first = summaries[0]
-        tested = first.get("test_accuracy") is not None
+        # The member's fold name (older members: rebuilt from the run id without the preset's name).
+        fold_name = first.get("fold") or first["run_id"].removeprefix(run_id(first["preset"]["name"], "")).replace(
+            "-", " ").strip()
         result = {"n_train": first["n_train"], "n_val": first["n_val"], "n_test": first["n_test"],
-                  "epoch": None, "epochs_run": "+".join(str(s.get("epochs_run", "?")) for s in summaries),
-                  "averaged_epochs": first.get("averaged_epochs"), ("test" if tested else "val"): scored}
-        # The member's run id without its preset's name: what the fold is ("ship all corpora tail average").
-        fold_name = first["run_id"].removeprefix(run_id_part(first["preset"]["name"])).strip("-").replace("-", " ")
+                  "epoch": "+".join(str(s.get("epoch")) for s in summaries),
+                  "epochs_run": "+".join(str(s.get("epochs_run", "?")) for s in summaries),
+                  "averaged_epochs": first.get("averaged_epochs"), "data_seed": seed,
+                  "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
+                  ("test" if first.get("test_accuracy") is not None else "val"): scored}
         folder = out / saved
         write_run_folder(model, preset, classes, listed, fold_name, result, folder)
-        members = [{"run_id": s.get("run_id"), "training_seed": s.get("training_seed"),
-                    "listed_accuracy": s.get("listed_accuracy")} for s in summaries]
+        described_members = [{"folder": str(p.parent), "run_id": s.get("run_id"),
+                              "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy")}
+                             for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
-        report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": members})
+        report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
         with (folder / "metrics.md").open("a") as card:
-            card.write(f"A seed ensemble: the mean of the probabilities of {len(members)} models of this recipe, each "
-                       "trained on the same clips with its own seed (one graph when exported): " +
-                       "; ".join(f"`{m['run_id']}` seed {m['training_seed']}, listed accuracy "
-                                 f"{m['listed_accuracy']:.2%}" if m["listed_accuracy"] is not None
-                                 else f"`{m['run_id']}` seed {m['training_seed']}" for m in members) + ".\n")
-        logger.info("%s: ensemble of %s, listed clips accuracy %.2f%% (members: %s)", saved,
-                    len(paths), 100 * scored["accuracy"],
-                    ", ".join(f"{s.get('listed_accuracy', float('nan')):.2%}" for s in summaries))
+            card.write(f"A seed ensemble: the mean of the probabilities of {len(paths)} models of this recipe, each "
+                       "trained on the same clips with its own seed (one graph when exported). Members: " +
+                       "; ".join(f"`{m['folder']}` (seed {m['training_seed'] or 'not recorded'}), listed accuracy "
+                                 f"{m['listed_accuracy']:.2%}" for m in described_members) + ".\n")
+        logger.info("%s: ensemble of %d, listed clips accuracy %.2f%% (members: %s)", saved, len(paths),
+                    100 * scored["accuracy"], ", ".join(f"{s['listed_accuracy']:.2%}" for s in summaries))
         written.append(folder)
     return written
 
 
-def run_id_part(name: str) -> str:
-    """``name`` as it appears in a run id (``write_run_folder``'s rule)."""
-    import re
-
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
+def described(summary: dict) -> str:
+    """How one member's weights were chosen, for the ensemble's card."""
+    seed = summary.get("training_seed")
+    span = summary.get("averaged_epochs")
+    run = f" of {summary['epochs_run']} run" if summary.get("epochs_run") else ""
+    which = f"weights averaged over epochs {span[0]}–{span[1]}{run}" if span else \
+        f"the checkpoint of epoch {summary.get('epoch')}{run}"
+    return f"{which} (seed {seed if seed is not None else 'not recorded'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,11 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="RAVDESS root, for scoring saved models (default: $RAVDESS_DIR or ../shared/...)")
     p.add_argument("--emodb-dir", help="EmoDB root, for scoring saved models (default: $EMODB_DIR or ../shared/...)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
-    p.add_argument("--seed", type=int, default=42, help="the members' data-preparation seed (their noise floors)")
+    add_ranged(p, "--seed", int, None, 0, 2**31 - 1,
+               help="the members' data-preparation seed (their noise floors; default: the one their runs recorded, "
+                    "else 42)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        header, members = load_members(args.runs)
+        header, members = load_members(args.runs, args.out)
         classes = header["classes"]
         preset = Preset.from_record(header["preset"])
         preset = dataclasses.replace(preset, name=f"{preset.name}-ensemble-{len(args.runs)}")
@@ -218,14 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.models_only:
             results = combine(members, classes)
             report.write_json(args.out / "folds.json", results)
-            write_outputs(args.out, header["protocol"], preset, results, classes)
+            write_outputs(args.out, header["protocol"], preset, results, classes, preparation_of(header))
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
-        written = write_models(args.runs, preset, classes, args.out, data_dirs, args.cache_dir, args.seed)
+        seed = preparation_of(header)["data_seed"] if args.seed is None else args.seed
+        written = write_models(args.runs, preset, classes, args.out, data_dirs, args.cache_dir, seed)
         for folder in written:
             logger.info("wrote %s (ready for emostream-export)", folder)
         if args.models_only and not written:
             raise EnsembleError("--models-only: no model folder saved by every member (evaluate --save-model)")
-    except (EnsembleError, KeyError, OSError) as exc:
+    except KeyError as exc:
+        p.error(f"a run lacks the field {exc} (not an emostream-evaluate output?)")
+    except (EnsembleError, ExportError, OSError, ValueError) as exc:
         p.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return 0
 

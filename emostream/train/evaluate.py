@@ -423,7 +423,11 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
               "n_train_oversampled": len(train_rows), "training_seed": seed,
               "val": {k[4:]: v for k, v in history[chosen_epoch - 1].items() if k.startswith("val_")},
               "seconds": time.time() - started, "history": history}
-    per_clip = {"y_true": {}, "checkpoint": {}}
+    # Rows (of the protocol's clip frame, fixed by the data preparation) say which clips; ensembles check them.
+    per_clip = {"rows": {}, "y_true": {}, "checkpoint": {}}
+    for part, rows in (("val", fold["val"]), ("test", fold["test"]), ("cross", cross)):
+        if rows is not None and len(rows):
+            per_clip["rows"][part] = rows
     if len(fold["val"]):
         per_clip["y_true"]["val"] = y[fold["val"]]
         per_clip["checkpoint"]["val"] = best["val_p"] if best["weights"] is not None else val_p
@@ -460,7 +464,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
 def rounded_probabilities(per_clip: dict) -> dict:
     """Per-clip probabilities as JSON lists (5 decimals: ~60 kB per EmoBox fold), so runs of other seeds can be
     combined into a seed ensemble afterwards (``emostream.train.ensemble``) on exactly these clips."""
-    return {weights: {part: np.round(np.asarray(v, dtype=float), 5).tolist() if weights != "y_true"
+    return {weights: {part: np.round(np.asarray(v, dtype=float), 5).tolist() if weights not in ("y_true", "rows")
                       else np.asarray(v).tolist() for part, v in parts.items()}
             for weights, parts in per_clip.items()}
 
@@ -536,6 +540,11 @@ def summarise(results: list[dict], classes: list[str] | None = None) -> dict:
     return out
 
 
+def tail_span(tail: dict) -> str:
+    """The epochs a tail average covers, "45–60"; a seed ensemble's, member by member, "45–60+45–57"."""
+    return "+".join(f"{a}–{b}" for a, b in tail.get("member_epochs", [tail["epochs"]]))
+
+
 def _pct(d: dict, key: str, pct: bool = True) -> str:
     if key not in d:
         return "—"
@@ -574,7 +583,7 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
                   f"never a choice): {_pct(s, 'cross_calm_as_neutral_uar', False)}.", ""]
     if "tail_average" in s:
         t = s["tail_average"]
-        spans = sorted({tuple(r["tail_average"]["epochs"]) for r in results if "tail_average" in r})
+        spans = sorted({tail_span(r["tail_average"]) for r in results if "tail_average" in r})
         figures = [f"{name} {_pct(t, key, key.endswith(('accuracy', 'share')))}" for name, key in (
             ("val UAR", "val_uar"), ("test accuracy", "test_accuracy"), ("test UAR", "test_uar"),
             ("cross-corpus UAR", "cross_uar"), ("cross top share", "cross_max_share")) if key in t]
@@ -582,7 +591,7 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
             figures.append(f"selection **{t['selection']:.3f}** (the checkpoints on the same folds: "
                            f"{t['checkpoint_selection_same_folds']:.3f})")
         which = "" if len(t["folds"]) == len(results) else f" on {', '.join(t['folds'])} only (the others predate it)"
-        lines += ["Weights averaged over the epochs " + ", ".join(f"{a}–{b}" for a, b in spans) +
+        lines += ["Weights averaged over the epochs " + ", ".join(spans) +
                   f" (the cosine tail; not the checkpoint above){which}: " + "; ".join(figures) + ".", ""]
     for r in results:
         for corpus, v in r.get("val_by_corpus", {}).items():
@@ -611,8 +620,10 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
 POOLED_KEYS = ("y_true", "y_pred", "cross_y_true", "cross_y_pred", "clip_probabilities")
 
 
-def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str]) -> dict:
-    """evaluation.json, the card and the pooled confusion matrices from finished folds."""
+def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict], classes: list[str],
+                  preparation: dict | None = None) -> dict:
+    """evaluation.json, the card and the pooled confusion matrices from finished folds; ``preparation``
+    (``data_seed``, ``max_clips_per_class``) says which clips and noise floors the folds were scored on."""
     summary = summarise(results, classes)
     for prefix, name, what in (("", "confusion.png", "pooled over"), ("cross_", "confusion_cross.png",
                                                                       "cross-corpus, each of")):
@@ -622,7 +633,7 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                   np.concatenate([r[prefix + "y_pred"] for r in pooled]), classes, out / name,
                                   f"{preset.name}, {protocol}: {what} {len(pooled)} fold model(s)")
     report.write_json(out / "evaluation.json", {"protocol": protocol, "preset": dataclasses.asdict(preset),
-                                                "classes": classes, "summary": summary,
+                                                "classes": classes, **(preparation or {}), "summary": summary,
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
     write_card(out, protocol, preset, results, summary, classes)
@@ -636,15 +647,25 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
     return summary
 
 
+def check_same_recipe(folders: list[Path], runs: list[dict], doing: str) -> None:
+    """``ValueError`` unless every run (an ``evaluation.json``) has the first's protocol, preset, classes and data
+    preparation (seed and slice: the same clips and noise floors)."""
+    def recipe(run):
+        # Presets compared as presets: a run recorded before a setting existed has that setting's default.
+        return (run["protocol"], Preset.from_record(run["preset"]), run["classes"], run.get("data_seed", 42),
+                run.get("max_clips_per_class"))
+
+    for folder, run in zip(folders, runs, strict=True):
+        if recipe(run) != recipe(runs[0]):
+            raise ValueError(f"{folder}: protocol, preset, classes or data preparation differ from {folders[0]}; "
+                             f"cannot {doing}")
+
+
 def merge_runs(folders: list[Path], out: Path) -> dict:
     """One evaluation from runs of the same preset and protocol over different folds (e.g. run side by side)."""
     runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
     first = runs[0]
-    for folder, run in zip(folders, runs, strict=True):
-        # Presets compared as presets: a run recorded before a setting existed has that setting's default.
-        if ((run["protocol"], Preset.from_record(run["preset"]), run["classes"])
-                != (first["protocol"], Preset.from_record(first["preset"]), first["classes"])):
-            raise ValueError(f"{folder}: protocol, preset or classes differ from {folders[0]}; cannot merge")
+    check_same_recipe(folders, runs, "merge")
     results = [r for f in folders for r in json.loads((Path(f) / "folds.json").read_text())]
     names = [r["fold"] for r in results]
     if len(set(names)) != len(names):
@@ -652,7 +673,13 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
     results.sort(key=lambda r: r["fold"])
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "folds.json", results)
-    return write_outputs(out, first["protocol"], Preset.from_record(first["preset"]), results, first["classes"])
+    return write_outputs(out, first["protocol"], Preset.from_record(first["preset"]), results, first["classes"],
+                         preparation_of(first))
+
+
+def preparation_of(run: dict) -> dict:
+    """The data-preparation fields of an ``evaluation.json`` (runs from before they were recorded: seed 42)."""
+    return {"data_seed": run.get("data_seed", 42), "max_clips_per_class": run.get("max_clips_per_class")}
 
 
 def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: dict, result: dict,
@@ -663,6 +690,11 @@ def save_run_for_export(model, preset: Preset, classes: list[str], frame, fold: 
     listed = frame.iloc[fold["test"] if len(fold["test"]) else fold["val"]]
     write_run_folder(model, preset, classes, listed.assign(path=listed["file"]).drop(columns="file"), fold["name"],
                      result, folder)
+
+
+def run_id(preset_name: str, fold_name: str) -> str:
+    """A saved run's id (lower-case letters, digits, dots and dashes), carried into the exported model's contract."""
+    return re.sub(r"[^a-z0-9.]+", "-", f"{preset_name}-{fold_name}".lower()).strip("-")
 
 
 def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_name: str, result: dict,
@@ -678,10 +710,11 @@ def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_nam
     t, first = result.get("test") or result["val"], result.get("test_first_window")
     part = "test" if "test" in result else "validation (no test part: every other clip trained)"
     averaged = result.get("averaged_epochs")
-    chosen = (f"weights averaged over epochs {averaged[0]}–{averaged[1]} of {result['epochs_run']} run (validation "
-              f"on {result['n_val']} clips ended the run)" if averaged else
-              f"checkpoint chosen on {result['n_val']} validation clips (epoch {result['epoch']} of "
-              f"{result['epochs_run']} run)")
+    chosen = result.get("weights_described") or (
+        f"weights averaged over epochs {averaged[0]}–{averaged[1]} of {result['epochs_run']} run (validation "
+        f"on {result['n_val']} clips ended the run)" if averaged else
+        f"checkpoint chosen on {result['n_val']} validation clips (epoch {result['epoch']} of "
+        f"{result['epochs_run']} run)")
     lines = [f"# Metrics card: {preset.name}, {fold_name}", "",
              f"Trained on {result['n_train']} clips (oversampled), {chosen}, tested once on {result['n_test']} clips.",
              "", f"| {part} metric | accuracy | macro-F1 | UAR |", "|---|---|---|---|",
@@ -693,7 +726,7 @@ def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_nam
     lines += ["", f"Preset: `{json.dumps(dataclasses.asdict(preset))}`", ""]
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
-        "run_id": re.sub(r"[^a-z0-9.]+", "-", f"{preset.name}-{fold_name}".lower()).strip("-"),
+        "run_id": run_id(preset.name, fold_name), "fold": fold_name, "data_seed": result.get("data_seed"),
         "preset": dataclasses.asdict(preset),
         "features": preset.features.to_dict(),
         "test_accuracy": t["accuracy"] if "test" in result else None, "listed_accuracy": t["accuracy"],
@@ -871,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42, help="data preparation, and fold k's training seed is SEED + k - 1")
     add_ranged(p, "--seed-offset", int, 0, 0, 1_000_000,
                help="added to every fold's training seed only (same clips, banks and folds): another member of a "
-                    "seed ensemble (combine runs with emostream-ensemble)")
+                    "seed ensemble (combine runs with emostream-ensemble); use 1000, 2000, …, so that no member "
+                    "repeats another's seed for a neighbouring fold")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                    help="no training: merge finished runs over different folds into one evaluation in --out")
@@ -914,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + fold["number"] - 1 + args.seed_offset
         result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
                                            f"[{fold['name']}]", groups=corpus, cross=cross)
+        result["data_seed"] = args.seed
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
         results.append(result)
@@ -923,7 +958,8 @@ def main(argv: list[str] | None = None) -> int:
                 save_tail_average(model, averaged, preset, classes, frame, fold, result,
                                   args.out / f"model-fold{fold['number']}-tail-average")
         report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
-    write_outputs(args.out, args.protocol, preset, results, classes)
+    write_outputs(args.out, args.protocol, preset, results, classes,
+                  {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class})
     return 0
 
 
