@@ -6,13 +6,16 @@ from emostream.bench.cli import main
 def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, tmp_path):
     out = tmp_path / "bench"
     code = main(["--model", str(tiny_onnx), "--no-keras", "--windows", "30", "--duration", "4",
-                 "--subscribers", "1,3", "--rtf-seconds", "4", "--idle-seconds", "1", "--out", str(out)])
+                 "--subscribers", "1,3", "--rtf-seconds", "4", "--idle-seconds", "1", "--out", str(out),
+                 "--also-model", str(tiny_onnx)])
     assert code == 0
     results = json.loads((out / "bench.json").read_text())
     assert results["features"]["ours"]["n"] == 30
     assert results["features"]["naive_over_ours_p50"] > 1  # the streaming update beats recomputing the window
     assert results["vad"]["silero (daemon default)"]["n"] == 30  # the voice-activity gate's cost per hop
     assert results["inference"]["onnxruntime fp32, 1 thread (daemon default)"]["p50_over_ours"] == 1.0
+    beside = results["inference"][f"onnxruntime fp32, 1 thread, {tiny_onnx.name}"]  # --also-model, same run
+    assert beside["n"] == 30 and beside["p50_over_ours"] > 0
     assert results["floor"]["model_mflop_per_window"] > 0 and results["floor"]["floor_ms"] > 0
     assert results["realtime"]["realtime_factor_cpu"] > 1
     for n in ("1", "3"):

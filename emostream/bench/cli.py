@@ -152,6 +152,11 @@ def run(args) -> dict:
         logger.info("inference: %s", name)
         m = EmotionModel(args.model, config)
         inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+    for other in args.also_model:  # e.g. one member of a shipped seed ensemble: what the ensemble costs
+        logger.info("inference: %s", other)
+        m = EmotionModel(other, InferenceConfig(1, False))
+        inference[f"onnxruntime fp32, 1 thread, {other.name}"] = percentiles_ms(
+            inference_times(m.predict, windows, args.windows))
     int8 = args.model.with_name(args.model.stem + ".int8.onnx")
     if int8.is_file():
         m = EmotionModel(int8, InferenceConfig(1, False))
@@ -308,6 +313,9 @@ def parse_args(argv):
     p.add_argument("--keras", type=Path, default=Path("models") / "model.keras",
                    help="Keras twin for the side-by-side (used when TensorFlow is installed)")
     p.add_argument("--no-keras", action="store_true")
+    p.add_argument("--also-model", type=Path, action="append", default=[], metavar="ONNX",
+                   help="another model timed beside --model, same settings (repeatable), e.g. one member of an "
+                        "ensemble")
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
     add_ranged(p, "--windows", int, 1000, 10, 1_000_000, help="timed windows per stage")
     add_ranged(p, "--keras-windows", int, 100, 1, 100_000)
