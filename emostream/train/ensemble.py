@@ -261,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.models_only:
             results = combine(members, classes)
-            report.write_json(args.out / "folds.json", results)
-            write_outputs(args.out, header["protocol"], preset, results, classes, preparation_of(header))
+            report.write_folds(args.out / "folds.json", results)
+            write_outputs(args.out, header["protocol"], preset, results, classes,
+                          {**preparation_of(header), "members": [str(f) for f in args.runs]})
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
         seed = preparation_of(header)["data_seed"] if args.seed is None else args.seed
         written = write_models(args.runs, preset, classes, args.out, data_dirs, args.cache_dir, seed)

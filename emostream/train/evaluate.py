@@ -672,7 +672,7 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
         raise ValueError(f"the same fold appears twice among {', '.join(map(str, folders))}")
     results.sort(key=lambda r: r["fold"])
     out.mkdir(parents=True, exist_ok=True)
-    report.write_json(out / "folds.json", results)
+    report.write_folds(out / "folds.json", results)
     return write_outputs(out, first["protocol"], Preset.from_record(first["preset"]), results, first["classes"],
                          preparation_of(first))
 
@@ -957,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 save_tail_average(model, averaged, preset, classes, frame, fold, result,
                                   args.out / f"model-fold{fold['number']}-tail-average")
-        report.write_json(args.out / "folds.json", results)  # partial results survive an interruption
+        report.write_folds(args.out / "folds.json", results)  # partial results survive an interruption
     write_outputs(args.out, args.protocol, preset, results, classes,
                   {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class})
     return 0

@@ -124,3 +124,9 @@ def metrics_card(summary: dict, report: dict, classes: list[str]) -> str:
 
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def write_folds(path: Path, results: list[dict]) -> None:
+    """``folds.json``: every fold's full result, one compact line per fold (per-clip probabilities: ~150 kB per
+    EmoBox fold this way, four times that indented)."""
+    path.write_text("[\n" + ",\n".join(json.dumps(r, default=float) for r in results) + "\n]\n")
