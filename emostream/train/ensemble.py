@@ -186,7 +186,7 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
         listed_text = [(p / "test_files.csv").read_text() for p in paths]
         if any(text != listed_text[0] for text in listed_text[1:]):
             raise EnsembleError(f"{saved}: the members list different clips in test_files.csv")
-        summaries = [json.loads((p / "summary.json").read_text()) for p in paths]
+        summaries = [with_run_facts(json.loads((p / "summary.json").read_text()), p.parent) for p in paths]
         data_seeds = {s.get("data_seed") for s in summaries} - {None}
         if data_seeds - {seed}:
             raise EnsembleError(f"{saved}: the members were prepared with data seed {sorted(data_seeds)}, not {seed}; "
@@ -204,7 +204,7 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
         fold_name = first.get("fold") or first["run_id"].removeprefix(run_id(first["preset"]["name"], "")).replace(
             "-", " ").strip()
         result = {"n_train": first["n_train"], "n_val": first["n_val"], "n_test": first["n_test"],
-                  "epoch": "+".join(str(s.get("epoch")) for s in summaries),
+                  "epoch": None if first.get("averaged_epochs") else "+".join(str(s.get("epoch")) for s in summaries),
                   "epochs_run": "+".join(str(s.get("epochs_run", "?")) for s in summaries),
                   "averaged_epochs": first.get("averaged_epochs"), "data_seed": seed,
                   "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
@@ -225,6 +225,19 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                     100 * scored["accuracy"], ", ".join(f"{s['listed_accuracy']:.2%}" for s in summaries))
         written.append(folder)
     return written
+
+
+def with_run_facts(summary: dict, run: Path) -> dict:
+    """A member's summary, completed from its run's ``folds.json`` where it predates a field (``epochs_run``,
+    ``training_seed``) and the run had a single fold (the ship protocol's), so the fold is not in doubt."""
+    try:
+        folds = json.loads((run / "folds.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return summary
+    if len(folds) != 1:
+        return summary
+    return {**{k: folds[0][k] for k in ("epochs_run", "training_seed") if k in folds[0]}, **{
+        k: v for k, v in summary.items() if v is not None}}
 
 
 def described(summary: dict) -> str:
