@@ -118,6 +118,13 @@ def run(args) -> dict:
     results["machine"]["onnxruntime"] = onnxruntime.__version__
     signal = load_audio(args.audio)
     model = EmotionModel(args.model, InferenceConfig(intra_op_threads=1, allow_spinning=False))
+    # Other models timed beside it on one thread (loaded now, so a bad path fails before the long measurements):
+    # --also-model (e.g. one member of a shipped seed ensemble: what the ensemble costs) and an INT8 twin if present.
+    beside = {f"onnxruntime fp32, 1 thread, {other.name}": EmotionModel(other, InferenceConfig(1, False))
+              for other in args.also_model}
+    int8 = args.model.with_name(args.model.stem + ".int8.onnx")
+    if int8.is_file():
+        beside["onnxruntime int8, 1 thread"] = EmotionModel(int8, InferenceConfig(1, False))
     hop_frames = PipelineConfig(hop_s=args.hop).hop_frames(DEFAULT_CONFIG.sample_rate_hz, DEFAULT_CONFIG.hop_samples)
 
     logger.info("feature update per hop (%d windows)", args.windows)
@@ -152,15 +159,9 @@ def run(args) -> dict:
         logger.info("inference: %s", name)
         m = EmotionModel(args.model, config)
         inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
-    for other in args.also_model:  # e.g. one member of a shipped seed ensemble: what the ensemble costs
-        logger.info("inference: %s", other)
-        m = EmotionModel(other, InferenceConfig(1, False))
-        inference[f"onnxruntime fp32, 1 thread, {other.name}"] = percentiles_ms(
-            inference_times(m.predict, windows, args.windows))
-    int8 = args.model.with_name(args.model.stem + ".int8.onnx")
-    if int8.is_file():
-        m = EmotionModel(int8, InferenceConfig(1, False))
-        inference["onnxruntime int8, 1 thread"] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+    for name, m in beside.items():
+        logger.info("inference: %s", name)
+        inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
     keras_fn = None if args.no_keras else keras_predict(args.keras)
     if keras_fn is not None:
         logger.info("inference: Keras called directly (%d windows)", args.keras_windows)

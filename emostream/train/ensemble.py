@@ -236,8 +236,8 @@ def with_run_facts(summary: dict, run: Path) -> dict:
         return summary
     if len(folds) != 1:
         return summary
-    return {**{k: folds[0][k] for k in ("epochs_run", "training_seed") if k in folds[0]}, **{
-        k: v for k, v in summary.items() if v is not None}}
+    return {**summary, **{k: folds[0][k] for k in ("epochs_run", "training_seed")
+                          if summary.get(k) is None and k in folds[0]}}
 
 
 def described(summary: dict) -> str:
@@ -271,14 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         classes = header["classes"]
         preset = Preset.from_record(header["preset"])
         preset = dataclasses.replace(preset, name=f"{preset.name}-ensemble-{len(args.runs)}")
+        preparation = preparation_of(header)
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.models_only:
             results = combine(members, classes)
             report.write_folds(args.out / "folds.json", results)
             write_outputs(args.out, header["protocol"], preset, results, classes,
-                          {**preparation_of(header), "members": [str(f) for f in args.runs]})
+                          {**preparation, "members": [str(f) for f in args.runs]})
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
-        seed = preparation_of(header)["data_seed"] if args.seed is None else args.seed
+        seed = preparation["data_seed"] if args.seed is None else args.seed
         written = write_models(args.runs, preset, classes, args.out, data_dirs, args.cache_dir, seed)
         for folder in written:
             logger.info("wrote %s (ready for emostream-export)", folder)
