@@ -1,4 +1,5 @@
-"""Feature version 2 (each mel band centred over the window): a new contract value the daemon knows and computes."""
+"""Feature versions 2 (each mel band centred over the window) and 3 (the bands above 7.1 kHz held at the floor):
+new contract values the daemon knows and computes."""
 
 import dataclasses
 
@@ -10,8 +11,10 @@ from emostream.features import (
     DEFAULT_CONFIG,
     NORMALISATIONS,
     LogMelConfig,
+    bands_within,
     centre_bands,
     compute_log_mel_spect,
+    hold_high_bands,
     normalise_window,
 )
 from emostream.features.contract import ContractError, ModelContract
@@ -20,6 +23,7 @@ from emostream.inference.model import EmotionModel, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 
 V2 = dataclasses.replace(DEFAULT_CONFIG, feature_version="2")
+V3 = dataclasses.replace(DEFAULT_CONFIG, feature_version="3")
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 
 
@@ -40,27 +44,56 @@ def test_version_2_ignores_a_fixed_colouring_of_the_channel_and_version_1_does_n
     assert np.abs(normalise_window(mel * colouring) - normalise_window(mel)).max() > 0.1
 
 
-def test_silence_stays_finite_in_version_2():
-    out = compute_log_mel_spect(np.zeros(60000, np.float32), V2)
+@pytest.mark.parametrize("limit_hz", [4000.0, 7100.0, 8000.0])
+def test_the_kept_bands_are_exactly_those_whose_filters_end_below_the_limit(limit_hz):
+    from emostream.features.logmel import mel_filterbank
+
+    kept = bands_within(V3, limit_hz)
+    weights = mel_filterbank(V3)
+    bin_hz = np.fft.rfftfreq(V3.n_fft_samples, 1 / V3.sample_rate_hz)
+    assert 0 < kept < V3.n_mels
+    assert bin_hz[weights[kept - 1] > 0].max() <= limit_hz < bin_hz[weights[kept] > 0].max()
+
+
+def test_version_3_ignores_content_above_7_1_khz_and_version_1_does_not():
+    import scipy.signal
+
+    t = np.arange(60000) / 22050
+    b, a = scipy.signal.butter(8, 5000, fs=22050)
+    speech = scipy.signal.filtfilt(b, a, speechlike(60000 / 22050, seed=5)).astype(np.float32)
+    fade = np.sin(np.pi * t / t[-1]) ** 2  # no click: an abrupt onset would spread into every band
+    hiss = (0.003 * fade * np.sin(2 * np.pi * 9000 * t)).astype(np.float32)
+    v3, v3_hiss = compute_log_mel_spect(speech, V3), compute_log_mel_spect(speech + hiss, V3)
+    assert np.abs(v3 - v3_hiss).max() < 0.01
+    assert np.abs(compute_log_mel_spect(speech) - compute_log_mel_spect(speech + hiss)).max() > 0.5
+    assert np.ptp(v3[111:]) == 0.0 and v3[111:].max() <= v3[:111].min() + 1e-6
+    assert abs(float(v3.mean())) < 1e-4 and abs(float(v3.std()) - 1.0) < 1e-4
+    np.testing.assert_allclose(hold_high_bands(compute_log_mel_spect(speech), 111), v3, atol=1e-4)  # cache converts
+
+
+@pytest.mark.parametrize("config", [V2, V3], ids=["v2", "v3"])
+def test_silence_stays_finite(config):
+    out = compute_log_mel_spect(np.zeros(60000, np.float32), config)
     assert np.all(np.isfinite(out)) and np.abs(out).max() == 0.0
 
 
+@pytest.mark.parametrize("config", [V2, V3], ids=["v2", "v3"])
 @pytest.mark.parametrize("hop_frames", [1, 11])
-def test_streaming_windows_of_version_2_equal_its_batch_features(hop_frames):
+def test_streaming_windows_of_later_versions_equal_their_batch_features(hop_frames, config):
     signal = speechlike(5.0, seed=9)
-    stream = LogMelStream(V2, hop_frames)
+    stream = LogMelStream(config, hop_frames)
     windows = stream.push(signal[:30000]) + stream.push(signal[30000:])
     assert len(windows) > 3
     for w in windows:
-        batch = compute_log_mel_spect(signal[w.start_sample : w.end_sample], V2)
+        batch = compute_log_mel_spect(signal[w.start_sample : w.end_sample], config)
         assert np.abs(w.features - batch).max() <= 1e-4
 
 
 def test_an_unknown_feature_version_is_a_clear_error():
-    with pytest.raises(ValueError, match="feature version '3' is unknown"):
-        LogMelConfig(feature_version="3")
-    contract = dataclasses.replace(ModelContract.for_features(LABELS), feature_version="3")
-    with pytest.raises(ContractError, match="feature_version='3'.*computes feature versions 1, 2"):
+    with pytest.raises(ValueError, match="feature version '4' is unknown"):
+        LogMelConfig(feature_version="4")
+    contract = dataclasses.replace(ModelContract.for_features(LABELS), feature_version="4")
+    with pytest.raises(ContractError, match="feature_version='4'.*computes feature versions 1, 2, 3"):
         contract.check_honoured_by()
 
 
@@ -76,7 +109,7 @@ def test_the_contract_carries_the_version_and_its_normalisation():
 
 @pytest.fixture(scope="module")
 def model_bytes():
-    """The same small untrained CRNN exported twice: with a version 1 and a version 2 contract (ONNX bytes)."""
+    """The same small untrained CRNN exported with a version 1, a version 2 and a version 3 contract (ONNX bytes)."""
     import keras
 
     from emostream.export.onnx_export import convert
@@ -85,7 +118,7 @@ def model_bytes():
     keras.utils.set_random_seed(3)
     model = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
     return {version: convert(model, ModelContract.for_features(LABELS, config), config).SerializeToString()
-            for version, config in (("1", DEFAULT_CONFIG), ("2", V2))}
+            for version, config in (("1", DEFAULT_CONFIG), ("2", V2), ("3", V3))}
 
 
 def test_the_daemon_pipeline_computes_each_models_own_feature_version(model_bytes):
@@ -101,9 +134,10 @@ def test_the_daemon_pipeline_computes_each_models_own_feature_version(model_byte
             span = signal[i * hop : i * hop + DEFAULT_CONFIG.window_samples]
             own = model.predict(compute_log_mel_spect(span, model.features))[0]
             np.testing.assert_allclose([message["probabilities"][k] for k in model.labels], own, atol=1e-4)
-    # The two versions really differ at the model's input: a version mix-up would not go unnoticed.
+    # The versions really differ at the model's input: a version mix-up would not go unnoticed.
     span = signal[: DEFAULT_CONFIG.window_samples]
-    assert np.abs(compute_log_mel_spect(span) - compute_log_mel_spect(span, V2)).max() > 0.1
+    windows = [compute_log_mel_spect(span, config) for config in (DEFAULT_CONFIG, V2, V3)]
+    assert min(np.abs(a - b).max() for i, a in enumerate(windows) for b in windows[i + 1 :]) > 0.1
 
 
 def with_feature_version(onnx_bytes: bytes, version: str) -> bytes:
@@ -119,7 +153,7 @@ def with_feature_version(onnx_bytes: bytes, version: str) -> bytes:
 
 
 def test_a_model_of_an_unknown_version_is_refused_in_one_line(model_bytes):
-    with pytest.raises(ModelError, match="feature_version='9'.*computes feature versions 1, 2") as err:
+    with pytest.raises(ModelError, match="feature_version='9'.*computes feature versions 1, 2, 3") as err:
         EmotionModel(with_feature_version(model_bytes["2"], "9"))
     assert "\n" not in str(err.value)
 

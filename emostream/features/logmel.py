@@ -27,7 +27,14 @@ NORMALISATIONS = {
     "1": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1",
     "2": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1; "
          "subtract each mel band's mean over the window; (x-mean)/std, std<1e-8 -> 1",
+    "3": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1; "
+         "mel bands whose upper edge is above 7100 Hz set to the minimum of the other bands; "
+         "(x-mean)/std, std<1e-8 -> 1",
 }
+
+#: Feature version 3 keeps only the mel bands a 16 kHz or wideband-telephone (G.722, AMR-WB: 50–7000 Hz) channel
+#: carries; the bands above are held at the window's floor, so content up there cannot move the model.
+WIDEBAND_LIMIT_HZ = 7100.0
 
 #: The version of the default configuration (what the models of feature version 1 were trained on).
 FEATURE_VERSION = "1"
@@ -167,7 +174,8 @@ def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.
     Trim to ``window_frames``; shift so the loudest bin is 0 dB and floor at −``top_db`` (what
     ``power_to_db(ref=np.max, top_db=80)`` does); zero-pad short windows on the right in dB, as the
     reference does; then subtract the mean and divide by the standard deviation (1 if it is ~0).
-    Feature version 2 then centres each mel band (``centre_bands``).
+    Feature version 2 then centres each mel band (``centre_bands``); version 3 holds the bands above 7.1 kHz at
+    the floor (``hold_high_bands``).
     """
     db = db[:, : config.window_frames].astype(np.float32)
     db = db - db.max()
@@ -183,7 +191,36 @@ def from_version_1(windows: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -
     """Version 1 window(s) (…, n_mels, frames) → the window(s) of ``config.feature_version``, float32: every later
     version is a step on top of version 1, so cached version 1 windows serve every version exactly."""
     x = np.asarray(windows, dtype=np.float32)
-    return centre_bands(x) if config.feature_version == "2" else x
+    if config.feature_version == "2":
+        return centre_bands(x)
+    if config.feature_version == "3":
+        return hold_high_bands(x, bands_within(config, WIDEBAND_LIMIT_HZ))
+    return x
+
+
+@functools.lru_cache(maxsize=8)
+def bands_within(config: LogMelConfig, limit_hz: float) -> int:
+    """How many of the lowest mel bands lie wholly below ``limit_hz`` (their filter's upper edge ≤ it)."""
+    import librosa
+
+    edges_hz = librosa.mel_frequencies(config.n_mels + 2, fmin=0.0, fmax=config.sample_rate_hz / 2)
+    return int(np.sum(edges_hz[2:] <= limit_hz))
+
+
+def hold_high_bands(windows: np.ndarray, n_kept: int) -> np.ndarray:
+    """Version 1 window(s) (…, n_mels, frames) → version 3: the bands from ``n_kept`` up set to the minimum of
+    the kept bands, then the window standardised again (std < 1e-8 → 1).
+
+    A clip recorded at 16 kHz (most speech corpora, VoIP, headsets; the EmoDB copy here) has nothing above
+    8 kHz, RAVDESS has; held at the floor, those bands look the same for both. Standardising is affine-invariant,
+    so this of a version 1 window equals version 3 computed from the dB frames: cached v1 windows convert exactly.
+    """
+    x = np.array(windows, dtype=np.float32)
+    floor = x[..., :n_kept, :].min(axis=(-2, -1), keepdims=True)
+    x[..., n_kept:, :] = floor
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    std = x.std(axis=(-2, -1), keepdims=True)
+    return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 
 
 def centre_bands(windows: np.ndarray) -> np.ndarray:

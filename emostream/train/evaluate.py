@@ -79,7 +79,7 @@ class Preset:
     label_smoothing: float = 0.0
     train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
     vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
-    feature_version: str = "1"  # the model's input (features.NORMALISATIONS); "2" centres each mel band
+    feature_version: str = "1"  # the model's input (features.NORMALISATIONS); "2" centres each mel band, "3" drops > 7.1 kHz
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
 
     def __post_init__(self):
