@@ -79,7 +79,7 @@ class Preset:
     label_smoothing: float = 0.0
     train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
     vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
-    feature_version: str = "1"  # the model's input (features.NORMALISATIONS); "2" centres each mel band, "3" drops > 7.1 kHz
+    feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
 
     def __post_init__(self):
@@ -149,6 +149,10 @@ PRESETS = {
     "bandnorm": Preset("bandnorm", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
                        spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
                        mixup_alpha=0.2, feature_version="2"),
+    # For 16 kHz and wideband-telephone sources: feature version 3 (the bands above 7.1 kHz held at the floor).
+    "wideband": Preset("wideband", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
+                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
+                       mixup_alpha=0.2, feature_version="3"),
     # The shipped-v1 recipe on a compact all-convolutional model (pooling over time, no recurrence).
     "cnn": Preset("cnn", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5, spec_augment=True,
                   early_stopping_patience=12, multi_window_test=True, min_epochs=45, mixup_alpha=0.2,
