@@ -18,6 +18,7 @@ from emostream.features import (
     normalise_window,
 )
 from emostream.features.contract import ContractError, ModelContract
+from emostream.features.logmel import mel_power, power_db
 from emostream.inference.logmel_stream import LogMelStream
 from emostream.inference.model import EmotionModel, ModelError
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
@@ -68,7 +69,25 @@ def test_version_3_ignores_content_above_7_1_khz_and_version_1_does_not():
     assert np.abs(compute_log_mel_spect(speech) - compute_log_mel_spect(speech + hiss)).max() > 0.5
     assert np.ptp(v3[111:]) == 0.0 and v3[111:].max() <= v3[:111].min() + 1e-6
     assert abs(float(v3.mean())) < 1e-4 and abs(float(v3.std()) - 1.0) < 1e-4
-    np.testing.assert_allclose(hold_high_bands(compute_log_mel_spect(speech), 111), v3, atol=1e-4)  # cache converts
+    # Version 3 from the dB frames by its written definition, not through the code's conversion of version 1:
+    db = power_db(mel_power(speech + hiss))[:, :100]
+    db = np.maximum(db - db.max(), -80.0)
+    db[111:] = db[:111].min()
+    np.testing.assert_allclose((db - db.mean()) / db.std(), v3_hiss, atol=1e-4)
+    cached = compute_log_mel_spect(speech + hiss).astype(np.float16)  # the clip banks' storage
+    before = cached.copy()
+    np.testing.assert_allclose(hold_high_bands(cached, 111), v3_hiss, atol=5e-3)
+    assert np.array_equal(cached, before)  # the cache is converted, never changed
+
+
+def test_version_3_keeps_version_1_s_db_reference_so_a_tone_louder_than_the_speech_still_counts():
+    """Part of version 3's definition (and what lets cached version 1 windows convert): the dB reference is the
+    loudest bin of all bands, so a window whose loudest bin lies above 7.1 kHz is not the same as without it."""
+    t = np.arange(60000) / 22050
+    speech = (0.3 * speechlike(60000 / 22050, seed=5)).astype(np.float32)
+    tone = (3.0 * np.sin(np.pi * t / t[-1]) ** 2 * np.sin(2 * np.pi * 9000 * t)).astype(np.float32)
+    assert np.argmax(mel_power(speech + tone)[:, :100].max(axis=1)) >= 111
+    assert np.abs(compute_log_mel_spect(speech + tone, V3) - compute_log_mel_spect(speech, V3)).max() > 0.05
 
 
 @pytest.mark.parametrize("config", [V2, V3], ids=["v2", "v3"])
@@ -173,18 +192,20 @@ def test_a_version_2_contract_with_another_signal_setting_is_still_refused():
         contract.check_honoured_by()
 
 
-def test_export_of_a_version_2_run_writes_its_contract_and_proves_parity(ravdess_dir, tmp_path):
-    """A tiny bandnorm run saved for export, exported: the ONNX file says version 2 and parity holds on v2 windows."""
+@pytest.mark.parametrize(("preset", "config"), [("bandnorm", V2), ("wideband", V3)], ids=["v2", "v3"])
+def test_export_of_a_later_version_run_writes_its_contract_and_proves_parity(preset, config, ravdess_dir, tmp_path):
+    """A tiny run of the version's preset saved for export, exported: the ONNX file says its version and parity
+    holds on windows of that version."""
     from emostream.export.cli import main as export_main
     from emostream.train.evaluate import main as evaluate_main
 
     out = tmp_path / "run"
-    assert evaluate_main(["--protocol", "random", "--preset", "bandnorm", "--epochs", "1", "--data-dir",
+    assert evaluate_main(["--protocol", "random", "--preset", preset, "--epochs", "1", "--data-dir",
                           str(ravdess_dir), "--max-clips-per-class", "5", "--cache-dir", str(tmp_path / "cache"),
                           "--out", str(out), "--save-model", "--set", "augment_share=0"]) == 0
-    onnx_path = tmp_path / "v2.onnx"
+    onnx_path = tmp_path / "model.onnx"
     assert export_main(["--keras", str(out / "model-fold1" / "model.keras"), "--out", str(onnx_path),
                         "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"),
                         "--min-windows", "5"]) == 0
     model = EmotionModel(onnx_path)
-    assert model.contract.feature_version == "2" and model.features == V2
+    assert model.contract.feature_version == config.feature_version and model.features == config

@@ -21,6 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+#: Feature version 3 keeps only the mel bands a 16 kHz or wideband-telephone (G.722, AMR-WB: 50–7000 Hz) channel
+#: carries; the bands above are held at the window's floor, so what is up there cannot move the model as long as
+#: the window's loudest bin lies below the limit (speech: 0 of the sample's 53 windows peak above it). The dB
+#: reference and the −80 dB floor stay those of version 1 (all bands), which is what lets cached version 1 windows
+#: convert exactly. Part of version 3's definition: another limit is another version.
+WIDEBAND_LIMIT_HZ = 7100.0
+
 #: Every feature version this code computes, with its normalisation rule in words (both go into a model's
 #: contract). A change to the numbers this module produces is a new version here, never an edit of an old one.
 NORMALISATIONS = {
@@ -28,13 +35,9 @@ NORMALISATIONS = {
     "2": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1; "
          "subtract each mel band's mean over the window; (x-mean)/std, std<1e-8 -> 1",
     "3": "power_to_db(ref=max over window, amin=1e-10, top_db=80); zero-pad; (x-mean)/std, std<1e-8 -> 1; "
-         "mel bands whose upper edge is above 7100 Hz set to the minimum of the other bands; "
+         f"mel bands whose upper edge is above {WIDEBAND_LIMIT_HZ:.0f} Hz set to the minimum of the other bands; "
          "(x-mean)/std, std<1e-8 -> 1",
 }
-
-#: Feature version 3 keeps only the mel bands a 16 kHz or wideband-telephone (G.722, AMR-WB: 50–7000 Hz) channel
-#: carries; the bands above are held at the window's floor, so content up there cannot move the model.
-WIDEBAND_LIMIT_HZ = 7100.0
 
 #: The version of the default configuration (what the models of feature version 1 were trained on).
 FEATURE_VERSION = "1"
