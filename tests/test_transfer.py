@@ -156,10 +156,14 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     assert parity["n_windows"] == len(listed) and parity["max_abs_diff"] < 1e-5 and parity["top1_agreement"] == 1.0
     assert EmotionModel(onnx_path).contract.test_accuracy is None
     # Scoring the exported model on the ship protocol: no test part, so the validation speakers, per corpus.
+    # The preset named here (feature version 3) does not describe the exported model (version 1): the record must
+    # carry the version that was computed for the model.
     scored = tmp_path / "scored"
-    assert ev.main(["--protocol", "ship", "--preset", "shipped-v1", "--max-clips-per-class", "4",
+    assert ev.main(["--protocol", "ship", "--preset", "wideband", "--max-clips-per-class", "4",
                     "--set", "augment_share=0", "--data-dir", str(ravdess_dir), "--emodb-dir", str(emodb_dir),
                     "--cache-dir", str(tmp_path / "cache"), "--out", str(scored), "--onnx", str(onnx_path)]) == 0
-    (fold,) = json.loads((scored / "evaluation.json").read_text())["folds"]
+    evaluation = json.loads((scored / "evaluation.json").read_text())
+    assert evaluation["preset"]["feature_version"] == "1"
+    (fold,) = evaluation["folds"]
     assert set(fold["val_by_corpus"]) == {"ravdess", "emodb"}
     assert sum(v["n"] for v in fold["val_by_corpus"].values()) == fold["val"]["n"] == len(listed)

@@ -884,8 +884,9 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
                            "cross_y_true": data.y[data.cross].tolist(),
                            "cross_y_pred": cross_p.argmax(axis=1).tolist()})
         results.append(result)
-    write_outputs(out, protocol, dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)"),
-                  results, data.classes)
+    recorded = dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)",
+                                   feature_version=model.contract.feature_version)  # what was computed for it
+    write_outputs(out, protocol, recorded, results, data.classes)
     return 0
 
 
