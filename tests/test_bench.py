@@ -10,7 +10,7 @@ def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, t
                  "--also-model", str(tiny_onnx)])
     assert code == 0
     results = json.loads((out / "bench.json").read_text())
-    assert results["features"]["ours"]["n"] == 30
+    assert results["features"]["ours"]["n"] == 30 and results["features"]["feature_version"] == "1"
     assert results["features"]["naive_over_ours_p50"] > 1  # the streaming update beats recomputing the window
     assert results["vad"]["silero (daemon default)"]["n"] == 30  # the voice-activity gate's cost per hop
     assert results["inference"]["onnxruntime fp32, 1 thread (daemon default)"]["p50_over_ours"] == 1.0
@@ -60,3 +60,21 @@ def test_streams_bench_runs_both_ways_and_writes_its_table(tiny_onnx, tmp_path):
         assert level["cpu_percent_per_stream"] > 0
     assert r["capacity_streams"] in (0, 2)
     assert "one daemon per stream" in (out / "streams.md").read_text()
+
+
+def test_the_bench_times_the_feature_version_the_daemon_would_compute():
+    """A version 3 model's windows hold the bands above 7.1 kHz at the floor; the bench must time and feed those."""
+    import dataclasses
+
+    import numpy as np
+    from synth import speechlike
+
+    from emostream.bench.measure import feature_update_times, windows_from
+    from emostream.features import DEFAULT_CONFIG
+
+    v3 = dataclasses.replace(DEFAULT_CONFIG, feature_version="3")
+    signal = speechlike(4.0, seed=2)
+    assert np.ptp(windows_from(signal, 3, c=v3)[:, 111:], axis=(1, 2)).max() == 0.0
+    assert np.ptp(windows_from(signal, 3)[:, 111:], axis=(1, 2)).min() > 0.1
+    ours, naive = feature_update_times(signal, 11, 5, v3)
+    assert len(ours) == len(naive) == 5

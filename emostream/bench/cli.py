@@ -128,8 +128,9 @@ def run(args) -> dict:
     hop_frames = PipelineConfig(hop_s=args.hop).hop_frames(DEFAULT_CONFIG.sample_rate_hz, DEFAULT_CONFIG.hop_samples)
 
     logger.info("feature update per hop (%d windows)", args.windows)
-    ours, naive = feature_update_times(signal, hop_frames, args.windows)
-    results["features"] = {"hop_frames": hop_frames, "ours": percentiles_ms(ours),
+    ours, naive = feature_update_times(signal, hop_frames, args.windows, model.features)
+    results["features"] = {"hop_frames": hop_frames, "feature_version": model.features.feature_version,
+                           "ours": percentiles_ms(ours),
                            "librosa_whole_window": percentiles_ms(naive)}
     results["features"]["naive_over_ours_p50"] = (results["features"]["librosa_whole_window"]["p50_ms"]
                                                   / results["features"]["ours"]["p50_ms"])
@@ -147,7 +148,7 @@ def run(args) -> dict:
     except RuntimeError as exc:  # webrtcvad-wheels is in the bench extra only
         logger.info("webrtc gate not measured: %s", exc)
 
-    windows = windows_from(signal, 256)
+    windows = windows_from(signal, 256, c=model.features)
     variants = {
         "onnxruntime fp32, 1 thread (daemon default)": InferenceConfig(1, False),
         "onnxruntime fp32, 1 thread, spinning": InferenceConfig(1, True),
@@ -236,7 +237,7 @@ def table(r: dict) -> str:
                      + (f"{ratio:7.2f}" if ratio is not None else f"{'':>7}"))
 
     f = r["features"]
-    row(f"feature update per hop ({f['hop_frames']} frames)", f["ours"], 1.0)
+    row(f"feature update per hop ({f['hop_frames']} frames, version {f.get('feature_version', '1')})", f["ours"], 1.0)
     row("  librosa, whole window every hop", f["librosa_whole_window"], f["naive_over_ours_p50"])
     for name, s in r.get("vad", {}).items():
         row(f"voice-activity gate per hop: {name}", s)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from emostream.features import DEFAULT_CONFIG, compute_log_mel_spect
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, compute_log_mel_spect
 from emostream.inference.logmel_stream import LogMelStream
 
 
@@ -41,9 +41,10 @@ def time_calls(fn: Callable[[int], object], n: int, warmup: int = 20) -> list[fl
     return times
 
 
-def feature_update_times(signal: np.ndarray, hop_frames: int, n_windows: int) -> tuple[list[float], list[float]]:
-    """Per hop: ours (``LogMelStream.push`` of one hop of samples) vs recomputing the window with librosa."""
-    c = DEFAULT_CONFIG
+def feature_update_times(signal: np.ndarray, hop_frames: int, n_windows: int,
+                         c: LogMelConfig = DEFAULT_CONFIG) -> tuple[list[float], list[float]]:
+    """Per hop: ours (``LogMelStream.push`` of one hop of samples) vs recomputing the window with librosa, both
+    of the feature version in ``c`` (the daemon computes the model's own)."""
     hop = hop_frames * c.hop_samples
     needed = c.window_samples + (n_windows + 40) * hop
     signal = np.resize(signal, needed)  # repeat the clip as long as needed
@@ -60,14 +61,13 @@ def feature_update_times(signal: np.ndarray, hop_frames: int, n_windows: int) ->
 
     def naive(i):
         start = i * hop
-        compute_log_mel_spect(signal[start : start + c.window_samples])
+        compute_log_mel_spect(signal[start : start + c.window_samples], c)
 
     return ours, time_calls(naive, n_windows)
 
 
-def windows_from(signal: np.ndarray, n: int, hop_frames: int = 11) -> np.ndarray:
-    """``n`` real feature windows from a signal (repeated as needed)."""
-    c = DEFAULT_CONFIG
+def windows_from(signal: np.ndarray, n: int, hop_frames: int = 11, c: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """``n`` real feature windows of ``c``'s version from a signal (repeated as needed)."""
     stream = LogMelStream(c, hop_frames)
     signal = np.resize(signal, c.window_samples + n * hop_frames * c.hop_samples)
     return np.stack([w.features for w in stream.push(signal)][:n])
