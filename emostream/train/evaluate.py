@@ -145,18 +145,15 @@ PRESETS = {
     "transfer": Preset("transfer", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
                        spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
                        mixup_alpha=0.2, train_context_s=1.0, vtlp=0.12),
+}
+# One change each on top of the shipped-v1 recipe:
+PRESETS |= {
     # For new voices and channels: feature version 2 (each mel band centred over the window).
-    "bandnorm": Preset("bandnorm", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
-                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
-                       mixup_alpha=0.2, feature_version="2"),
+    "bandnorm": dataclasses.replace(PRESETS["shipped-v1"], name="bandnorm", feature_version="2"),
     # For 16 kHz and wideband-telephone sources: feature version 3 (the bands above 7.1 kHz held at the floor).
-    "wideband": Preset("wideband", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5,
-                       spec_augment=True, early_stopping_patience=12, multi_window_test=True, min_epochs=45,
-                       mixup_alpha=0.2, feature_version="3"),
-    # The shipped-v1 recipe on a compact all-convolutional model (pooling over time, no recurrence).
-    "cnn": Preset("cnn", epochs=60, learning_rate=5e-4, crops=True, augment_share=0.5, spec_augment=True,
-                  early_stopping_patience=12, multi_window_test=True, min_epochs=45, mixup_alpha=0.2,
-                  architecture="cnn"),
+    "wideband": dataclasses.replace(PRESETS["shipped-v1"], name="wideband", feature_version="3"),
+    # A compact all-convolutional model (pooling over time, no recurrence).
+    "cnn": dataclasses.replace(PRESETS["shipped-v1"], name="cnn", architecture="cnn"),
 }
 
 
