@@ -3,6 +3,12 @@
 # As root on Debian it also installs the system packages it needs (python3-venv, libportaudio2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# One set-up at a time per checkout: the run and test commands both call this script, and two pip installs (or
+# apt-gets) into one .venv at once break each other. Where flock is missing (macOS) the commands run one by one.
+if command -v flock >/dev/null; then
+  exec 9>"${TMPDIR:-/tmp}/emostream-setup-$(pwd | sha256sum | cut -c1-16).lock"
+  flock 9
+fi
 extras="${1:-}"
 want_browser="${2:-}"  # "browser": Debian's chromium for the dashboard test
 PYTHON="${PYTHON:-python3}"
