@@ -131,6 +131,23 @@ def test_mixup_blends_inputs_and_targets_with_the_same_weight_and_keeps_the_firs
         assert candidates and labels[candidates[0]] == mixed_t[i].argsort()[-2]
 
 
+def test_calm_neutral_sharing_moves_a_share_between_the_two_and_leaves_other_classes_alone():
+    classes = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    targets = np.eye(8, dtype=np.float32)[[1, 5, 0, 6]]
+    targets[3] = 0.0
+    targets[3, [5, 6]] = 0.7, 0.3  # a mixup blend of neutral and sad
+    shared = evaluate.share_calm_neutral(targets, classes, 0.3)
+    np.testing.assert_allclose(shared.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(shared[0, [1, 5]], [0.7, 0.3])  # calm keeps 0.7, neutral gets 0.3
+    np.testing.assert_allclose(shared[1, [1, 5]], [0.3, 0.7])
+    np.testing.assert_array_equal(shared[2], targets[2])
+    np.testing.assert_allclose(shared[3, [1, 5, 6]], [0.21, 0.49, 0.3], rtol=1e-6)
+    assert shared.argmax(axis=1).tolist() == targets.argmax(axis=1).tolist()
+    np.testing.assert_array_equal(evaluate.share_calm_neutral(targets, classes, 0.0), targets)
+    with pytest.raises(ValueError, match="calm_neutral_share"):
+        evaluate.PRESETS["wideband"].with_overrides(["calm_neutral_share=0.5"])
+
+
 def test_early_stopping_waits_for_min_epochs_then_needs_patience_epochs_without_gain():
     preset = evaluate.PRESETS["improved"].with_overrides(["early_stopping_patience=12", "min_epochs=45"])
     assert not evaluate.should_stop(preset, epoch=39, best_epoch=27)  # the old rule stopped here, LR still high

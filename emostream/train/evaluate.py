@@ -79,12 +79,16 @@ class Preset:
     label_smoothing: float = 0.0
     train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
     vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
+    calm_neutral_share: float = 0.0  # share of a calm or a neutral window's target given to the other class
     feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture {self.architecture!r}: expected one of {', '.join(ARCHITECTURES)}")
+        if not 0.0 <= self.calm_neutral_share < 0.5:
+            raise ValueError(f"calm_neutral_share {self.calm_neutral_share}: expected 0 ≤ share < 0.5 "
+                             "(each window's own class must stay its answer)")
         self.features  # noqa: B018 — an unknown feature version fails here, before any training
 
     @property
@@ -266,6 +270,24 @@ def warp_mel_axis(db: np.ndarray, factor: float) -> np.ndarray:
     return (1 - w) * db[low] + w * db[high]
 
 
+def share_calm_neutral(targets: np.ndarray, classes: list[str], share: float) -> np.ndarray:
+    """Targets with ``share`` of each calm window's probability moved to "neutral", and of each neutral one's to
+    "calm" (other classes untouched; each row still sums to 1).
+
+    Why: RAVDESS's calm is neutral speech said calmly, and its neutral is one narrow style (two sentences, normal
+    intensity only), so a model trained on hard labels learns neutral from half as many clips as any other class
+    and calls neutral voices from other corpora sad or calm. Sharing widens what counts as neutral without
+    changing which class is the answer on RAVDESS (the own class keeps 1 − share > share while share < 0.5)."""
+    if not share or not {"calm", "neutral"} <= set(classes):
+        return targets
+    calm, neutral = classes.index("calm"), classes.index("neutral")
+    out = targets.astype(np.float32, copy=True)
+    moved_from_calm, moved_from_neutral = share * targets[:, calm], share * targets[:, neutral]
+    out[:, calm] += moved_from_neutral - moved_from_calm
+    out[:, neutral] += moved_from_calm - moved_from_neutral
+    return out
+
+
 def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Generator):
     """Each window blended with a random partner: λ·a + (1−λ)·b for inputs and one-hot targets alike.
 
@@ -391,6 +413,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         bar.update(1)
         order = np.random.default_rng([seed, epoch]).permutation(train_rows)
         x, targets = windows.epoch(order), keras.utils.to_categorical(y[order], n_classes)
+        targets = share_calm_neutral(targets, classes, preset.calm_neutral_share)
         if preset.mixup_alpha:
             x, targets = mixup(x, targets, preset.mixup_alpha, windows.rng)
         fit = model.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
