@@ -153,6 +153,30 @@ def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(
     assert again["listed_accuracy"] == json.loads((out / "model-fold1" / "summary.json").read_text())[
         "listed_accuracy"] and not (tmp_path / "models" / "evaluation.json").exists()
 
+    # The shipped ensemble's members, unpacked from its model folder alone, are the runs' own models: they join a
+    # new member without the original runs, and the two of them rebuild the same ensemble.
+    from emostream.export.onnx_export import load_keras_model
+
+    unpacked = tmp_path / "unpacked"
+    assert ensemble.main(["--unpack", str(out / "model-fold1-tail-average"), "--out", str(unpacked)]) == 0
+    x = np.random.default_rng(3).standard_normal((4, 128, 100, 1)).astype(np.float32)
+    for i, run in enumerate(runs, start=1):
+        own = load_keras_model(run / "model-fold1-tail-average" / "model.keras").predict(x, verbose=0)
+        np.testing.assert_allclose(load_keras_model(unpacked / f"member-{i}" / "model-fold1-tail-average" /
+                                                    "model.keras").predict(x, verbose=0), own, atol=1e-6)
+    member_summary = json.loads((unpacked / "member-2" / "model-fold1-tail-average" / "summary.json").read_text())
+    assert member_summary["training_seed"] == 1042 and member_summary["preset"]["name"] == "improved"
+    rebuilt = tmp_path / "rebuilt"
+    assert ensemble.main([str(unpacked / "member-1"), str(unpacked / "member-2"), "--models-only", "--out",
+                          str(rebuilt), "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert json.loads((rebuilt / "model-fold1-tail-average" / "summary.json").read_text())["listed_accuracy"] == \
+        json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())["listed_accuracy"]
+    with pytest.raises(SystemExit):  # an unpacked member beside its own run: the same weights twice
+        ensemble.main([str(unpacked / "member-2"), str(runs[1]), "--models-only", "--out", str(tmp_path / "twice"),
+                       "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")])
+    with pytest.raises(SystemExit):  # a single model is not an ensemble to unpack
+        ensemble.main(["--unpack", str(runs[0] / "model-fold1"), "--out", str(tmp_path / "single")])
+
     onnx_path = tmp_path / "ensemble.onnx"
     assert export_main(["--keras", str(out / "model-fold1-tail-average" / "model.keras"), "--out", str(onnx_path),
                         "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"),

@@ -49,6 +49,22 @@ def test_corpus_and_ship_protocols_keep_speakers_apart():
     ev.check_no_leaks([fold, ship], corpus, actors, None)
 
 
+def test_every_protocol_is_known_again_by_the_names_of_its_folds():
+    """A saved model keeps its fold's name, not its protocol; unpacking a shipped ensemble reads it back."""
+    corpus, actors = _frame()
+    ravdess = np.where(corpus == "ravdess", actors, -1)
+    built = {"actors": ev.actor_folds(actors[corpus == "ravdess"]), "emobox": ev.emobox_folds(ravdess),
+             "corpus": ev.corpus_fold(corpus, actors), "ship": ev.ship_fold(corpus, actors),
+             "random": ev.random_split(np.arange(len(corpus)) % 8, seed=3)}
+    assert set(built) == set(ev.PROTOCOLS)
+    for protocol, folds in built.items():
+        for fold in folds:
+            assert ev.protocol_of_fold(fold["name"]) == protocol
+            assert ev.protocol_of_fold(f"{fold['name']} tail average") == protocol
+    with pytest.raises(ValueError, match="not a fold name"):
+        ev.protocol_of_fold("fold 1")
+
+
 def test_leak_check_fails_on_a_shared_speaker_or_a_trained_cross_corpus():
     corpus, actors = _frame()
     (fold,) = ev.corpus_fold(corpus, actors)

@@ -33,6 +33,7 @@ from emostream.train.evaluate import (
     check_same_recipe,
     full_scores,
     preparation_of,
+    protocol_of_fold,
     rounded_probabilities,
     run_id,
     write_outputs,
@@ -227,6 +228,57 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
     return written
 
 
+def unpack_members(folder: Path, out: Path, saved: str = "model-fold1-tail-average") -> list[Path]:
+    """An ensemble's model folder (``model.keras`` built by ``ensemble_model``, ``summary.json`` naming its members)
+    → one run folder per member, ``out/member-N/<saved>/`` (model, labels, listed clips, the member's summary).
+
+    Why: a new member (a run with its own ``--seed-offset``) can then join the shipped ones with ``--models-only``
+    without their original runs, which are not kept beside the shipped model."""
+    import shutil
+
+    from emostream.export.onnx_export import load_keras_model
+
+    folder, out = Path(folder), Path(out)
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EnsembleError(f"{folder}: no readable summary.json ({exc})") from None
+    described_members = summary.get("members") or []
+    if len(described_members) < 2:
+        raise EnsembleError(f"{folder}: summary.json names no ensemble members (not an emostream-ensemble model)")
+    try:
+        protocol = protocol_of_fold(str(summary.get("fold", "")))
+    except ValueError as exc:
+        raise EnsembleError(f"{folder}: {exc}") from None
+    model = load_keras_model(folder / "model.keras")
+    runs_per_member = str(summary.get("epochs_run") or "").split("+")
+    base = dict(summary["preset"], name=summary["preset"]["name"].removesuffix(f"-ensemble-{len(described_members)}"))
+    written = []
+    for i, member in enumerate(described_members, start=1):
+        try:
+            layer = model.get_layer(f"member_{i}")
+        except ValueError:
+            raise EnsembleError(f"{folder}/model.keras has no layer member_{i}: not the ensemble its summary "
+                                "describes") from None
+        target = out / f"member-{i}" / saved
+        target.mkdir(parents=True, exist_ok=True)
+        layer.save(target / "model.keras")
+        for name in ("labels.json", "test_files.csv"):
+            shutil.copyfile(folder / name, target / name)
+        # The run's header, so the member passes the same-recipe check beside a new run of the same protocol.
+        report.write_json(target.parent / "evaluation.json", {
+            "protocol": protocol, "preset": base, "classes": json.loads((folder / "labels.json").read_text()),
+            "data_seed": summary.get("data_seed", 42), "max_clips_per_class": None, "unpacked_from": str(folder)})
+        report.write_json(target.parent / "folds.json", [])  # no per-clip probabilities: --models-only only
+        own = {k: v for k, v in summary.items() if k not in ("members", "test_macro_f1", "test_uar")}
+        report.write_json(target / "summary.json", {
+            **own, "run_id": member.get("run_id"), "preset": base, "training_seed": member.get("training_seed"),
+            "listed_accuracy": member.get("listed_accuracy"), "unpacked_from": str(folder),
+            "epochs_run": runs_per_member[i - 1] if len(runs_per_member) == len(described_members) else None})
+        written.append(target.parent)
+    return written
+
+
 def with_run_facts(summary: dict, run: Path) -> dict:
     """A member's summary, completed from its run's ``folds.json`` where it predates a field (``epochs_run``,
     ``training_seed``) and the run had a single fold (the ship protocol's), so the fold is not in doubt."""
@@ -252,8 +304,11 @@ def described(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-ensemble", description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+    p.add_argument("runs", type=Path, nargs="*", metavar="RUN",
                    help="emostream-evaluate output folders of one recipe, each trained with its own --seed-offset")
+    p.add_argument("--unpack", type=Path, metavar="MODEL_FOLDER",
+                   help="instead: write each member of this ensemble's model folder (e.g. models/) as a run folder "
+                        "under --out, to combine with a new member (--models-only)")
     p.add_argument("--out", type=Path, required=True, help="folder for the ensemble's evaluation and models")
     p.add_argument("--models-only", action="store_true",
                    help="only the ensemble's models (members that kept no per-clip probabilities, e.g. a ship run "
@@ -266,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                     "else 42)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.unpack) == bool(args.runs):
+        p.error("give either runs to combine or --unpack MODEL_FOLDER")
     try:
+        if args.unpack:
+            for folder in unpack_members(args.unpack, args.out):
+                logger.info("wrote %s (a member run folder for --models-only)", folder)
+            return 0
         header, members = load_members(args.runs, args.out)
         classes = header["classes"]
         preset = Preset.from_record(header["preset"])

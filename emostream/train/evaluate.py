@@ -214,6 +214,19 @@ def random_split(labels: np.ndarray, seed: int = 42) -> list[dict[str, np.ndarra
     return [{"name": f"random 80/20 seed {seed}", "number": 1, "train": train, "val": val, "test": test}]
 
 
+FOLD_PROTOCOLS = {"ship (all corpora)": "ship", "RAVDESS → EmoDB": "corpus", "random 80/20": "random",
+                  "emobox fold": "emobox", "actors": "actors"}
+
+
+def protocol_of_fold(fold_name: str) -> str:
+    """The protocol whose fold builder gives this name (a saved model's summary keeps the fold name, not the
+    protocol)."""
+    for prefix, protocol in FOLD_PROTOCOLS.items():
+        if fold_name.startswith(prefix):
+            return protocol
+    raise ValueError(f"fold {fold_name!r}: not a fold name an emostream-evaluate protocol gives")
+
+
 def oversample(rows: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Repeat training rows until every class (or every corpus × class group) is as common as the largest."""
     from imblearn.over_sampling import RandomOverSampler
