@@ -99,7 +99,7 @@ def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():
     assert len(proto.graph.input) == 1 and len(proto.graph.output) == 1  # the daemon's model interface
 
 
-def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(ravdess_dir, tmp_path):
+def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(ravdess_dir, tmp_path, capsys):
     """Two tiny runs (other seeds), combined: the ensemble's evaluation (mean of stored probabilities) and its saved
     model (the members side by side, scored afresh on the listed clips) agree, and the model exports."""
     from emostream.export.cli import main as export_main
@@ -165,17 +165,25 @@ def test_two_seeds_make_an_ensemble_whose_model_scores_what_its_evaluation_says(
         np.testing.assert_allclose(load_keras_model(unpacked / f"member-{i}" / "model-fold1-tail-average" /
                                                     "model.keras").predict(x, verbose=0), own, atol=1e-6)
     member_summary = json.loads((unpacked / "member-2" / "model-fold1-tail-average" / "summary.json").read_text())
-    assert member_summary["training_seed"] == 1042 and member_summary["preset"]["name"] == "improved"
-    rebuilt = tmp_path / "rebuilt"
-    assert ensemble.main([str(unpacked / "member-1"), str(unpacked / "member-2"), "--models-only", "--out",
-                          str(rebuilt), "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert json.loads((rebuilt / "model-fold1-tail-average" / "summary.json").read_text())["listed_accuracy"] == \
+    own_summary = json.loads((runs[1] / "model-fold1-tail-average" / "summary.json").read_text())
+    for key in ("training_seed", "listed_accuracy", "averaged_epochs", "epochs_run", "protocol", "max_clips_per_class",
+                "n_train", "run_id"):
+        assert member_summary[key] == own_summary[key], key
+    assert member_summary["preset"]["name"] == "improved" and member_summary["protocol"] == "random"
+    # A run joins an unpacked member (the use: a new seed beside the shipped members): the same ensemble again.
+    rejoined = tmp_path / "rejoined"
+    assert ensemble.main([str(unpacked / "member-1"), str(runs[1]), "--models-only", "--out", str(rejoined),
+                          "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert json.loads((rejoined / "model-fold1-tail-average" / "summary.json").read_text())["listed_accuracy"] == \
         json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())["listed_accuracy"]
+    capsys.readouterr()
     with pytest.raises(SystemExit):  # an unpacked member beside its own run: the same weights twice
         ensemble.main([str(unpacked / "member-2"), str(runs[1]), "--models-only", "--out", str(tmp_path / "twice"),
                        "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache")])
+    assert "hold the same weights" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a single model is not an ensemble to unpack
         ensemble.main(["--unpack", str(runs[0] / "model-fold1"), "--out", str(tmp_path / "single")])
+    assert "names no ensemble members" in capsys.readouterr().err
 
     onnx_path = tmp_path / "ensemble.onnx"
     assert export_main(["--keras", str(out / "model-fold1-tail-average" / "model.keras"), "--out", str(onnx_path),

@@ -143,7 +143,11 @@ def test_calm_neutral_sharing_moves_a_share_between_the_two_and_leaves_other_cla
     np.testing.assert_array_equal(shared[2], targets[2])
     np.testing.assert_allclose(shared[3, [1, 5, 6]], [0.21, 0.49, 0.3], rtol=1e-6)
     assert shared.argmax(axis=1).tolist() == targets.argmax(axis=1).tolist()
-    np.testing.assert_array_equal(evaluate.share_calm_neutral(targets, classes, 0.0), targets)
+    unshared = evaluate.share_calm_neutral(targets.astype(np.float64), classes, 0.0)
+    assert unshared.dtype == shared.dtype == np.float32
+    np.testing.assert_array_equal(unshared, targets)
+    with pytest.raises(ValueError, match="no calm and neutral"):
+        evaluate.share_calm_neutral(targets[:, :6], classes[:4] + ["happy", "sad"], 0.3)
     with pytest.raises(ValueError, match="calm_neutral_share"):
         evaluate.PRESETS["wideband"].with_overrides(["calm_neutral_share=0.5"])
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
 import sys
@@ -194,9 +195,9 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                                 "pass --seed")
         members = [load_keras_model(p / "model.keras") for p in paths]
         weights = [m.get_weights() for m in members]
-        for i in range(1, len(members)):
-            if all(np.array_equal(a, b) for a, b in zip(weights[0], weights[i], strict=True)):
-                raise EnsembleError(f"{saved}: {paths[0]} and {paths[i]} hold the same weights")
+        for i, j in itertools.combinations(range(len(members)), 2):
+            if all(np.array_equal(a, b) for a, b in zip(weights[i], weights[j], strict=True)):
+                raise EnsembleError(f"{saved}: {paths[i]} and {paths[j]} hold the same weights")
         model = ensemble_model(members)
         listed = pd.read_csv(paths[0] / "test_files.csv")
         scored = listed_scores(model, listed, classes, preset, data_dirs, cache_dir, seed)
@@ -208,12 +209,14 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                   "epoch": None if first.get("averaged_epochs") else "+".join(str(s.get("epoch")) for s in summaries),
                   "epochs_run": "+".join(str(s.get("epochs_run", "?")) for s in summaries),
                   "averaged_epochs": first.get("averaged_epochs"), "data_seed": seed,
+                  "protocol": first.get("protocol"), "max_clips_per_class": first.get("max_clips_per_class"),
                   "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
                   ("test" if first.get("test_accuracy") is not None else "val"): scored}
         folder = out / saved
         write_run_folder(model, preset, classes, listed, fold_name, result, folder)
         described_members = [{"folder": str(p.parent), "run_id": s.get("run_id"),
-                              "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy")}
+                              "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy"),
+                              **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")}}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
@@ -228,9 +231,34 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
     return written
 
 
-def unpack_members(folder: Path, out: Path, saved: str = "model-fold1-tail-average") -> list[Path]:
+MEMBER_FIELDS = ("fold", "protocol", "data_seed", "max_clips_per_class", "features", "scored_on", "n_train", "n_val",
+                 "n_test")
+
+
+def member_summary(summary: dict, i: int) -> dict:
+    """Member ``i`` (from 1) of an ensemble's ``summary.json``, as its own run's summary would read: the shared facts
+    (fold, data preparation, clip counts), the member's own seed, weights and listed accuracy; the ensemble's
+    scores left out (a member's own were not kept). Ensembles from before members kept ``epoch``,
+    ``averaged_epochs`` and ``epochs_run`` give the ensemble's span and the i-th of its ``a+b`` runs."""
+    members = summary["members"]
+    member = members[i - 1]
+    runs = str(summary.get("epochs_run") or "").split("+")
+    name = summary["preset"]["name"].removesuffix(f"-ensemble-{len(members)}")
+    return {**{k: summary.get(k) for k in MEMBER_FIELDS},
+            "protocol": summary.get("protocol") or protocol_of_fold(str(summary.get("fold", ""))),
+            "run_id": member.get("run_id"), "preset": {**summary["preset"], "name": name},
+            "training_seed": member.get("training_seed"), "listed_accuracy": member.get("listed_accuracy"),
+            "test_accuracy": None, "test_macro_f1": None, "test_uar": None, "test_first_window": None, "cross": None,
+            "epoch": member.get("epoch"),
+            "averaged_epochs": member.get("averaged_epochs", summary.get("averaged_epochs")),
+            "epochs_run": member.get("epochs_run", int(runs[i - 1]) if len(runs) == len(members) and
+                                     runs[i - 1].isdigit() else None)}
+
+
+def unpack_members(folder: Path, out: Path) -> list[Path]:
     """An ensemble's model folder (``model.keras`` built by ``ensemble_model``, ``summary.json`` naming its members)
-    → one run folder per member, ``out/member-N/<saved>/`` (model, labels, listed clips, the member's summary).
+    → one run folder per member, ``out/member-N/`` with its header (``evaluation.json``, no per-clip results) and
+    ``model-foldK[-tail-average]/`` (model, labels, listed clips, the member's summary).
 
     Why: a new member (a run with its own ``--seed-offset``) can then join the shipped ones with ``--models-only``
     without their original runs, which are not kept beside the shipped model."""
@@ -243,18 +271,19 @@ def unpack_members(folder: Path, out: Path, saved: str = "model-fold1-tail-avera
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EnsembleError(f"{folder}: no readable summary.json ({exc})") from None
-    described_members = summary.get("members") or []
-    if len(described_members) < 2:
+    if len(summary.get("members") or []) < 2:
         raise EnsembleError(f"{folder}: summary.json names no ensemble members (not an emostream-ensemble model)")
     try:
-        protocol = protocol_of_fold(str(summary.get("fold", "")))
+        members = [member_summary(summary, i) for i in range(1, len(summary["members"]) + 1)]
     except ValueError as exc:
         raise EnsembleError(f"{folder}: {exc}") from None
+    # The saved folder's name, as evaluate --save-model names it (the shipped models/ folder: the ship fold's).
+    saved = folder.name if folder.name.startswith("model-fold") else \
+        "model-fold1" + ("-tail-average" if summary.get("averaged_epochs") else "")
     model = load_keras_model(folder / "model.keras")
-    runs_per_member = str(summary.get("epochs_run") or "").split("+")
-    base = dict(summary["preset"], name=summary["preset"]["name"].removesuffix(f"-ensemble-{len(described_members)}"))
+    classes = json.loads((folder / "labels.json").read_text())
     written = []
-    for i, member in enumerate(described_members, start=1):
+    for i, member in enumerate(members, start=1):
         try:
             layer = model.get_layer(f"member_{i}")
         except ValueError:
@@ -265,16 +294,13 @@ def unpack_members(folder: Path, out: Path, saved: str = "model-fold1-tail-avera
         layer.save(target / "model.keras")
         for name in ("labels.json", "test_files.csv"):
             shutil.copyfile(folder / name, target / name)
-        # The run's header, so the member passes the same-recipe check beside a new run of the same protocol.
+        # The run's header, so the member passes the same-recipe check beside a new run of the same recipe.
         report.write_json(target.parent / "evaluation.json", {
-            "protocol": protocol, "preset": base, "classes": json.loads((folder / "labels.json").read_text()),
-            "data_seed": summary.get("data_seed", 42), "max_clips_per_class": None, "unpacked_from": str(folder)})
+            "protocol": member["protocol"], "preset": member["preset"], "classes": classes,
+            "data_seed": member["data_seed"] if member["data_seed"] is not None else 42,
+            "max_clips_per_class": member["max_clips_per_class"], "unpacked_from": str(folder)})
         report.write_json(target.parent / "folds.json", [])  # no per-clip probabilities: --models-only only
-        own = {k: v for k, v in summary.items() if k not in ("members", "test_macro_f1", "test_uar")}
-        report.write_json(target / "summary.json", {
-            **own, "run_id": member.get("run_id"), "preset": base, "training_seed": member.get("training_seed"),
-            "listed_accuracy": member.get("listed_accuracy"), "unpacked_from": str(folder),
-            "epochs_run": runs_per_member[i - 1] if len(runs_per_member) == len(described_members) else None})
+        report.write_json(target / "summary.json", {**member, "unpacked_from": str(folder)})
         written.append(target.parent)
     return written
 

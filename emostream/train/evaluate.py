@@ -223,8 +223,8 @@ FOLD_PROTOCOLS = {"ship (all corpora)": "ship", "RAVDESS → EmoDB": "corpus", "
 
 
 def protocol_of_fold(fold_name: str) -> str:
-    """The protocol whose fold builder gives this name (a saved model's summary keeps the fold name, not the
-    protocol)."""
+    """The protocol whose fold builder gives this name: for a saved model whose summary predates the recorded
+    ``protocol`` (it kept the fold's name)."""
     for prefix, protocol in FOLD_PROTOCOLS.items():
         if fold_name.startswith(prefix):
             return protocol
@@ -288,15 +288,18 @@ def warp_mel_axis(db: np.ndarray, factor: float) -> np.ndarray:
 
 
 def share_calm_neutral(targets: np.ndarray, classes: list[str], share: float) -> np.ndarray:
-    """Targets with ``share`` of each calm window's probability moved to "neutral", and of each neutral one's to
-    "calm" (other classes untouched; each row still sums to 1).
+    """float32 targets with ``share`` of each calm window's probability moved to "neutral", and of each neutral
+    one's to "calm" (other classes untouched; each row still sums to 1; linear, so before or after mixup alike).
 
     Why: RAVDESS's calm is neutral speech said calmly, and its neutral is one narrow style (two sentences, normal
     intensity only), so a model trained on hard labels learns neutral from half as many clips as any other class
-    and calls neutral voices from other corpora sad or calm. Sharing widens what counts as neutral without
-    changing which class is the answer on RAVDESS (the own class keeps 1 − share > share while share < 0.5)."""
-    if not share or not {"calm", "neutral"} <= set(classes):
-        return targets
+    and calls neutral voices from other corpora sad or calm. Sharing widens what counts as neutral; a one-hot
+    target keeps its own class as the answer (1 − share > share while share < 0.5) — a mixup blend with weight λ
+    may not (its own class then holds (1 − share)·λ)."""
+    if not share:
+        return targets.astype(np.float32, copy=False)
+    if not {"calm", "neutral"} <= set(classes):
+        raise ValueError(f"calm_neutral_share {share}: the classes have no calm and neutral to share between")
     calm, neutral = classes.index("calm"), classes.index("neutral")
     out = targets.astype(np.float32, copy=True)
     moved_from_calm, moved_from_neutral = share * targets[:, calm], share * targets[:, neutral]
@@ -767,7 +770,8 @@ def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_nam
     lines += ["", f"Preset: `{json.dumps(dataclasses.asdict(preset))}`", ""]
     (folder / "metrics.md").write_text("\n".join(lines))
     report.write_json(folder / "summary.json", {
-        "run_id": run_id(preset.name, fold_name), "fold": fold_name, "data_seed": result.get("data_seed"),
+        "run_id": run_id(preset.name, fold_name), "fold": fold_name, "protocol": result.get("protocol"),
+        "data_seed": result.get("data_seed"), "max_clips_per_class": result.get("max_clips_per_class"),
         "preset": dataclasses.asdict(preset),
         "features": preset.features.to_dict(),
         "test_accuracy": t["accuracy"] if "test" in result else None, "listed_accuracy": t["accuracy"],
@@ -994,10 +998,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
         results.append(result)
-        if args.save_model:
-            save_run_for_export(model, preset, classes, frame, fold, result, args.out / f"model-fold{fold['number']}")
+        if args.save_model:  # the saved folders say how their clips were prepared (an ensemble checks it)
+            saved = {**result, "protocol": args.protocol, "max_clips_per_class": args.max_clips_per_class}
+            save_run_for_export(model, preset, classes, frame, fold, saved, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
-                save_tail_average(model, averaged, preset, classes, frame, fold, result,
+                save_tail_average(model, averaged, preset, classes, frame, fold, saved,
                                   args.out / f"model-fold{fold['number']}-tail-average")
         report.write_folds(args.out / "folds.json", results)  # partial results survive an interruption
     write_outputs(args.out, args.protocol, preset, results, classes,
