@@ -231,8 +231,7 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
     return written
 
 
-MEMBER_FIELDS = ("fold", "protocol", "data_seed", "max_clips_per_class", "features", "scored_on", "n_train", "n_val",
-                 "n_test")
+MEMBER_FIELDS = ("fold", "data_seed", "max_clips_per_class", "features", "scored_on", "n_train", "n_val", "n_test")
 
 
 def member_summary(summary: dict, i: int) -> dict:

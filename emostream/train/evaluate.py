@@ -990,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
         return score_exported(args.onnx, data, args.protocol, preset, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
+    preparation = {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class}
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
         seed = args.seed + fold["number"] - 1 + args.seed_offset
         result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
@@ -999,14 +1000,13 @@ def main(argv: list[str] | None = None) -> int:
                                                     if k in ("accuracy", "uar", "max_share")})
         results.append(result)
         if args.save_model:  # the saved folders say how their clips were prepared (an ensemble checks it)
-            saved = {**result, "protocol": args.protocol, "max_clips_per_class": args.max_clips_per_class}
+            saved = {**result, **preparation, "protocol": args.protocol}
             save_run_for_export(model, preset, classes, frame, fold, saved, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 save_tail_average(model, averaged, preset, classes, frame, fold, saved,
                                   args.out / f"model-fold{fold['number']}-tail-average")
         report.write_folds(args.out / "folds.json", results)  # partial results survive an interruption
-    write_outputs(args.out, args.protocol, preset, results, classes,
-                  {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class})
+    write_outputs(args.out, args.protocol, preset, results, classes, preparation)
     return 0
 
 
