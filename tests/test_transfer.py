@@ -3,6 +3,7 @@ transfer augmentations, and a tiny cross-corpus run that writes every output."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -114,6 +115,32 @@ def test_mel_axis_warp_moves_formants_and_keeps_identity():
     db[40] = 0.0
     assert np.allclose(ev.warp_mel_axis(db, 1.0), db)
     assert np.argmax(ev.warp_mel_axis(db, 1.1)[:, 0]) > 40 > np.argmax(ev.warp_mel_axis(db, 0.9)[:, 0])
+
+
+def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
+    """Version 3 holds the bands above 7.1 kHz at the floor; a SpecAugment mask there sets them to 0, a pattern
+    the daemon never produces. With the preset's ``mask_kept_bands`` the masks stay below; without it they do
+    not (earlier runs reproduce)."""
+    from emostream.features import DEFAULT_CONFIG, kept_bands, standardise_db
+
+    v3 = ev.PRESETS["wideband"]
+    n_kept = kept_bands(v3.features)
+    assert 100 < n_kept < v3.features.n_mels == 128
+    assert kept_bands(DEFAULT_CONFIG) == 128
+    db = np.random.default_rng(0).uniform(-80, 0, (128, 100)).astype(np.float32)
+    held = standardise_db(db, v3.features)
+    assert np.ptp(held[n_kept:]) == 0  # one floor value up there
+
+    def masked_tops(n_bands):
+        rng = np.random.default_rng(1)
+        tops = [ev.mask_bands_and_frames(held.copy(), rng, n_bands)[n_kept:] for _ in range(200)]
+        return sum(not np.array_equal(top, held[n_kept:]) for top in tops)
+
+    assert masked_tops(128) > 20
+    assert masked_tops(n_kept) == 0
+    windows = ev.TrainingWindows(dataclasses.replace(v3, mask_kept_bands=True), {}, seed=0)
+    assert windows.mask_bands == n_kept
+    assert ev.TrainingWindows(v3, {}, seed=0).mask_bands == 128
 
 
 def test_full_scores_show_a_collapse_and_the_four_class_view():

@@ -197,8 +197,16 @@ def from_version_1(windows: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -
     if config.feature_version == "2":
         return centre_bands(x)
     if config.feature_version == "3":
-        return hold_high_bands(x, bands_within(config, WIDEBAND_LIMIT_HZ))
+        return hold_high_bands(x, kept_bands(config))
     return x
+
+
+def kept_bands(config: LogMelConfig) -> int:
+    """How many of the lowest mel bands carry signal in ``config``'s feature version (version 3 holds the rest at
+    the floor; earlier versions keep all)."""
+    if config.feature_version == "3":
+        return bands_within(config, WIDEBAND_LIMIT_HZ)
+    return config.n_mels
 
 
 @functools.lru_cache(maxsize=8)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, LogMelConfig, from_version_1, standardise_db
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, from_version_1, kept_bands, standardise_db
 from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.clipbank import ClipBank, clip_bank
@@ -82,6 +82,7 @@ class Preset:
     calm_neutral_share: float = 0.0  # share of a calm or a neutral window's target given to the other class
     feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
+    mask_kept_bands: bool = False  # SpecAugment band masks only on the bands the feature version keeps (v3: < 7.1 kHz)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -248,6 +249,7 @@ class TrainingWindows:
         self.features = preset.features
         self.rng = np.random.default_rng(seed)
         self.frames = DEFAULT_CONFIG.window_frames
+        self.mask_bands = kept_bands(self.features) if preset.mask_kept_bands else self.features.n_mels
 
     def window(self, row: int) -> np.ndarray:
         p = self.preset
@@ -263,17 +265,28 @@ class TrainingWindows:
             crop = warp_mel_axis(crop, float(self.rng.uniform(1 - p.vtlp, 1 + p.vtlp)))
         x = standardise_db(crop, self.features)
         if p.spec_augment:
-            for _ in range(2):
-                width = int(self.rng.integers(0, 16))
-                f0 = int(self.rng.integers(0, x.shape[0] - width + 1))
-                x[f0 : f0 + width, :] = 0.0
-                width = int(self.rng.integers(0, 11))
-                t0 = int(self.rng.integers(0, x.shape[1] - width + 1))
-                x[:, t0 : t0 + width] = 0.0
+            mask_bands_and_frames(x, self.rng, self.mask_bands)
         return x
 
     def epoch(self, rows: np.ndarray) -> np.ndarray:
         return np.stack([self.window(r) for r in rows])[..., np.newaxis]
+
+
+def mask_bands_and_frames(x: np.ndarray, rng: np.random.Generator, n_bands: int) -> np.ndarray:
+    """SpecAugment on one standardised window (n_mels, frames), in place: twice, up to 15 adjacent mel bands
+    and up to 10 adjacent frames set to 0 (the window's mean), both only within the lowest ``n_bands``.
+
+    ``n_bands`` below n_mels keeps the masks off bands a feature version holds at its floor (version 3: above
+    7.1 kHz): zeroing those draws a pattern no input to the daemon has. With ``n_bands`` = n_mels the draws and
+    masks are those from before the limit existed, so earlier runs reproduce."""
+    for _ in range(2):
+        width = int(rng.integers(0, 16))
+        f0 = int(rng.integers(0, n_bands - width + 1))
+        x[f0 : f0 + width, :] = 0.0
+        width = int(rng.integers(0, 11))
+        t0 = int(rng.integers(0, x.shape[1] - width + 1))
+        x[:n_bands, t0 : t0 + width] = 0.0
+    return x
 
 
 def warp_mel_axis(db: np.ndarray, factor: float) -> np.ndarray:
