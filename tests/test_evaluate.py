@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -280,3 +281,10 @@ def test_calm_answers_count_as_neutral_only_in_the_view_for_a_corpus_without_cal
     assert summary["cross_uar"]["mean"] == 0.5  # the 6-class figure the rule uses is untouched
     with_calm = {**fold, "cross_y_true": [1, 2, 3, 0]}  # a corpus with a calm class gets no such view
     assert "cross_calm_as_neutral_uar" not in evaluate.summarise([with_calm], classes)
+
+
+def test_the_90_epoch_preset_is_wideband_with_only_the_longer_schedule():
+    """Its runs used ``--preset wideband --set epochs=90 --set min_epochs=68``: the named preset must not drift."""
+    named, wideband = evaluate.PRESETS["wideband-90ep"], evaluate.PRESETS["wideband"]
+    assert dataclasses.replace(named, name="wideband") == wideband.with_overrides(["epochs=90", "min_epochs=68"])
+    assert named.min_epochs / named.epochs == pytest.approx(wideband.min_epochs / wideband.epochs, abs=0.01)

@@ -164,6 +164,8 @@ PRESETS |= {
 # 0.459), tied as a two-seed ensemble (0.488 vs 0.486): more EmoDB (UAR 0.430 vs 0.400), fewer unseen actors.
 PRESETS["wideband-calm-neutral"] = dataclasses.replace(PRESETS["wideband"], name="wideband-calm-neutral",
                                                        calm_neutral_share=0.3)
+# wideband on a cosine schedule half again as long (tail average and early stopping from epoch 68 of 90).
+PRESETS["wideband-90ep"] = dataclasses.replace(PRESETS["wideband"], name="wideband-90ep", epochs=90, min_epochs=68)
 
 
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
