@@ -207,7 +207,9 @@ def test_home_assistant_discovery_configs_describe_one_device_with_consistent_se
                              labels=["a", "b"], p=np.array([0.125, 0.875]), features_ms=1.0, inference_ms=2.0)
     sink = make_sink(f"{mqtt_broker.url}/emo", SinkOptions(mqtt_discovery=True))
     run_sinks([sink], "living.room", [scores])
-    assert listener.wait_for(lambda: len([t for t, *_ in listener.messages if t.startswith("homeassistant/")]) >= 4)
+    # The broker may deliver the discovery configs before the state message: wait for both.
+    assert listener.wait_for(lambda: len([t for t, *_ in listener.messages if t.startswith("homeassistant/")]) >= 4
+                             and listener.on("emo/living.room/state"))
     configs = {t: json.loads(p) for t, p, _ in listener.messages if t.startswith("homeassistant/")}
     published_topics = {t for t, *_ in listener.messages if t.startswith("emo/")}
     state = json.loads(listener.on("emo/living.room/state")[-1])
