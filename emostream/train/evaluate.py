@@ -611,9 +611,14 @@ def _pct(d: dict, key: str, pct: bool = True) -> str:
     return f"{m:.2%} ± {sd:.2%}" if pct else f"{m:.3f} ± {sd:.3f}"
 
 
-def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str]):
-    lines = [f"# Evaluation: preset `{preset.name}`, protocol `{protocol}`", "",
-             f"Settings: `{json.dumps(dataclasses.asdict(preset))}`", "",
+def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str],
+               exported: dict | None = None):
+    """``exported`` (file, run_id, feature_version): an ONNX model scored as it is, whose training settings are
+    in its own run's summary, not in the preset named on this command line."""
+    settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
+                f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
+                "that run's summary and card." if exported else f"Settings: `{json.dumps(dataclasses.asdict(preset))}`")
+    lines = [f"# Evaluation: preset `{preset.name}`, protocol `{protocol}`", "", settings, "",
              "Clips are scored as the daemon scores speech: laid into a quiet noise floor (−60 dBFS), the daemon's "
              "sliding windows (hop 0.255 s), its −50 dBFS gate, the mean over the windows it classifies.", "",
              "| fold | test clips | epoch used / run | val UAR | accuracy | macro-F1 | UAR | 4-class UAR "
@@ -695,7 +700,7 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                 "classes": classes, **(preparation or {}), "summary": summary,
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
-    write_card(out, protocol, preset, results, summary, classes)
+    write_card(out, protocol, preset, results, summary, classes, (preparation or {}).get("exported_model"))
     def rounded(figures: dict) -> dict:
         return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
                 for k, v in figures.items() if k != "tail_average"}
@@ -942,7 +947,9 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
         results.append(result)
     recorded = dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)",
                                    feature_version=model.contract.feature_version)  # what was computed for it
-    write_outputs(out, protocol, recorded, results, data.classes)
+    exported = {"file": path.name, "run_id": model.contract.run_id,
+                "feature_version": model.contract.feature_version}
+    write_outputs(out, protocol, recorded, results, data.classes, {"exported_model": exported})
     return 0
 
 
