@@ -39,6 +39,23 @@ def test_emobox_folds_test_each_actor_once_and_never_train_on_test_validation_or
     ev.check_no_leaks(folds, corpus, actors, np.flatnonzero(corpus == "emodb"))
 
 
+def test_song_trains_but_never_validates_or_tests():
+    """``train_song``: the training actors' sung clips join training; validation and test stay speech."""
+    corpus, actors = _frame()
+    channel = np.where((corpus == "ravdess") & (np.arange(len(corpus)) % 5 >= 3), "song", "speech")
+    folds = ev.speech_outside_training(ev.emobox_folds(np.where(corpus == "ravdess", actors, -1)), channel)
+    (ship,) = ev.speech_outside_training(ev.ship_fold(corpus, actors), channel)
+    for f in [*folds, ship]:
+        assert set(channel[f["val"]]) == {"speech"} and set(channel[f["test"]]) <= {"speech"}
+        assert "song" in set(channel[f["train"]])
+    assert set(corpus[ship["val"]]) == {"ravdess", "emodb"}
+    for f in folds:
+        assert len(f["test"]) == 4 * 3 and len(f["train"]) == 16 * 5  # speech only scored; song of 16 actors trains
+    ev.check_no_leaks(folds, corpus, actors, np.flatnonzero(corpus == "emodb"))
+    with pytest.raises(ValueError, match="train_song: only for the emobox and ship"):
+        ev.prepare("actors", ev.PRESETS["wideband-90ep-song"], data_dir="/nonexistent")
+
+
 def test_corpus_and_ship_protocols_keep_speakers_apart():
     corpus, actors = _frame()
     (fold,) = ev.corpus_fold(corpus, actors)

@@ -83,6 +83,7 @@ class Preset:
     feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
     mask_kept_bands: bool = False  # SpecAugment band masks only on the bands the feature version keeps (v3: < 7.1 kHz)
+    train_song: bool = False  # emobox/ship: RAVDESS song of the training actors trains too (validation, test: speech)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -166,6 +167,10 @@ PRESETS["wideband-calm-neutral"] = dataclasses.replace(PRESETS["wideband"], name
                                                        calm_neutral_share=0.3)
 # wideband on a cosine schedule half again as long (tail average and early stopping from epoch 68 of 90).
 PRESETS["wideband-90ep"] = dataclasses.replace(PRESETS["wideband"], name="wideband-90ep", epochs=90, min_epochs=68)
+# wideband-90ep + the training actors' sung clips (1012 of RAVDESS's 2452 are song): more takes of each emotion,
+# carried by voice quality over a melody rather than by the sentence's prosody. Validation and test stay speech.
+PRESETS["wideband-90ep-song"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-song",
+                                                    train_song=True)
 
 
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -815,12 +820,14 @@ def save_tail_average(model, averaged: list[np.ndarray], preset: Preset, classes
                              "epoch": None, "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
 
 
-def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False):
+def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = False, song: bool = False):
     """The clips a protocol uses, one row each: ``path`` (absolute), ``file`` (relative to its corpus root),
     ``emotion``, ``actor``, ``corpus``, ``channel``.
 
     EmoDB is needed by ``corpus`` and ``ship``, and joins ``actors``/``emobox`` as the cross-corpus test set
-    when it is present (``no_cross`` leaves it out).
+    when it is present (``no_cross`` leaves it out). ``emobox`` and ``ship`` keep RAVDESS speech only unless
+    ``song`` (``Preset.train_song``): then the song clips come too, and ``speech_outside_training`` keeps them
+    out of validation and test.
     """
     import pandas as pd
 
@@ -829,7 +836,7 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
     index = index_ravdess(data_dir, seed=seed)
     frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], file=index.frame["path"],
                                corpus="ravdess")
-    if protocol in ("emobox", "ship"):  # users speak to the model: the shipped one learns from speech
+    if protocol in ("emobox", "ship") and not song:  # users speak to the model: the shipped one learns from speech
         frame = frame[frame["channel"] == "speech"].reset_index(drop=True)
     if protocol == "random":
         return frame
@@ -843,6 +850,13 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
     if no_cross and protocol in ("actors", "emobox"):
         return frame
     return pd.concat([frame, emodb], ignore_index=True)
+
+
+def speech_outside_training(folds: list[dict], channel: np.ndarray) -> list[dict]:
+    """The folds with song rows dropped from validation and test: sung clips may teach, only speech is scored
+    (users speak to the model, and EmoBox's figures are on speech). Rows of another corpus count as speech."""
+    speech = channel != "song"
+    return [{**f, "val": f["val"][speech[f["val"]]], "test": f["test"][speech[f["test"]]]} for f in folds]
 
 
 def check_no_leaks(folds: list[dict], corpus: np.ndarray, actors: np.ndarray, cross: np.ndarray | None,
@@ -878,7 +892,10 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
             max_clips_per_class: int | None = None, folds_wanted: list[int] | None = None,
             no_cross: bool = False) -> Prepared:
     """Clips, labels, feature banks and folds of a protocol (the one place that splits data), leak-checked."""
-    frame = load_frame(protocol, data_dir, emodb_dir, seed, no_cross)
+    if preset.train_song and protocol not in ("emobox", "ship"):
+        raise ValueError(f"train_song: only for the emobox and ship protocols (speech only); {protocol} "
+                         "already trains on song")
+    frame = load_frame(protocol, data_dir, emodb_dir, seed, no_cross, song=preset.train_song)
     if max_clips_per_class:
         # Drawn at random (seeded) within corpus × class, so a slice holds every corpus's speakers (EmoDB is sorted).
         picked = frame.sample(frac=1.0, random_state=seed).groupby(["corpus", "emotion"], sort=False)
@@ -903,6 +920,8 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
         if folds_wanted:
             folds = [folds[k - 1] for k in folds_wanted]
         cross = np.flatnonzero(corpus == "emodb")
+    if preset.train_song:
+        folds = speech_outside_training(folds, frame["channel"].to_numpy())
     check_no_leaks(folds, corpus, actors, cross, by_speaker=protocol != "random")
     return Prepared(frame, y, classes, banks, folds, corpus, cross)
 
