@@ -137,6 +137,7 @@ class Preset:
 
 
 ARCHITECTURES = ("crnn", "cnn")
+SPEECH_ONLY_PROTOCOLS = ("emobox", "ship")  # users speak to the model: these learn from speech unless train_song
 
 PRESETS = {
     "reference": Preset("reference", epochs=100, learning_rate=1e-4, crops=False, augment_share=0.0,
@@ -836,7 +837,7 @@ def load_frame(protocol: str, data_dir, emodb_dir, seed: int, no_cross: bool = F
     index = index_ravdess(data_dir, seed=seed)
     frame = index.frame.assign(path=[str(index.root / p) for p in index.frame["path"]], file=index.frame["path"],
                                corpus="ravdess")
-    if protocol in ("emobox", "ship") and not song:  # users speak to the model: the shipped one learns from speech
+    if protocol in SPEECH_ONLY_PROTOCOLS and not song:
         frame = frame[frame["channel"] == "speech"].reset_index(drop=True)
     if protocol == "random":
         return frame
@@ -892,7 +893,7 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
             max_clips_per_class: int | None = None, folds_wanted: list[int] | None = None,
             no_cross: bool = False) -> Prepared:
     """Clips, labels, feature banks and folds of a protocol (the one place that splits data), leak-checked."""
-    if preset.train_song and protocol not in ("emobox", "ship"):
+    if preset.train_song and protocol not in SPEECH_ONLY_PROTOCOLS:
         raise ValueError(f"train_song: only for the emobox and ship protocols (speech only); {protocol} "
                          "already trains on song")
     frame = load_frame(protocol, data_dir, emodb_dir, seed, no_cross, song=preset.train_song)
