@@ -102,7 +102,7 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
         arrays["windows"] = np.concatenate(windows)
         arrays["win_offsets"] = np.cumsum([0] + [len(w) for w in windows])
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs building one bank must not share a temporary
     np.savez(tmp, **arrays)
     tmp.replace(cache)
     return ClipBank(paths, db, windows)
