@@ -33,7 +33,7 @@ from emostream.inference.scoring import (
     is_short,
 )
 from emostream.train.augment import AUGMENTATIONS
-from emostream.train.featurize import default_cache_dir
+from emostream.train.featurize import default_cache_dir, save_npz_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,5 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
     if windows is not None:
         arrays["windows"] = np.concatenate(windows)
         arrays["win_offsets"] = np.cumsum([0] + [len(w) for w in windows])
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs building one bank must not share a temporary
-    np.savez(tmp, **arrays)
-    tmp.replace(cache)
+    save_npz_atomically(cache, **arrays)
     return ClipBank(paths, db, windows)

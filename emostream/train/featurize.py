@@ -21,6 +21,16 @@ from emostream.features import DEFAULT_CONFIG, FEATURE_VERSION, AudioDecodeError
 
 logger = logging.getLogger(__name__)
 
+
+def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``path`` so a reader sees the old file or the whole new one, never half of it; each process writes its
+    own temporary, so two runs building the same cache at once cannot rename each other's file away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
 CACHE_ENV = "EMOSTREAM_CACHE"
 
 
@@ -84,9 +94,6 @@ def extract_features(
     shape = (0, config.n_mels, config.window_frames)
     windows = np.stack([r for _, r in ok]) if ok else np.zeros(shape, np.float32)
     paths = [p for p, _ in ok]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
-    np.savez(tmp, windows=windows, paths=np.array(paths), failures=np.array(json.dumps(failures)))
-    tmp.replace(cache_file)
+    save_npz_atomically(cache_file, windows=windows, paths=np.array(paths), failures=np.array(json.dumps(failures)))
     logger.info("features: computed %d windows (%d failed), cached in %s", len(paths), len(failures), cache_file)
     return FeatureSet(windows, paths, failures)
