@@ -109,10 +109,10 @@ def test_streaming_windows_of_later_versions_equal_their_batch_features(hop_fram
 
 
 def test_an_unknown_feature_version_is_a_clear_error():
-    with pytest.raises(ValueError, match="feature version '4' is unknown"):
-        LogMelConfig(feature_version="4")
-    contract = dataclasses.replace(ModelContract.for_features(LABELS), feature_version="4")
-    with pytest.raises(ContractError, match="feature_version='4'.*computes feature versions 1, 2, 3"):
+    with pytest.raises(ValueError, match="feature version '5' is unknown"):
+        LogMelConfig(feature_version="5")
+    contract = dataclasses.replace(ModelContract.for_features(LABELS), feature_version="5")
+    with pytest.raises(ContractError, match="feature_version='5'.*computes feature versions 1, 2, 3, 4"):
         contract.check_honoured_by()
 
 

@@ -1,6 +1,8 @@
 """Log-Mel features: the single definition used by training, export and the streaming daemon."""
 
 from emostream.features.logmel import (
+    BASELINE_MEMORY_WINDOWS,
+    BASELINE_PRIOR_WINDOWS,
     DEFAULT_CONFIG,
     FEATURE_VERSION,
     NORMALISATION,
@@ -8,6 +10,7 @@ from emostream.features.logmel import (
     WIDEBAND_LIMIT_HZ,
     AudioDecodeError,
     LogMelConfig,
+    band_profile,
     bands_within,
     centre_bands,
     compute_log_mel_spect,
@@ -19,10 +22,13 @@ from emostream.features.logmel import (
     mel_power_of_frames,
     normalise_window,
     power_db,
+    relative_to_baseline,
     standardise_db,
 )
 
 __all__ = [
+    "BASELINE_MEMORY_WINDOWS",
+    "BASELINE_PRIOR_WINDOWS",
     "DEFAULT_CONFIG",
     "FEATURE_VERSION",
     "NORMALISATION",
@@ -30,6 +36,7 @@ __all__ = [
     "WIDEBAND_LIMIT_HZ",
     "AudioDecodeError",
     "LogMelConfig",
+    "band_profile",
     "bands_within",
     "centre_bands",
     "compute_log_mel_spect",
@@ -41,5 +48,6 @@ __all__ = [
     "mel_power_of_frames",
     "normalise_window",
     "power_db",
+    "relative_to_baseline",
     "standardise_db",
 ]

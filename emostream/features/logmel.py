@@ -38,6 +38,20 @@ NORMALISATIONS = {
          f"mel bands whose upper edge is above {WIDEBAND_LIMIT_HZ:.0f} Hz set to the minimum of the other bands; "
          "(x-mean)/std, std<1e-8 -> 1",
 }
+#: Feature version 4 is version 3 heard relative to the speaker: each band minus the speaker's baseline (the band's
+#: mean over the speaker's classified version 3 windows), then standardised again. The baseline is state a window
+#: alone does not carry: the daemon keeps one per stream (``inference.baseline``), starting from the prior the model
+#: carries in its contract with the weight of ``BASELINE_PRIOR_WINDOWS`` windows and remembering about the last
+#: ``BASELINE_MEMORY_WINDOWS``; training and evaluation use the speaker's other clips. Both numbers are part of
+#: version 4's definition.
+BASELINE_PRIOR_WINDOWS = 20
+BASELINE_MEMORY_WINDOWS = 240
+NORMALISATIONS["4"] = (NORMALISATIONS["3"] + "; minus the speaker baseline (each band's mean over the speaker's "
+                       f"classified version 3 windows; a stream starts at the contract's prior weighted as "
+                       f"{BASELINE_PRIOR_WINDOWS} windows and remembers {BASELINE_MEMORY_WINDOWS}); "
+                       "(x-mean)/std, std<1e-8 -> 1")
+#: Versions whose window depends on state beyond the window itself, and the per-window version they build on.
+STATEFUL_BASE = {"4": "3"}
 
 #: The version of the default configuration (what the models of feature version 1 were trained on).
 FEATURE_VERSION = "1"
@@ -64,6 +78,17 @@ class LogMelConfig:
     @property
     def normalisation(self) -> str:
         return NORMALISATIONS[self.feature_version]
+
+    @property
+    def needs_baseline(self) -> bool:
+        """The window needs the speaker baseline (``relative_to_baseline``) on top of its per-window version."""
+        return self.feature_version in STATEFUL_BASE
+
+    def per_window(self) -> LogMelConfig:
+        """This configuration at the version a window alone determines (version 4 → 3; the others unchanged)."""
+        if not self.needs_baseline:
+            return self
+        return LogMelConfig(**{**self.to_dict(), "feature_version": STATEFUL_BASE[self.feature_version]})
 
     @property
     def window_samples(self) -> int:
@@ -190,10 +215,18 @@ def standardise_db(db: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.
     return from_version_1((db - mean) / (std if std > 1e-8 else 1.0), config)
 
 
-def from_version_1(windows: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+def from_version_1(windows: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG,
+                   baseline: np.ndarray | None = None) -> np.ndarray:
     """Version 1 window(s) (…, n_mels, frames) → the window(s) of ``config.feature_version``, float32: every later
-    version is a step on top of version 1, so cached version 1 windows serve every version exactly."""
+    version is a step on top of version 1, so cached version 1 windows serve every version exactly.
+
+    Version 4 needs ``baseline``: (n_mels,) for all windows or (…, n_mels) one per window (``relative_to_baseline``).
+    """
     x = np.asarray(windows, dtype=np.float32)
+    if config.needs_baseline:
+        if baseline is None:
+            raise ValueError(f"feature version {config.feature_version} needs the speaker baseline")
+        return relative_to_baseline(from_version_1(x, config.per_window()), baseline)
     if config.feature_version == "2":
         return centre_bands(x)
     if config.feature_version == "3":
@@ -244,6 +277,26 @@ def centre_bands(windows: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(windows, dtype=np.float32)
     x = x - x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=(-2, -1), keepdims=True)
+    return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+
+
+def band_profile(windows: np.ndarray) -> np.ndarray:
+    """Window(s) (…, n_mels, frames) → each band's mean over the frames (…, n_mels), float64: what a speaker
+    baseline averages (a speaker's baseline is the mean profile of their windows)."""
+    return np.asarray(windows, dtype=np.float64).mean(axis=-1)
+
+
+def relative_to_baseline(windows: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Per-window-version window(s) (…, n_mels, frames) minus ``baseline`` ((n_mels,) or (…, n_mels)) in every
+    frame, then each window standardised again (std < 1e-8 → 1): feature version 4.
+
+    The speaker's long-term spectrum (timbre, microphone, room) is subtracted, and unlike version 2 what the
+    emotion does to the spectrum for the length of a window is kept: angry speech is brighter than this
+    speaker's usual, not brighter than RAVDESS's actors.
+    """
+    x = np.asarray(windows, dtype=np.float32) - np.asarray(baseline, dtype=np.float32)[..., np.newaxis]
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
     std = x.std(axis=(-2, -1), keepdims=True)
     return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 

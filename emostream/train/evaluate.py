@@ -42,9 +42,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, LogMelConfig, from_version_1, kept_bands, standardise_db
+from emostream.features import (
+    DEFAULT_CONFIG,
+    LogMelConfig,
+    from_version_1,
+    kept_bands,
+    relative_to_baseline,
+    standardise_db,
+)
 from emostream.options import add_ranged
 from emostream.train import report
+from emostream.train.baselines import SpeakerBaselines, speaker_baselines, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
 from emostream.train.prepare import encode_labels
@@ -80,7 +88,8 @@ class Preset:
     train_context_s: float = 0.0  # noise floor up to this long around each training clip (stream-like crops)
     vtlp: float = 0.0  # mel-axis warp factor drawn from [1 − vtlp, 1 + vtlp] per window (other vocal tracts)
     calm_neutral_share: float = 0.0  # share of a calm or a neutral window's target given to the other class
-    feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz
+    feature_version: str = "1"  # the model input (features.NORMALISATIONS): "2" centres bands, "3" drops > 7.1 kHz,
+    # "4" is 3 relative to the speaker's baseline
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
     mask_kept_bands: bool = False  # SpecAugment band masks only on the bands the feature version keeps (v3: < 7.1 kHz)
     train_song: bool = False  # emobox/ship: RAVDESS song of the training actors trains too (validation, test: speech)
@@ -172,6 +181,11 @@ PRESETS["wideband-90ep"] = dataclasses.replace(PRESETS["wideband"], name="wideba
 # carried by voice quality over a melody rather than by the sentence's prosody. Validation and test stay speech.
 PRESETS["wideband-90ep-song"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-song",
                                                     train_song=True)
+# wideband-90ep heard relative to the speaker: feature version 4 (each band minus the speaker's baseline, the mean
+# band profile of their windows; the daemon keeps one per stream). Speaker normalisation is the oldest remedy for
+# cross-corpus emotion recognition; here it keeps what an emotion does to a window's spectrum, unlike version 2.
+PRESETS["wideband-90ep-baseline"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-baseline",
+                                                        feature_version="4")
 
 
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -252,9 +266,12 @@ def oversample(rows: np.ndarray, y: np.ndarray, seed: int, groups: np.ndarray | 
 class TrainingWindows:
     """Builds one epoch of training windows from the clip banks."""
 
-    def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int):
-        self.preset, self.banks = preset, banks
+    def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int,
+                 baselines: SpeakerBaselines | None = None):
+        self.preset, self.banks, self.baselines = preset, banks, baselines
         self.features = preset.features
+        if self.features.needs_baseline and baselines is None:
+            raise ValueError(f"feature version {self.features.feature_version} trains on speaker baselines")
         self.rng = np.random.default_rng(seed)
         self.frames = DEFAULT_CONFIG.window_frames
         self.mask_bands = kept_bands(self.features) if preset.mask_kept_bands else self.features.n_mels
@@ -271,7 +288,9 @@ class TrainingWindows:
         crop = db[:, start : start + self.frames]
         if p.vtlp:
             crop = warp_mel_axis(crop, float(self.rng.uniform(1 - p.vtlp, 1 + p.vtlp)))
-        x = standardise_db(crop, self.features)
+        x = standardise_db(crop, self.features.per_window())
+        if self.features.needs_baseline:
+            x = relative_to_baseline(x, self.baselines.training[variant][row])
         if p.spec_augment:
             mask_bands_and_frames(x, self.rng, self.mask_bands)
         return x
@@ -343,12 +362,13 @@ def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gener
 
 
 def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool,
-                       features: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
+                       features: LogMelConfig = DEFAULT_CONFIG, heard: np.ndarray | None = None) -> np.ndarray:
     """Per clip: the mean of the model over its streaming windows (the bank's version 1 windows, as ``features``'
-    version), or the first window only."""
+    version), or the first window only. ``heard`` (n_rows, n_mels): each row's speaker baseline, for version 4."""
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
-    x = from_version_1(np.concatenate(chosen), features)[..., np.newaxis]
+    baseline = None if heard is None else np.repeat(heard[rows], counts, axis=0)
+    x = from_version_1(np.concatenate(chosen), features, baseline)[..., np.newaxis]
     p = model.predict(x, batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
@@ -430,7 +450,8 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
 
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
              seed: int, log_prefix: str, groups: np.ndarray | None = None,
-             cross: np.ndarray | None = None, progress: bool = True) -> tuple[dict, object, list | None]:
+             cross: np.ndarray | None = None, progress: bool = True,
+             baselines: SpeakerBaselines | None = None) -> tuple[dict, object, list | None]:
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
     the ``cross`` rows (another corpus, never trained on) once.
 
@@ -442,7 +463,8 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     n_classes = len(classes)
     keras.utils.set_random_seed(seed)
     train_rows = oversample(fold["train"], y, seed, groups)
-    windows = TrainingWindows(preset, banks, seed)
+    windows = TrainingWindows(preset, banks, seed, baselines)
+    heard = baselines.heard if baselines is not None else None
     model = build_model(preset, n_classes, int(np.ceil(len(train_rows) / preset.batch_size)))
     orig = banks["orig"]
     history, best = [], {"uar": -1.0, "epoch": 0, "weights": None}
@@ -465,7 +487,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
                         history[-1]["accuracy"], time.time() - started)
             continue
-        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.features)
+        val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.features, heard)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
                         "accuracy": float(fit.history["accuracy"][0]), **{f"val_{k}": v for k, v in val.items()}})
@@ -497,26 +519,26 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         per_clip["y_true"]["val"] = y[fold["val"]]
         per_clip["checkpoint"]["val"] = best["val_p"] if best["weights"] is not None else val_p
     if cross is not None and len(cross):
-        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.features)
+        cross_p = clip_probabilities(model, orig, cross, preset.multi_window_test, preset.features, heard)
         per_clip["y_true"]["cross"], per_clip["checkpoint"]["cross"] = y[cross], cross_p
         result["cross"] = full_scores(y[cross], cross_p, classes)
         result["cross_y_true"], result["cross_y_pred"] = y[cross].tolist(), cross_p.argmax(axis=1).tolist()
         logger.info("%s cross-corpus %s", log_prefix, {k: v for k, v in result["cross"].items()
                                                         if k in ("accuracy", "uar", "max_share")})
     if len(fold["test"]):
-        test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.features)
+        test_p = clip_probabilities(model, orig, fold["test"], preset.multi_window_test, preset.features, heard)
         y_pred = test_p.argmax(axis=1)
         per_clip["y_true"]["test"], per_clip["checkpoint"]["test"] = y[fold["test"]], test_p
         result.update({"test": full_scores(y[fold["test"]], test_p, classes),
                        "y_true": y[fold["test"]].tolist(), "y_pred": y_pred.tolist()})
         if preset.multi_window_test:
-            first = clip_probabilities(model, orig, fold["test"], False, preset.features).argmax(axis=1)
+            first = clip_probabilities(model, orig, fold["test"], False, preset.features, heard).argmax(axis=1)
             result["test_first_window"] = scores(y[fold["test"]], first)
     averaged = None
     if len(tail.epochs) > 1:  # the tail average, scored on the same parts; the checkpoint stays the model
         averaged = tail.mean(model.get_weights())
         with weights_in(model, averaged):
-            per_clip["tail_average"] = part_probabilities(model, preset, fold, orig, cross)
+            per_clip["tail_average"] = part_probabilities(model, preset, fold, orig, cross, heard)
         result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
                                   **{part: full_scores(per_clip["y_true"][part], p, classes)
                                      for part, p in per_clip["tail_average"].items()}}
@@ -545,10 +567,11 @@ def weights_in(model, weights: list[np.ndarray]):
         model.set_weights(own)
 
 
-def part_probabilities(model, preset: Preset, fold: dict, bank: ClipBank, cross: np.ndarray | None) -> dict:
+def part_probabilities(model, preset: Preset, fold: dict, bank: ClipBank, cross: np.ndarray | None,
+                       heard: np.ndarray | None = None) -> dict:
     """Per-clip probabilities of ``model`` on the validation, test and cross-corpus parts (those the fold has)."""
     parts = {"val": fold["val"], "test": fold["test"], "cross": cross}
-    return {name: clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features)
+    return {name: clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features, heard)
             for name, rows in parts.items() if rows is not None and len(rows)}
 
 
@@ -887,6 +910,8 @@ class Prepared:
     folds: list[dict]
     corpus: np.ndarray
     cross: np.ndarray | None
+    speakers: np.ndarray  # one key per row (``baselines.speaker_keys``)
+    baselines: SpeakerBaselines | None  # feature version 4 only
 
 
 def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: int = 42, cache_dir=None,
@@ -924,7 +949,9 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     if preset.train_song:
         folds = speech_outside_training(folds, frame["channel"].to_numpy())
     check_no_leaks(folds, corpus, actors, cross, by_speaker=protocol != "random")
-    return Prepared(frame, y, classes, banks, folds, corpus, cross)
+    speakers = speaker_keys(corpus, actors)
+    baselines = speaker_baselines(banks, speakers, preset.features) if preset.features.needs_baseline else None
+    return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, baselines)
 
 
 def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
@@ -939,8 +966,13 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
     results = []
+    heard = None
+    if model.features.needs_baseline:  # the speaker's other clips first, as training's evaluation scores them
+        heard = (data.baselines or speaker_baselines({"orig": data.banks["orig"]}, data.speakers, model.features)).heard
+
     def probabilities(rows):
-        return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features)).mean(axis=0)
+        return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features,
+                                                      None if heard is None else heard[r])).mean(axis=0)
                          for r in rows])
 
     for fold in data.folds:
@@ -1036,7 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
         seed = args.seed + fold["number"] - 1 + args.seed_offset
         result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
-                                           f"[{fold['name']}]", groups=corpus, cross=cross)
+                                           f"[{fold['name']}]", groups=corpus, cross=cross,
+                                           baselines=data.baselines)
         result["data_seed"] = args.seed
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
