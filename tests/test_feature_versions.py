@@ -25,6 +25,7 @@ from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 
 V2 = dataclasses.replace(DEFAULT_CONFIG, feature_version="2")
 V3 = dataclasses.replace(DEFAULT_CONFIG, feature_version="3")
+V4 = dataclasses.replace(DEFAULT_CONFIG, feature_version="4")
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 
 
@@ -192,7 +193,8 @@ def test_a_version_2_contract_with_another_signal_setting_is_still_refused():
         contract.check_honoured_by()
 
 
-@pytest.mark.parametrize(("preset", "config"), [("bandnorm", V2), ("wideband", V3)], ids=["v2", "v3"])
+@pytest.mark.parametrize(("preset", "config"), [("bandnorm", V2), ("wideband", V3),
+                                               ("wideband-90ep-baseline", V4)], ids=["v2", "v3", "v4"])
 def test_export_of_a_later_version_run_writes_its_contract_and_proves_parity(preset, config, ravdess_dir, tmp_path):
     """A tiny run of the version's preset saved for export, exported: the ONNX file says its version and parity
     holds on windows of that version."""
@@ -209,3 +211,6 @@ def test_export_of_a_later_version_run_writes_its_contract_and_proves_parity(pre
                         "--min-windows", "5"]) == 0
     model = EmotionModel(onnx_path)
     assert model.contract.feature_version == config.feature_version and model.features == config
+    if config.needs_baseline:  # the training speakers' mean baseline travels with the model
+        prior = np.asarray(model.contract.baseline_prior)
+        assert prior.shape == (128,) and np.all(np.isfinite(prior)) and np.ptp(prior) > 0.1

@@ -128,7 +128,7 @@ def run(args) -> dict:
     hop_frames = PipelineConfig(hop_s=args.hop).hop_frames(DEFAULT_CONFIG.sample_rate_hz, DEFAULT_CONFIG.hop_samples)
 
     logger.info("feature update per hop (%d windows)", args.windows)
-    ours, naive = feature_update_times(signal, hop_frames, args.windows, model.features)
+    ours, naive = feature_update_times(signal, hop_frames, args.windows, model.features.per_window())
     results["features"] = {"hop_frames": hop_frames, "feature_version": model.features.feature_version,
                            "ours": percentiles_ms(ours),
                            "librosa_whole_window": percentiles_ms(naive)}
@@ -148,7 +148,7 @@ def run(args) -> dict:
     except RuntimeError as exc:  # webrtcvad-wheels is in the bench extra only
         logger.info("webrtc gate not measured: %s", exc)
 
-    windows = windows_from(signal, 256, c=model.features)
+    windows = windows_from(signal, 256, c=model.features.per_window())
     variants = {
         "onnxruntime fp32, 1 thread (daemon default)": InferenceConfig(1, False),
         "onnxruntime fp32, 1 thread, spinning": InferenceConfig(1, True),

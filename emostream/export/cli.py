@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model
-from emostream.features import DEFAULT_CONFIG, LogMelConfig
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, relative_to_baseline
 from emostream.features.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,17 @@ def run_features(summary: dict) -> LogMelConfig:
         return LogMelConfig(**summary.get("features", DEFAULT_CONFIG.to_dict()))
     except (TypeError, ValueError) as exc:
         raise ExportError(f"summary.json features: {exc}") from None
+
+
+def run_baseline_prior(summary: dict, features: LogMelConfig) -> tuple[float, ...]:
+    """Feature version 4: the run's ``baseline_prior`` (its training speakers' mean baseline); () otherwise."""
+    if not features.needs_baseline:
+        return ()
+    prior = summary.get("baseline_prior")
+    if not isinstance(prior, list) or len(prior) != features.n_mels:
+        raise ExportError(f"summary.json: feature version {features.feature_version} needs baseline_prior "
+                          f"({features.n_mels} numbers; saved by emostream-evaluate --save-model)")
+    return tuple(float(v) for v in prior)
 
 
 def listed_corpora(frame):
@@ -121,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         model = load_keras_model(args.keras)
         labels, summary, test_files = run_files(args.keras)
         features = run_features(summary)
+        prior = run_baseline_prior(summary, features)
         contract = ModelContract.for_features(
-            labels, features, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy")
+            labels, features, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy"),
+            baseline_prior=prior,
         )
         proto = convert(model, contract, features)
         onnx_bytes = proto.SerializeToString()
-        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features, args.emodb_dir)
+        windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features.per_window(),
+                                         args.emodb_dir)
+        if features.needs_baseline:  # parity needs identical inputs on both sides: each window from the prior
+            windows = relative_to_baseline(windows, np.asarray(prior))
         parity = check_parity(model, onnx_bytes, windows, y_true)
     except ExportError as exc:
         logger.error("%s", exc)
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{parity.keras_accuracy:.2%} (Keras).")
     logger.info("wrote %s", args.out)
     if args.int8:
-        int8_report(args, labels, test_files, windows, y_true, features)
+        int8_report(args, labels, test_files, windows, y_true, features, prior)
     return 0
 
 
@@ -170,10 +186,13 @@ def calibration_windows(test_files: Path, data_dir, cache_dir, n: int = 300,
     return extract_features(index.root, chosen, features, cache_dir).windows
 
 
-def int8_report(args, labels, test_files, windows, y_true, features: LogMelConfig = DEFAULT_CONFIG) -> None:
+def int8_report(args, labels, test_files, windows, y_true, features: LogMelConfig = DEFAULT_CONFIG,
+                prior: tuple[float, ...] = ()) -> None:
     from emostream.export.quantize import try_int8
 
-    calibration = calibration_windows(test_files, args.data_dir, args.cache_dir, features=features)
+    calibration = calibration_windows(test_files, args.data_dir, args.cache_dir, features=features.per_window())
+    if features.needs_baseline:
+        calibration = relative_to_baseline(calibration, np.asarray(prior))
     result = try_int8(args.out, windows, y_true, calibration)
     verdict = "shipped" if result.worth_shipping else "not shipped"
     text = (f"INT8 ({result.method}): {result.int8_ms:.2f} ms vs fp32 {result.fp32_ms:.2f} ms per window "

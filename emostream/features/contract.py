@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import MISSING, dataclass, fields
 
 from emostream.features.logmel import DEFAULT_CONFIG, NORMALISATIONS, LogMelConfig
@@ -35,6 +36,9 @@ class ModelContract:
     test_accuracy: float | None = None
     input_name: str = "log_mel"
     output_name: str = "probabilities"
+    #: Feature version 4: where a stream's speaker baseline starts, (n_mels,) — the mean of the training speakers'
+    #: baselines. Empty for versions without a baseline.
+    baseline_prior: tuple[float, ...] = ()
 
     @classmethod
     def for_features(cls, labels, config: LogMelConfig = DEFAULT_CONFIG, **extra) -> ModelContract:
@@ -58,6 +62,8 @@ class ModelContract:
                 except json.JSONDecodeError:
                     raise ContractError(f"contract field {f.name} is not valid JSON") from None
         values["labels"] = tuple(values["labels"])
+        if "baseline_prior" in values:
+            values["baseline_prior"] = tuple(values["baseline_prior"])
         return cls(**values)
 
     def feature_config(self) -> LogMelConfig:
@@ -91,5 +97,11 @@ class ModelContract:
             want, have = getattr(self, name), getattr(ours, name)
             if want != have:
                 raise ContractError(f"model contract {name}={want!r} but this code computes {name}={have!r}")
+        if config.needs_baseline:
+            prior = self.baseline_prior
+            if (not isinstance(prior, (list, tuple)) or len(prior) != config.n_mels
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in prior)):
+                raise ContractError(f"model contract feature_version={self.feature_version!r} needs baseline_prior: "
+                                    f"{config.n_mels} finite numbers (where a stream's speaker baseline starts)")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ContractError(f"model contract labels {list(self.labels)!r} are not distinct class names")

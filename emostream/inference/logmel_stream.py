@@ -47,6 +47,9 @@ class LogMelStream:
     def __init__(self, config: LogMelConfig = DEFAULT_CONFIG, hop_frames: int = 11):
         if hop_frames < 1:
             raise ValueError("hop_frames must be at least 1 (one STFT hop)")
+        if config.needs_baseline:
+            raise ValueError(f"feature version {config.feature_version}'s windows depend on the stream's speaker "
+                             "baseline: stream config.per_window() and apply inference.baseline.StreamBaseline")
         self.config = config
         self.hop_frames = hop_frames
         self.hop_samples = hop_frames * config.hop_samples

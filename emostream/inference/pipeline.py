@@ -18,6 +18,7 @@ import numpy as np
 
 from emostream import messages as msg
 from emostream.inference import scoring
+from emostream.inference.baseline import StreamBaseline
 from emostream.inference.logmel_stream import LogMelStream, level_dbfs
 from emostream.inference.model import EmotionModel
 from emostream.inference.vad import VadConfig, VoiceActivity
@@ -57,8 +58,10 @@ class EmotionPipeline:
         self.model, self.config = model, config
         self.features = model.contract.feature_config()
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
-        self.stream = LogMelStream(self.features, config.hop_frames(self.features.sample_rate_hz,
-                                                                    self.features.hop_samples))
+        self.stream = LogMelStream(self.features.per_window(), config.hop_frames(self.features.sample_rate_hz,
+                                                                                  self.features.hop_samples))
+        # Feature version 4: each classified window relative to the stream's speaker baseline (reset with the stream).
+        self.baseline = StreamBaseline(model.contract.baseline_prior) if self.features.needs_baseline else None
         # How a stream shorter than one window is scored: evaluation's clip scoring with this hop and gate.
         self.context = scoring.StreamContext(hop_frames=self.stream.hop_frames, silence_dbfs=config.silence_dbfs)
         self.tracker = scoring.UtteranceTracker()
@@ -76,6 +79,8 @@ class EmotionPipeline:
         """Forget the stream: the next frame pushed starts a new one (counters and utterances included)."""
         self.stream.reset()
         self.tracker.reset()
+        if self.baseline is not None:
+            self.baseline.reset()
         self.input_frames = 0
         self.utterances_out = 0
         self.short = False  # the stream ended before one window was full and was scored embedded
@@ -152,7 +157,7 @@ class EmotionPipeline:
         scores = {}
         if voiced:
             started = time.perf_counter()
-            probabilities = self.model.predict(np.stack([w.features for w in voiced]))
+            probabilities = self.model.predict(self.model_input(voiced))
             inference_ms = (time.perf_counter() - started) * 1e3 / len(voiced)
             scores = {w.index: p for w, p in zip(voiced, probabilities, strict=True)}
         messages = []
@@ -194,12 +199,17 @@ class EmotionPipeline:
         if level_dbfs(audio) < self.config.silence_dbfs:
             return []  # silence stays silence, however short
         _, voiced = scoring.stream_windows(audio, self.context, 0, self.features)
-        p = self.model.predict(np.stack([w.features for w in voiced])).mean(axis=0)
+        p = self.model.predict(self.model_input(voiced)).mean(axis=0)
         self.short = True
         self._add(p, len(voiced))
         self.utterances_out += 1
         return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
                               labels=self.model.labels, p=p, short=True)]
+
+    def model_input(self, windows: list) -> np.ndarray:
+        """Classified windows, in stream order → the model's (n, n_mels, frames) input of its feature version."""
+        x = np.stack([w.features for w in windows])
+        return x if self.baseline is None else self.baseline.relative(x)
 
     def _add(self, p: np.ndarray, n: int) -> None:
         weighted = np.asarray(p, dtype=np.float64) * n

@@ -65,8 +65,10 @@ def is_short(n_samples: int, config: LogMelConfig = DEFAULT_CONFIG) -> bool:
 
 def stream_windows(y: np.ndarray, context: StreamContext = DEFAULT_CONTEXT, seed: int = 0,
                    config: LogMelConfig = DEFAULT_CONFIG) -> tuple[list[Window], list[Window]]:
-    """All windows of the embedded clip, and those loud enough to be classified (all, if none is)."""
-    windows = LogMelStream(config, context.hop_frames).push(embed_in_noise_floor(y, context, seed, config))
+    """All windows of the embedded clip, and those loud enough to be classified (all, if none is), at the version a
+    window alone determines (``config.per_window()``: feature version 4's baseline is the caller's state)."""
+    windows = LogMelStream(config.per_window(), context.hop_frames).push(embed_in_noise_floor(y, context, seed,
+                                                                                               config))
     voiced = [w for w in windows if w.level_dbfs >= context.silence_dbfs]
     return windows, voiced or windows
 

@@ -156,7 +156,9 @@ def ensemble_model(members: list):
 
 def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: dict, cache_dir, seed: int) -> dict:
     """``full_scores`` of ``model`` on the listed clips, scored as evaluation scores them (the same clip bank and
-    noise floors for the data seed ``seed``, the daemon's windows, the mean over classified windows)."""
+    noise floors for the data seed ``seed``, the daemon's windows, the mean over classified windows). Feature version
+    4 takes each clip's speaker baseline from the speaker's other *listed* clips: the evaluation's own baseline on
+    every protocol that keeps a speaker's clips in one part (all but ``random``)."""
     from emostream.export.cli import listed_corpora, listed_roots
     from emostream.train.clipbank import clip_bank
     from emostream.train.evaluate import clip_probabilities
@@ -167,7 +169,13 @@ def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: 
     roots = listed_roots(listed, data_dirs, "test_files.csv")
     paths = [str(roots[c] / p) for c, p in zip(listed_corpora(listed), listed["path"], strict=True)]
     bank = clip_bank(Path("/"), paths, "orig", seed, cache_dir)
-    p = clip_probabilities(model, bank, np.arange(len(paths)), preset.multi_window_test, preset.features)
+    heard = None
+    if preset.features.needs_baseline:  # version 4: each clip after the speaker's other listed clips, as evaluated
+        from emostream.train.baselines import speaker_baselines, speaker_keys
+
+        speakers = speaker_keys(listed_corpora(listed), listed["actor"])
+        heard = speaker_baselines({"orig": bank}, speakers, preset.features).heard
+    p = clip_probabilities(model, bank, np.arange(len(paths)), preset.multi_window_test, preset.features, heard)
     return full_scores(np.array([classes.index(e) for e in listed["emotion"]]), p, classes)
 
 
@@ -212,6 +220,11 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                   "protocol": first.get("protocol"), "max_clips_per_class": first.get("max_clips_per_class"),
                   "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
                   ("test" if first.get("test_accuracy") is not None else "val"): scored}
+        priors = {json.dumps(s.get("baseline_prior")) for s in summaries}
+        if len(priors) > 1:
+            raise EnsembleError(f"{saved}: the members carry different baseline priors (trained on other speakers?)")
+        if first.get("baseline_prior") is not None:
+            result["baseline_prior"] = first["baseline_prior"]
         folder = out / saved
         write_run_folder(model, preset, classes, listed, fold_name, result, folder)
         described_members = [{"folder": str(p.parent), "run_id": s.get("run_id"),

@@ -830,6 +830,7 @@ def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_nam
         "epoch": result["epoch"], "averaged_epochs": result.get("averaged_epochs"),
         "epochs_run": result["epochs_run"], "training_seed": result.get("training_seed"),
         "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
+        **({"baseline_prior": result["baseline_prior"]} if "baseline_prior" in result else {}),
     })
 
 
@@ -1076,6 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         if args.save_model:  # the saved folders say how their clips were prepared (an ensemble checks it)
             saved = {**result, **preparation, "protocol": args.protocol}
+            if data.baselines is not None:  # version 4: where the exported model's streams start
+                saved["baseline_prior"] = np.round(data.baselines.prior(fold["train"], data.speakers), 6).tolist()
             save_run_for_export(model, preset, classes, frame, fold, saved, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 save_tail_average(model, averaged, preset, classes, frame, fold, saved,

@@ -1,0 +1,40 @@
+"""A stream's speaker baseline (feature version 4): state the daemon keeps per stream, one step per window.
+
+The baseline is a running mean of the band profiles (``features.band_profile``) of the stream's classified windows.
+It starts at the prior the model carries (its training speakers' mean baseline) counted as
+``BASELINE_PRIOR_WINDOWS`` windows, so a stream's first seconds are heard against an average speaker and the
+stream's own voice takes over as it talks; after ``BASELINE_MEMORY_WINDOWS`` windows (≈ 1 minute of speech at
+the 0.25 s hop) every new window moves it by the same small step, so a new speaker replaces an old one within
+minutes. Each window is heard relative to the baseline *including* itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emostream.features import BASELINE_MEMORY_WINDOWS, BASELINE_PRIOR_WINDOWS, band_profile, relative_to_baseline
+
+
+class StreamBaseline:
+    """Feed per-window-version windows in stream order; get them back relative to the running baseline."""
+
+    def __init__(self, prior):
+        self.prior = np.asarray(prior, dtype=np.float64).copy()
+        if self.prior.ndim != 1 or not np.all(np.isfinite(self.prior)):
+            raise ValueError("a baseline prior is one finite number per mel band")
+        self.reset()
+
+    def reset(self) -> None:
+        self.mean = self.prior.copy()
+        self.windows = 0  # counted up to BASELINE_MEMORY_WINDOWS
+
+    def update(self, window: np.ndarray) -> np.ndarray:
+        """Count one classified window (n_mels, frames) into the baseline; returns the baseline (n_mels,)."""
+        self.windows = min(self.windows + 1, BASELINE_MEMORY_WINDOWS)
+        self.mean += (band_profile(window) - self.mean) / (BASELINE_PRIOR_WINDOWS + self.windows)
+        return self.mean
+
+    def relative(self, windows: np.ndarray) -> np.ndarray:
+        """(n, n_mels, frames) windows in stream order → feature version 4, each after counting it in."""
+        return np.stack([relative_to_baseline(w, self.update(w)) for w in windows]) if len(windows) else \
+            np.asarray(windows, dtype=np.float32)
