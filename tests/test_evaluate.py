@@ -41,9 +41,9 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     calls = []
     real = evaluate.clip_probabilities
 
-    def recording(model, bank, rows, multi_window, features=DEFAULT_CONFIG):
+    def recording(model, bank, rows, multi_window, features=DEFAULT_CONFIG, heard=None):
         calls.append(np.asarray(rows).copy())
-        return real(model, bank, rows, multi_window, features)
+        return real(model, bank, rows, multi_window, features, heard)
 
     monkeypatch.setattr(evaluate, "clip_probabilities", recording)
     out = tmp_path / "eval"
