@@ -16,6 +16,8 @@ Protocols (speech + song):
 
 Every test clip is scored as the daemon scores speech (``inference.scoring``): laid into a quiet noise
 floor, the daemon's sliding windows, its level gate, the mean over the windows it classifies.
+Feature version 4 hears each window relative to its speaker's baseline: training subtracts each actor's own
+(per augmentation variant), scoring the baseline of the speaker's other clips (``train.baselines``).
 
 Presets:
 - ``reference``: the notebook's recipe (first 100 frames, oversampling, Adam 1e-4, fixed epochs,
