@@ -157,7 +157,7 @@ def test_speaker_baselines_train_on_the_speakers_own_channel_and_score_from_thei
     np.testing.assert_array_equal(b.training["orig"][0], b.training["orig"][1])
     assert np.abs(b.training["noise"] - b.training["orig"]).max() > 1e-3
     # The prior: each training speaker once, whatever their number of clips.
-    np.testing.assert_allclose(b.prior(np.arange(5), speakers), np.mean(b.streamed[[0, 2, 3]], axis=0))
+    np.testing.assert_allclose(b.prior(np.arange(5)), np.mean(b.streamed[[0, 2, 3]], axis=0))
     sums, counts = np.arange(12.0).reshape(3, 4), np.array([1.0, 2.0, 3.0])
     np.testing.assert_allclose(per_speaker(sums, counts, np.array(["a", "a", "a"]), leave_out=True)[1],
                                (sums[0] + sums[2]) / 4)
@@ -175,7 +175,8 @@ def test_training_windows_of_version_4_are_their_crop_relative_to_the_speaker_s_
     with pytest.raises(ValueError, match="speaker baselines"):
         ev.TrainingWindows(preset, {"orig": bank}, seed=0)
     baseline = rng.normal(size=(1, 128))
-    windows = ev.TrainingWindows(preset, {"orig": bank}, 0, SpeakerBaselines({"orig": baseline}, baseline, baseline))
+    windows = ev.TrainingWindows(preset, {"orig": bank}, 0, SpeakerBaselines({"orig": baseline}, baseline, baseline,
+                                                                                np.array(["s"])))
     want = relative_to_baseline(standardise_db(bank.db[0].astype(np.float32)[:, :100], V3), baseline[0])
     np.testing.assert_allclose(windows.window(0), want, atol=1e-5)
 
@@ -200,7 +201,12 @@ def test_a_version_4_seed_ensemble_scores_its_listed_clips_as_its_evaluation_did
     out = tmp_path / "ensemble"
     assert ensemble.main([*map(str, runs), "--out", str(out), "--data-dir", str(ravdess_dir),
                           "--cache-dir", str(tmp_path / "cache")]) == 0
+    # Each member also scored its test clips as a stream's first utterance (from the prior): another figure.
+    kept = json.loads((runs[0] / "folds.json").read_text())[0]["clip_probabilities"]
+    assert len(kept["tail_average_cold"]["test"]) == len(kept["tail_average"]["test"])
+    assert not np.allclose(kept["tail_average_cold"]["test"], kept["tail_average"]["test"], atol=1e-4)
     fold = json.loads((out / "evaluation.json").read_text())["folds"][0]
+    assert set(fold["tail_average_cold"]) == {"test"}
     summary = json.loads((out / "model-fold1-tail-average" / "summary.json").read_text())
     assert summary["n_test"] >= 4
     assert summary["listed_accuracy"] == pytest.approx(fold["tail_average"]["test"]["accuracy"], abs=1e-9)

@@ -31,11 +31,12 @@ class SpeakerBaselines:
     training: dict[str, np.ndarray]  # variant → (n_rows, n_mels): the row's speaker's baseline in that variant
     heard: np.ndarray  # (n_rows, n_mels): the row's speaker's baseline over their other clips (scoring)
     streamed: np.ndarray  # (n_rows, n_mels): the row's speaker's baseline over all their clips' scored windows
+    speakers: np.ndarray  # (n_rows,) the speaker keys (``speaker_keys``)
 
-    def prior(self, rows: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    def prior(self, rows: np.ndarray) -> np.ndarray:
         """(n_mels,) the mean of the baselines of the speakers of ``rows`` (each speaker once): where a stream of a
         model trained on ``rows`` starts."""
-        _, first = np.unique(speakers[rows], return_index=True)
+        _, first = np.unique(self.speakers[rows], return_index=True)
         return self.streamed[rows[first]].mean(axis=0)
 
 
@@ -83,4 +84,4 @@ def speaker_baselines(banks: dict[str, ClipBank], speakers: np.ndarray, config: 
     sums, counts = window_profile_sums(banks["orig"], config)
     logger.info("speaker baselines of %d speakers (%s)", len(np.unique(speakers)), ", ".join(training))
     return SpeakerBaselines(training, per_speaker(sums, counts, speakers, leave_out=True),
-                            per_speaker(sums, counts, speakers, leave_out=False))
+                            per_speaker(sums, counts, speakers, leave_out=False), np.asarray(speakers))

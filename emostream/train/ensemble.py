@@ -43,7 +43,7 @@ from emostream.train.evaluate import (
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = ("checkpoint", "tail_average")
+WEIGHTS = ("checkpoint", "tail_average", "tail_average_cold")
 PARTS = ("val", "test", "cross")
 
 
@@ -123,6 +123,8 @@ def combine_fold(results: list[dict], classes: list[str]) -> dict:
         # "epochs" spans every member's (readers expect one span); "member_epochs" says what each averaged.
         out["tail_average"] = {"epochs": [min(s[0] for s in spans), max(s[1] for s in spans)],
                                "member_epochs": spans, **scored["tail_average"]}
+    if "tail_average_cold" in scored:  # feature version 4: the same weights, each clip from the prior
+        out["tail_average_cold"] = scored["tail_average_cold"]
     return out
 
 

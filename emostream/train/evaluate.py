@@ -375,6 +375,17 @@ def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bo
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
 
+def cold_start_probabilities(model, bank: ClipBank, rows: np.ndarray, prior: np.ndarray,
+                             features: LogMelConfig) -> np.ndarray:
+    """Feature version 4, per clip: the mean of the model over its windows heard by a new stream (the baseline
+    starts at ``prior`` and takes in the clip's own windows, as the daemon's does) — a stream's first utterance."""
+    from emostream.inference.baseline import StreamBaseline
+
+    chosen = [StreamBaseline(prior).relative(from_version_1(bank.windows[r], features.per_window())) for r in rows]
+    p = model.predict(np.concatenate(chosen)[..., np.newaxis], batch_size=256, verbose=0)
+    return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum([len(w) for w in chosen])[:-1])])
+
+
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy, macro-F1 and UAR over the classes present in ``y_true``."""
     from sklearn.metrics import accuracy_score, f1_score, recall_score
@@ -544,6 +555,15 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         result["tail_average"] = {"epochs": [tail.epochs[0], tail.epochs[-1]],
                                   **{part: full_scores(per_clip["y_true"][part], p, classes)
                                      for part, p in per_clip["tail_average"].items()}}
+        if baselines is not None:  # version 4, a view: each clip as a stream's first utterance (from the prior)
+            prior = baselines.prior(fold["train"])
+            with weights_in(model, averaged):
+                per_clip["tail_average_cold"] = {part: cold_start_probabilities(model, orig, rows, prior,
+                                                                                preset.features)
+                                                 for part, rows in (("test", fold["test"]), ("cross", cross))
+                                                 if rows is not None and len(rows)}
+            result["tail_average_cold"] = {part: full_scores(per_clip["y_true"][part], p, classes)
+                                           for part, p in per_clip["tail_average_cold"].items()}
         logger.info("%s tail average of epochs %d-%d: %s", log_prefix, *result["tail_average"]["epochs"],
                     {part: round(v["uar"], 3) for part, v in result["tail_average"].items() if part != "epochs"})
     result["clip_probabilities"] = rounded_probabilities(per_clip)
@@ -1080,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_model:  # the saved folders say how their clips were prepared (an ensemble checks it)
             saved = {**result, **preparation, "protocol": args.protocol}
             if data.baselines is not None:  # version 4: where the exported model's streams start
-                saved["baseline_prior"] = np.round(data.baselines.prior(fold["train"], data.speakers), 6).tolist()
+                saved["baseline_prior"] = np.round(data.baselines.prior(fold["train"]), 6).tolist()
             save_run_for_export(model, preset, classes, frame, fold, saved, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 save_tail_average(model, averaged, preset, classes, frame, fold, saved,
