@@ -214,3 +214,14 @@ def test_export_of_a_later_version_run_writes_its_contract_and_proves_parity(pre
     if config.needs_baseline:  # the training speakers' mean baseline travels with the model
         prior = np.asarray(model.contract.baseline_prior)
         assert prior.shape == (128,) and np.all(np.isfinite(prior)) and np.ptp(prior) > 0.1
+        # Scored again from the ONNX file (emostream-evaluate --onnx): the same speaker baselines, the same answers.
+        import json
+
+        scored = tmp_path / "scored"
+        assert evaluate_main(["--protocol", "random", "--onnx", str(onnx_path), "--data-dir", str(ravdess_dir),
+                              "--max-clips-per-class", "5", "--cache-dir", str(tmp_path / "cache"), "--out",
+                              str(scored), "--set", "augment_share=0"]) == 0
+        run = json.loads((out / "folds.json").read_text())[0]
+        again = json.loads((scored / "evaluation.json").read_text())["folds"][0]["test"]
+        assert again["predicted_share"] == run["test"]["predicted_share"]
+        assert (again["accuracy"], again["uar"]) == pytest.approx((run["test"]["accuracy"], run["test"]["uar"]))
