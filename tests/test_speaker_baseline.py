@@ -69,6 +69,11 @@ def test_a_stream_baseline_is_the_prior_weighted_running_mean_then_a_fixed_step(
     np.testing.assert_array_equal(baseline.mean, prior)
     with pytest.raises(ValueError, match="finite"):
         StreamBaseline([0.0, float("nan")])
+    # At another hop the same seconds count: a hop of 22 frames weighs the prior as 10 windows, remembers 120.
+    half = StreamBaseline(prior, hop_frames=22)
+    half.update(windows[0])
+    np.testing.assert_allclose(half.mean, (10 * prior + profiles[0]) / 11, atol=1e-9)
+    assert half.memory_windows == BASELINE_MEMORY_WINDOWS // 2
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +120,12 @@ def test_a_version_4_contract_without_a_usable_prior_is_refused_in_one_line(v4_m
 
     import onnx
 
-    for prior in ([], [0.0] * 64, [0.0] * 127 + [None]):
+    for prior in ([], [0.0] * 64, [0.0] * 127 + [None], [0.0] * 127 + [1e300], None, "0.5"):
         proto = onnx.load_from_string(v4_model)
         for entry in proto.metadata_props:
             if entry.key == "emostream.baseline_prior":
                 entry.value = json.dumps(prior)
-        with pytest.raises(ModelError, match="needs baseline_prior: 128 finite numbers") as err:
+        with pytest.raises(ModelError, match="baseline_prior") as err:
             EmotionModel(proto.SerializeToString())
         assert "\n" not in str(err.value)
     contract = ModelContract.for_features(LABELS, V4, baseline_prior=tuple([0.5] * 128))
@@ -129,43 +134,46 @@ def test_a_version_4_contract_without_a_usable_prior_is_refused_in_one_line(v4_m
         ModelContract.for_features(LABELS, V4).check_honoured_by()
 
 
-def test_speaker_baselines_train_on_the_speakers_own_channel_and_score_from_their_other_clips():
-    from emostream.train.baselines import per_speaker, speaker_baselines, speaker_keys
+def test_fold_baselines_train_on_the_speakers_own_training_clips_and_score_from_their_other_clips_in_the_part():
+    from emostream.train.baselines import clip_profiles, per_speaker, speaker_keys
     from emostream.train.clipbank import ClipBank
 
     rng = np.random.default_rng(1)
-    speakers = speaker_keys(["ravdess"] * 3 + ["emodb"] * 2, [1, 1, 2, 7, 7])
-    assert list(speakers) == ["ravdess-1", "ravdess-1", "ravdess-2", "emodb-7", "emodb-7"]
-    db = [rng.uniform(-60, 0, size=(128, n)).astype(np.float16) for n in (150, 120, 100, 130, 90)]
-    windows = [rng.normal(size=(k, 128, 100)).astype(np.float16) for k in (4, 2, 3, 5, 1)]
+    speakers = speaker_keys(["ravdess"] * 4 + ["emodb"] * 2, [1, 1, 1, 2, 7, 7])
+    assert list(speakers[[0, 3, 4]]) == ["ravdess-1", "ravdess-2", "emodb-7"]
+    db = [rng.uniform(-60, 0, size=(128, n)).astype(np.float16) for n in (150, 120, 110, 100, 130, 90)]
+    windows = [rng.normal(size=(k, 128, 100)).astype(np.float16) for k in (4, 2, 3, 3, 5, 1)]
     tilt = np.linspace(0.0, -12.0, 128)[:, None]  # a channel that darkens the sound: the noise variant's colouring
-    banks = {"orig": ClipBank([f"c{i}" for i in range(5)], db, windows),
-             "noise": ClipBank([f"c{i}" for i in range(5)], [(d + tilt).astype(np.float16) for d in db],
-                               None)}
-    b = speaker_baselines(banks, speakers, V4)
-    profiles = [band_profile(from_version_1(w, V3)) for w in windows]
-    # Scoring: the speaker's other clips' windows (a lone clip: its own).
-    np.testing.assert_allclose(b.heard[0], profiles[1].mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(b.heard[1], profiles[0].mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(b.heard[2], profiles[2].mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(b.streamed[3], np.concatenate(profiles[3:]).mean(axis=0), atol=1e-6)
-    # Training: 100-frame stretches of the variant's own dB frames every 11 frames, over all the speaker's clips.
+    names = [f"c{i}" for i in range(6)]
+    banks = {"orig": ClipBank(names, db, windows),
+             "noise": ClipBank(names, [(d + tilt).astype(np.float16) for d in db], None)}
+    profiles = clip_profiles(banks, speakers, V4)
+    # Speaker 1 has clips 0, 1 in training and clip 2 in test (the random protocol shares speakers): clip 2 never
+    # reaches a training baseline or the prior.
+    b = profiles.for_fold(np.array([0, 1, 3]), [np.array([2]), np.array([4, 5])])
+    window_profiles = [band_profile(from_version_1(w, V3)) for w in windows]
     stretches = [band_profile(standardise_db(db[0].astype(np.float32)[:, s : s + 100], V3)) for s in (0, 11, 22, 33,
                                                                                                        44)]
     stretches += [band_profile(standardise_db(db[1].astype(np.float32)[:, s : s + 100], V3)) for s in (0, 11)]
     np.testing.assert_allclose(b.training["orig"][0], np.mean(stretches, axis=0), atol=1e-5)
     np.testing.assert_array_equal(b.training["orig"][0], b.training["orig"][1])
-    assert np.abs(b.training["noise"] - b.training["orig"]).max() > 1e-3
-    # The prior: each training speaker once, whatever their number of clips.
-    np.testing.assert_allclose(b.prior(np.arange(5)), np.mean(b.streamed[[0, 2, 3]], axis=0))
+    assert np.abs(b.training["noise"][0] - b.training["orig"][0]).max() > 1e-3
+    assert np.isnan(b.training["orig"][[2, 4, 5]]).all() and np.isnan(b.heard[[0, 1, 3]]).all()
+    # Scoring: the speaker's other clips in the same part (a lone clip: its own).
+    np.testing.assert_allclose(b.heard[2], window_profiles[2].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(b.heard[4], window_profiles[5].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(b.heard[5], window_profiles[4].mean(axis=0), atol=1e-6)
+    # The prior: each training speaker once (their training clips' scored windows), whatever their number of clips.
+    speaker_1 = np.concatenate(window_profiles[:2]).mean(axis=0)
+    np.testing.assert_allclose(b.prior, (speaker_1 + window_profiles[3].mean(axis=0)) / 2, atol=1e-6)
     sums, counts = np.arange(12.0).reshape(3, 4), np.array([1.0, 2.0, 3.0])
-    np.testing.assert_allclose(per_speaker(sums, counts, np.array(["a", "a", "a"]), leave_out=True)[1],
+    np.testing.assert_allclose(per_speaker(sums, counts, np.array(["a", "a", "a"]), np.arange(3), True)[1],
                                (sums[0] + sums[2]) / 4)
 
 
 def test_training_windows_of_version_4_are_their_crop_relative_to_the_speaker_s_baseline():
     from emostream.train import evaluate as ev
-    from emostream.train.baselines import SpeakerBaselines
+    from emostream.train.baselines import FoldBaselines
     from emostream.train.clipbank import ClipBank
 
     preset = dataclasses.replace(ev.PRESETS["wideband-90ep-baseline"], augment_share=0.0, crops=False,
@@ -175,10 +183,11 @@ def test_training_windows_of_version_4_are_their_crop_relative_to_the_speaker_s_
     with pytest.raises(ValueError, match="speaker baselines"):
         ev.TrainingWindows(preset, {"orig": bank}, seed=0)
     baseline = rng.normal(size=(1, 128))
-    windows = ev.TrainingWindows(preset, {"orig": bank}, 0, SpeakerBaselines({"orig": baseline}, baseline, baseline,
-                                                                                np.array(["s"])))
+    windows = ev.TrainingWindows(preset, {"orig": bank}, 0, FoldBaselines({"orig": baseline}, baseline, baseline[0]))
     want = relative_to_baseline(standardise_db(bank.db[0].astype(np.float32)[:, :100], V3), baseline[0])
     np.testing.assert_allclose(windows.window(0), want, atol=1e-5)
+    with pytest.raises(ValueError, match="vtlp"):
+        dataclasses.replace(preset, vtlp=0.1)
 
 
 def test_a_version_4_seed_ensemble_scores_its_listed_clips_as_its_evaluation_did_and_exports(ravdess_dir, tmp_path):
@@ -219,3 +228,54 @@ def test_a_version_4_seed_ensemble_scores_its_listed_clips_as_its_evaluation_did
                         "--min-windows", "4"]) == 0
     contract = EmotionModel(onnx_path).contract
     np.testing.assert_allclose(contract.baseline_prior, member["baseline_prior"], atol=1e-6)
+
+
+def with_prior(onnx_bytes: bytes, prior) -> bytes:
+    import json
+
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    for entry in proto.metadata_props:
+        if entry.key == "emostream.baseline_prior":
+            entry.value = json.dumps(prior)
+    return proto.SerializeToString()
+
+
+def test_a_reloaded_version_4_model_keeps_the_stream_s_baseline_and_the_next_stream_starts_at_its_prior(
+        v4_model, tmp_path):
+    import soundfile as sf
+
+    from emostream.stream.daemon import EmotionDaemon, ServerConfig
+    from emostream.stream.sources import FileSource
+
+    audio, live = tmp_path / "a.wav", tmp_path / "model.onnx"
+    sf.write(audio, speechlike(3.0, seed=1), 22050)
+    live.write_bytes(v4_model)
+    daemon = EmotionDaemon(EmotionModel(live), FileSource(audio), PipelineConfig(hop_s=0.25), ServerConfig(port=0))
+    daemon.pipeline.process(speechlike(4.0, seed=3)[:, None])
+    heard = daemon.pipeline.baseline.mean.copy()
+    assert daemon.pipeline.baseline.windows > 0
+    retrained = [0.1] * 128
+    live.write_bytes(with_prior(v4_model, retrained))
+    assert daemon.reload_model() is True and daemon.model.contract.baseline_prior == tuple(retrained)
+    np.testing.assert_array_equal(daemon.pipeline.baseline.mean, heard)  # the stream's speaker is still the speaker
+    daemon.pipeline.reset()
+    np.testing.assert_array_equal(daemon.pipeline.baseline.mean, retrained)
+
+
+def test_the_api_scores_a_clip_as_a_stream_s_first_utterance(v4_model):
+    from emostream.api import EmotionRecognizer
+    from emostream.inference import scoring
+
+    recognizer = EmotionRecognizer(v4_model)
+    clip = speechlike(3.0, seed=6)
+    score = recognizer.predict(clip, 22050)
+    _, voiced = scoring.stream_windows(clip, scoring.StreamContext(), 0, V4)
+    x = StreamBaseline(recognizer.model.contract.baseline_prior).relative(np.stack([w.features for w in voiced]))
+    want = recognizer.model.predict(x).mean(axis=0)
+    np.testing.assert_allclose([score.probabilities[k] for k in LABELS], want, atol=1e-5)
+    plain = recognizer.model.predict(np.stack([w.features for w in voiced])).mean(axis=0)
+    assert np.abs(plain - want).max() > 1e-4  # the baseline really moved the answer
+    with pytest.raises(ValueError, match="per_window"):
+        scoring.clip_windows(clip, config=V4)

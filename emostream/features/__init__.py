@@ -1,7 +1,9 @@
 """Log-Mel features: the single definition used by training, export and the streaming daemon."""
 
 from emostream.features.logmel import (
+    BASELINE_HOP_FRAMES,
     BASELINE_MEMORY_WINDOWS,
+    BASELINE_PRIOR_LIMIT,
     BASELINE_PRIOR_WINDOWS,
     DEFAULT_CONFIG,
     FEATURE_VERSION,
@@ -27,7 +29,9 @@ from emostream.features.logmel import (
 )
 
 __all__ = [
+    "BASELINE_HOP_FRAMES",
     "BASELINE_MEMORY_WINDOWS",
+    "BASELINE_PRIOR_LIMIT",
     "BASELINE_PRIOR_WINDOWS",
     "DEFAULT_CONFIG",
     "FEATURE_VERSION",

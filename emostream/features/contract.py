@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import MISSING, dataclass, fields
 
-from emostream.features.logmel import DEFAULT_CONFIG, NORMALISATIONS, LogMelConfig
+from emostream.features.logmel import BASELINE_PRIOR_LIMIT, DEFAULT_CONFIG, NORMALISATIONS, LogMelConfig
 
 PREFIX = "emostream."
 
@@ -63,6 +63,8 @@ class ModelContract:
                     raise ContractError(f"contract field {f.name} is not valid JSON") from None
         values["labels"] = tuple(values["labels"])
         if "baseline_prior" in values:
+            if not isinstance(values["baseline_prior"], list):
+                raise ContractError("contract field baseline_prior is not a list of numbers")
             values["baseline_prior"] = tuple(values["baseline_prior"])
         return cls(**values)
 
@@ -100,8 +102,10 @@ class ModelContract:
         if config.needs_baseline:
             prior = self.baseline_prior
             if (not isinstance(prior, (list, tuple)) or len(prior) != config.n_mels
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in prior)):
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               and abs(v) < BASELINE_PRIOR_LIMIT for v in prior)):
                 raise ContractError(f"model contract feature_version={self.feature_version!r} needs baseline_prior: "
-                                    f"{config.n_mels} finite numbers (where a stream's speaker baseline starts)")
+                                    f"{config.n_mels} finite numbers below {BASELINE_PRIOR_LIMIT:g} in magnitude "
+                                    "(where a stream's speaker baseline starts)")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ContractError(f"model contract labels {list(self.labels)!r} are not distinct class names")

@@ -42,14 +42,19 @@ NORMALISATIONS = {
 #: mean over the speaker's classified version 3 windows), then standardised again. The baseline is state a window
 #: alone does not carry: the daemon keeps one per stream (``inference.baseline``), starting from the prior the model
 #: carries in its contract with the weight of ``BASELINE_PRIOR_WINDOWS`` windows and remembering about the last
-#: ``BASELINE_MEMORY_WINDOWS``; training and evaluation use the speaker's other clips. Both numbers are part of
-#: version 4's definition.
+#: ``BASELINE_MEMORY_WINDOWS``, both counted at a hop of ``BASELINE_HOP_FRAMES`` frames (5.1 s and 61 s of classified
+#: windows; a stream at another hop counts the same seconds); training and evaluation use the speaker's other clips.
+#: The numbers are part of version 4's definition.
 BASELINE_PRIOR_WINDOWS = 20
 BASELINE_MEMORY_WINDOWS = 240
+BASELINE_HOP_FRAMES = 11
+#: A prior's numbers are means of standardised windows: far beyond this, a contract is corrupt (and float32 would
+#: turn it into Inf).
+BASELINE_PRIOR_LIMIT = 1e3
 NORMALISATIONS["4"] = (NORMALISATIONS["3"] + "; minus the speaker baseline (each band's mean over the speaker's "
                        f"classified version 3 windows; a stream starts at the contract's prior weighted as "
-                       f"{BASELINE_PRIOR_WINDOWS} windows and remembers {BASELINE_MEMORY_WINDOWS}); "
-                       "(x-mean)/std, std<1e-8 -> 1")
+                       f"{BASELINE_PRIOR_WINDOWS} windows and remembers {BASELINE_MEMORY_WINDOWS}, at a hop of "
+                       f"{BASELINE_HOP_FRAMES} frames); (x-mean)/std, std<1e-8 -> 1")
 #: Versions whose window depends on state beyond the window itself, and the per-window version they build on.
 STATEFUL_BASE = {"4": "3"}
 

@@ -61,7 +61,8 @@ class EmotionPipeline:
         self.stream = LogMelStream(self.features.per_window(), config.hop_frames(self.features.sample_rate_hz,
                                                                                   self.features.hop_samples))
         # Feature version 4: each classified window relative to the stream's speaker baseline (reset with the stream).
-        self.baseline = StreamBaseline(model.contract.baseline_prior) if self.features.needs_baseline else None
+        self.baseline = (StreamBaseline(model.contract.baseline_prior, self.stream.hop_frames)
+                         if self.features.needs_baseline else None)
         # How a stream shorter than one window is scored: evaluation's clip scoring with this hop and gate.
         self.context = scoring.StreamContext(hop_frames=self.stream.hop_frames, silence_dbfs=config.silence_dbfs)
         self.tracker = scoring.UtteranceTracker()

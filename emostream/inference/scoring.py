@@ -75,7 +75,11 @@ def stream_windows(y: np.ndarray, context: StreamContext = DEFAULT_CONTEXT, seed
 
 def clip_windows(y: np.ndarray, context: StreamContext = DEFAULT_CONTEXT, seed: int = 0,
                  config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """The (n, n_mels, frames) windows whose mean probability is the clip's score."""
+    """The (n, n_mels, frames) windows whose mean probability is the clip's score (feature versions a window alone
+    determines; version 4 needs the stream's baseline on top: ``inference.baseline``)."""
+    if config.needs_baseline:
+        raise ValueError(f"feature version {config.feature_version}: clip windows are config.per_window()'s; "
+                         "apply inference.baseline.StreamBaseline to them")
     _, voiced = stream_windows(y, context, seed, config)
     return np.stack([w.features for w in voiced])
 

@@ -303,6 +303,8 @@ class EmotionDaemon:
                 fresh.contract.feature_config() != self.model.contract.feature_config():
             logger.error("reload refused, still running the previous model: %s changes the labels or features", path)
             return False
+        if self.pipeline.baseline is not None:  # version 4: this stream's baseline goes on; the next starts anew
+            self.pipeline.baseline.replace_prior(fresh.contract.baseline_prior)
         self.model = self.pipeline.model = fresh  # one reference swap; the next window uses it
         if self.listener is not None:
             self.listener.model = fresh  # streams started from now on

@@ -1,15 +1,18 @@
-"""Speaker baselines for feature version 4, from the clip banks.
+"""Speaker baselines for feature version 4, from the clip banks, per fold.
 
 A speaker's baseline is the mean band profile (``features.band_profile``) of their per-window-version windows,
 taken the way the windows it is subtracted from are cut (the two ways differ by more than speakers differ: the
-scored windows carry the noise floor around a clip, the dB frames do not):
+scored windows carry the noise floor around a clip, the dB frames do not). ``ClipProfiles`` holds each clip's
+profile sums once; ``ClipProfiles.for_fold`` gives a fold's ``FoldBaselines``, each from the fold's own rows:
 - ``training``: per augmentation variant, over 100-frame stretches of the dB frames training crops come from, at
-  the test hop, over all the speaker's clips of that variant (a training actor's stream would have heard that
-  channel all along);
-- ``heard``: over the speaker's *other* clips' scored windows — the clip is scored by a stream that has heard the
-  rest of the speaker first (all their emotions; a speaker with one clip gets that clip's own profile);
-- ``streamed``: over all the speaker's scored windows (what a long stream of the speaker converges to; the prior
-  a model carries is the mean of its training speakers' ``streamed``).
+  the test hop, over the speaker's *training* clips of that variant (a training actor's stream would have heard
+  that channel all along; no validation or test clip contributes, whatever the protocol);
+- ``heard``: over the speaker's *other* clips' scored windows within the same part (validation, test, another
+  corpus) — the clip is scored by a stream that has heard the rest of the speaker first (all their emotions; a
+  speaker with one clip in the part gets that clip's own profile);
+- ``prior``: the mean over the training speakers of their training clips' scored-window baseline: where a stream
+  of the fold's model starts (the exported contract's ``baseline_prior``).
+Rows a fold does not use hold NaN, so a baseline taken from the wrong part cannot pass unnoticed.
 """
 
 from __future__ import annotations
@@ -27,17 +30,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SpeakerBaselines:
-    training: dict[str, np.ndarray]  # variant → (n_rows, n_mels): the row's speaker's baseline in that variant
-    heard: np.ndarray  # (n_rows, n_mels): the row's speaker's baseline over their other clips (scoring)
-    streamed: np.ndarray  # (n_rows, n_mels): the row's speaker's baseline over all their clips' scored windows
-    speakers: np.ndarray  # (n_rows,) the speaker keys (``speaker_keys``)
+class FoldBaselines:
+    training: dict[str, np.ndarray]  # variant → (n_rows, n_mels): a training row's speaker's baseline in that variant
+    heard: np.ndarray  # (n_rows, n_mels): a scored row's speaker's baseline over their other clips in its part
+    prior: np.ndarray  # (n_mels,) the training speakers' mean baseline
 
-    def prior(self, rows: np.ndarray) -> np.ndarray:
-        """(n_mels,) the mean of the baselines of the speakers of ``rows`` (each speaker once): where a stream of a
-        model trained on ``rows`` starts."""
-        _, first = np.unique(self.speakers[rows], return_index=True)
-        return self.streamed[rows[first]].mean(axis=0)
+
+@dataclass(frozen=True)
+class ClipProfiles:
+    """Per clip (row): its profile sums and window counts, per variant from the dB frames and from its scored
+    windows; one speaker key per row (``speaker_keys``)."""
+
+    db_sums: dict[str, tuple[np.ndarray, np.ndarray]]  # variant → ((n_rows, n_mels) sums, (n_rows,) counts)
+    window_sums: tuple[np.ndarray, np.ndarray]  # the scored windows' ((n_rows, n_mels), (n_rows,))
+    speakers: np.ndarray
+
+    def for_fold(self, train: np.ndarray, parts: list[np.ndarray]) -> FoldBaselines:
+        """Baselines of a fold: ``train`` rows, and the scored ``parts`` (validation, test, cross; each its own)."""
+        n_rows, n_mels = self.window_sums[0].shape
+        training = {variant: per_speaker(sums, counts, self.speakers, train, leave_out=False)
+                    for variant, (sums, counts) in self.db_sums.items()}
+        heard = np.full((n_rows, n_mels), np.nan)
+        for rows in parts:
+            if rows is not None and len(rows):
+                heard[rows] = per_speaker(*self.window_sums, self.speakers, rows, leave_out=True)[rows]
+        streamed = per_speaker(*self.window_sums, self.speakers, train, leave_out=False)
+        _, first = np.unique(self.speakers[train], return_index=True)
+        return FoldBaselines(training, heard, streamed[train[first]].mean(axis=0))
 
 
 def speaker_keys(corpus, actors) -> np.ndarray:
@@ -64,24 +83,25 @@ def db_profile_sums(bank: ClipBank, config: LogMelConfig) -> tuple[np.ndarray, n
     return np.stack(sums), np.array(counts, dtype=float)
 
 
-def per_speaker(sums: np.ndarray, counts: np.ndarray, speakers: np.ndarray, leave_out: bool) -> np.ndarray:
-    """(n_rows, n_mels) each row's speaker's mean profile over their windows, or over their other clips'."""
-    out = np.empty_like(sums)
-    for speaker in np.unique(speakers):
-        rows = np.flatnonzero(speakers == speaker)
-        total, n = sums[rows].sum(axis=0), counts[rows].sum()
-        if not leave_out or len(rows) == 1:
-            out[rows] = total / n
+def per_speaker(sums: np.ndarray, counts: np.ndarray, speakers: np.ndarray, rows: np.ndarray,
+                leave_out: bool) -> np.ndarray:
+    """(n_rows, n_mels): for each of ``rows``, its speaker's mean profile over the speaker's windows among ``rows``
+    (``leave_out``: among the speaker's other clips in ``rows``); NaN for the rows not in ``rows``."""
+    out = np.full(sums.shape, np.nan)
+    rows = np.asarray(rows)
+    for speaker in np.unique(speakers[rows]):
+        mine = rows[speakers[rows] == speaker]
+        total, n = sums[mine].sum(axis=0), counts[mine].sum()
+        if not leave_out or len(mine) == 1:
+            out[mine] = total / n
         else:
-            out[rows] = (total - sums[rows]) / (n - counts[rows])[:, None]
+            out[mine] = (total - sums[mine]) / (n - counts[mine])[:, None]
     return out
 
 
-def speaker_baselines(banks: dict[str, ClipBank], speakers: np.ndarray, config: LogMelConfig) -> SpeakerBaselines:
-    """Baselines of every row of the banks (``speakers``: one key per row, ``speaker_keys``)."""
-    training = {variant: per_speaker(*db_profile_sums(bank, config), speakers, leave_out=False)
-                for variant, bank in banks.items()}
-    sums, counts = window_profile_sums(banks["orig"], config)
-    logger.info("speaker baselines of %d speakers (%s)", len(np.unique(speakers)), ", ".join(training))
-    return SpeakerBaselines(training, per_speaker(sums, counts, speakers, leave_out=True),
-                            per_speaker(sums, counts, speakers, leave_out=False), np.asarray(speakers))
+def clip_profiles(banks: dict[str, ClipBank], speakers: np.ndarray, config: LogMelConfig) -> ClipProfiles:
+    """The profile sums of every row of the banks (``speakers``: one key per row, ``speaker_keys``)."""
+    db_sums = {variant: db_profile_sums(bank, config) for variant, bank in banks.items()}
+    logger.info("speaker profiles of %d clips, %d speakers (%s)", len(speakers), len(np.unique(speakers)),
+                ", ".join(db_sums))
+    return ClipProfiles(db_sums, window_profile_sums(banks["orig"], config), np.asarray(speakers))

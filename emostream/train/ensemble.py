@@ -160,7 +160,7 @@ def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: 
     """``full_scores`` of ``model`` on the listed clips, scored as evaluation scores them (the same clip bank and
     noise floors for the data seed ``seed``, the daemon's windows, the mean over classified windows). Feature version
     4 takes each clip's speaker baseline from the speaker's other *listed* clips: the evaluation's own baseline on
-    every protocol that keeps a speaker's clips in one part (all but ``random``)."""
+    every protocol, as the evaluation takes it from the speaker's other clips in the same part."""
     from emostream.export.cli import listed_corpora, listed_roots
     from emostream.train.clipbank import clip_bank
     from emostream.train.evaluate import clip_probabilities
@@ -173,10 +173,11 @@ def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: 
     bank = clip_bank(Path("/"), paths, "orig", seed, cache_dir)
     heard = None
     if preset.features.needs_baseline:  # version 4: each clip after the speaker's other listed clips, as evaluated
-        from emostream.train.baselines import speaker_baselines, speaker_keys
+        from emostream.train.baselines import clip_profiles, speaker_keys
 
-        speakers = speaker_keys(listed_corpora(listed), listed["actor"])
-        heard = speaker_baselines({"orig": bank}, speakers, preset.features).heard
+        rows = np.arange(len(paths))
+        profiles = clip_profiles({"orig": bank}, speaker_keys(listed_corpora(listed), listed["actor"]), preset.features)
+        heard = profiles.for_fold(rows, [rows]).heard
     p = clip_probabilities(model, bank, np.arange(len(paths)), preset.multi_window_test, preset.features, heard)
     return full_scores(np.array([classes.index(e) for e in listed["emotion"]]), p, classes)
 

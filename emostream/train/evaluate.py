@@ -54,7 +54,7 @@ from emostream.features import (
 )
 from emostream.options import add_ranged
 from emostream.train import report
-from emostream.train.baselines import SpeakerBaselines, speaker_baselines, speaker_keys
+from emostream.train.baselines import ClipProfiles, FoldBaselines, clip_profiles, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
 from emostream.train.prepare import encode_labels
@@ -102,6 +102,8 @@ class Preset:
         if not 0.0 <= self.calm_neutral_share < 0.5:
             raise ValueError(f"calm_neutral_share {self.calm_neutral_share}: expected 0 ≤ share < 0.5 "
                              "(each window's own class must stay its answer)")
+        if self.features.needs_baseline and self.vtlp:
+            raise ValueError("vtlp with feature version 4: the baseline subtracted would be the unwarped voice's")
         self.features  # noqa: B018 — an unknown feature version fails here, before any training
 
     @property
@@ -269,7 +271,7 @@ class TrainingWindows:
     """Builds one epoch of training windows from the clip banks."""
 
     def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int,
-                 baselines: SpeakerBaselines | None = None):
+                 baselines: FoldBaselines | None = None):
         self.preset, self.banks, self.baselines = preset, banks, baselines
         self.features = preset.features
         if self.features.needs_baseline and baselines is None:
@@ -464,7 +466,7 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
              seed: int, log_prefix: str, groups: np.ndarray | None = None,
              cross: np.ndarray | None = None, progress: bool = True,
-             baselines: SpeakerBaselines | None = None) -> tuple[dict, object, list | None]:
+             baselines: FoldBaselines | None = None) -> tuple[dict, object, list | None]:
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
     the ``cross`` rows (another corpus, never trained on) once.
 
@@ -556,9 +558,8 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
                                   **{part: full_scores(per_clip["y_true"][part], p, classes)
                                      for part, p in per_clip["tail_average"].items()}}
         if baselines is not None:  # version 4, a view: each clip as a stream's first utterance (from the prior)
-            prior = baselines.prior(fold["train"])
             with weights_in(model, averaged):
-                per_clip["tail_average_cold"] = {part: cold_start_probabilities(model, orig, rows, prior,
+                per_clip["tail_average_cold"] = {part: cold_start_probabilities(model, orig, rows, baselines.prior,
                                                                                 preset.features)
                                                  for part, rows in (("test", fold["test"]), ("cross", cross))
                                                  if rows is not None and len(rows)}
@@ -934,7 +935,14 @@ class Prepared:
     corpus: np.ndarray
     cross: np.ndarray | None
     speakers: np.ndarray  # one key per row (``baselines.speaker_keys``)
-    baselines: SpeakerBaselines | None  # feature version 4 only
+    profiles: ClipProfiles | None  # feature version 4 only: what each fold's speaker baselines come from
+
+    def fold_baselines(self, fold: dict, profiles: ClipProfiles | None = None) -> FoldBaselines | None:
+        """Feature version 4: the fold's speaker baselines, each from the fold's own rows (None otherwise)."""
+        profiles = profiles or self.profiles
+        if profiles is None:
+            return None
+        return profiles.for_fold(fold["train"], [fold["val"], fold["test"], self.cross])
 
 
 def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: int = 42, cache_dir=None,
@@ -973,8 +981,8 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
         folds = speech_outside_training(folds, frame["channel"].to_numpy())
     check_no_leaks(folds, corpus, actors, cross, by_speaker=protocol != "random")
     speakers = speaker_keys(corpus, actors)
-    baselines = speaker_baselines(banks, speakers, preset.features) if preset.features.needs_baseline else None
-    return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, baselines)
+    profiles = clip_profiles(banks, speakers, preset.features) if preset.features.needs_baseline else None
+    return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, profiles)
 
 
 def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
@@ -989,11 +997,13 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    heard = None
+    profiles = None
     if model.features.needs_baseline:  # the speaker's other clips first, as training's evaluation scores them
-        heard = (data.baselines or speaker_baselines({"orig": data.banks["orig"]}, data.speakers, model.features)).heard
+        profiles = data.profiles or clip_profiles({"orig": data.banks["orig"]}, data.speakers, model.features)
 
-    def probabilities(rows):
+    def probabilities(rows, fold):
+        baselines = data.fold_baselines(fold, profiles)
+        heard = None if baselines is None else baselines.heard
         return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features,
                                                       None if heard is None else heard[r])).mean(axis=0)
                          for r in rows])
@@ -1001,7 +1011,7 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
     for fold in data.folds:
         if not len(fold["test"]):  # ship: no test part; the validation speakers, per corpus
             rows = fold["val"]
-            p = probabilities(rows)
+            p = probabilities(rows, fold)
             by_corpus = {c: full_scores(data.y[rows][data.corpus[rows] == c], p[data.corpus[rows] == c],
                                         data.classes) for c in sorted(set(data.corpus[rows]))}
             results.append({"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": len(rows),
@@ -1010,12 +1020,12 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
             logger.info("%s validation part: %s", fold["name"], {c: round(v["uar"], 3) for c, v in by_corpus.items()})
             continue
         rows = fold["test"]
-        p = probabilities(rows)
+        p = probabilities(rows, fold)
         result = {"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0, "n_test": len(rows),
                   "history": [], "test": full_scores(data.y[rows], p, data.classes),
                   "y_true": data.y[rows].tolist(), "y_pred": p.argmax(axis=1).tolist()}
         if data.cross is not None and len(data.cross):
-            cross_p = probabilities(data.cross)
+            cross_p = probabilities(data.cross, fold)
             result.update({"cross": full_scores(data.y[data.cross], cross_p, data.classes),
                            "cross_y_true": data.y[data.cross].tolist(),
                            "cross_y_pred": cross_p.argmax(axis=1).tolist()})
@@ -1090,17 +1100,17 @@ def main(argv: list[str] | None = None) -> int:
     preparation = {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class}
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
         seed = args.seed + fold["number"] - 1 + args.seed_offset
+        baselines = data.fold_baselines(fold)
         result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
-                                           f"[{fold['name']}]", groups=corpus, cross=cross,
-                                           baselines=data.baselines)
+                                           f"[{fold['name']}]", groups=corpus, cross=cross, baselines=baselines)
         result["data_seed"] = args.seed
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})
         results.append(result)
         if args.save_model:  # the saved folders say how their clips were prepared (an ensemble checks it)
             saved = {**result, **preparation, "protocol": args.protocol}
-            if data.baselines is not None:  # version 4: where the exported model's streams start
-                saved["baseline_prior"] = np.round(data.baselines.prior(fold["train"]), 6).tolist()
+            if baselines is not None:  # version 4: where the exported model's streams start
+                saved["baseline_prior"] = np.round(baselines.prior, 6).tolist()
             save_run_for_export(model, preset, classes, frame, fold, saved, args.out / f"model-fold{fold['number']}")
             if averaged is not None:  # beside it, the tail average (what the selection rule may choose instead)
                 save_tail_average(model, averaged, preset, classes, frame, fold, saved,

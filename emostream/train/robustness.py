@@ -98,6 +98,7 @@ def conditions() -> dict[str, Callable]:
 
 def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> dict:
     """Accuracy, UAR and top-class share per condition for (path, label) clips."""
+    from emostream.inference.baseline import StreamBaseline
     from emostream.inference.scoring import clip_seed, clip_windows
     from emostream.train.evaluate import scores
 
@@ -110,7 +111,9 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
         for (path, _), y in tqdm(list(zip(clips, audio, strict=True)), desc=name, file=sys.stderr):
             rng = np.random.default_rng(zlib.crc32(f"{name}:{Path(path).name}".encode()))
             degraded = np.clip(condition(y, rng), -1.0, 1.0)
-            windows = clip_windows(degraded, seed=clip_seed(Path(path).name), config=model.features)
+            windows = clip_windows(degraded, seed=clip_seed(Path(path).name), config=model.features.per_window())
+            if model.features.needs_baseline:  # version 4: each clip as a stream's first utterance (the API's way)
+                windows = StreamBaseline(model.contract.baseline_prior).relative(windows)
             predictions.append(model.predict(windows).mean(axis=0).argmax())
         predictions = np.array(predictions)
         share = np.bincount(predictions, minlength=len(labels)) / len(predictions)
