@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model
-from emostream.features import BASELINE_PRIOR_LIMIT, DEFAULT_CONFIG, LogMelConfig, relative_to_baseline
+from emostream.features import DEFAULT_CONFIG, LogMelConfig, relative_to_baseline, usable_baseline_prior
 from emostream.features.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,7 @@ def run_baseline_prior(summary: dict, features: LogMelConfig) -> tuple[float, ..
     if not features.needs_baseline:
         return ()
     prior = summary.get("baseline_prior")
-    if (not isinstance(prior, list) or len(prior) != features.n_mels
-            or not np.all(np.abs(np.asarray(prior, dtype=float)) < BASELINE_PRIOR_LIMIT)):
+    if not usable_baseline_prior(prior, features.n_mels):
         raise ExportError(f"summary.json: feature version {features.feature_version} needs baseline_prior "
                           f"({features.n_mels} finite numbers; saved by emostream-evaluate --save-model)")
     return tuple(float(v) for v in prior)

@@ -26,6 +26,7 @@ from emostream.features.logmel import (
     power_db,
     relative_to_baseline,
     standardise_db,
+    usable_baseline_prior,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "power_db",
     "relative_to_baseline",
     "standardise_db",
+    "usable_baseline_prior",
 ]

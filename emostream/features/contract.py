@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import MISSING, dataclass, fields
 
-from emostream.features.logmel import BASELINE_PRIOR_LIMIT, DEFAULT_CONFIG, NORMALISATIONS, LogMelConfig
+from emostream.features.logmel import (
+    BASELINE_PRIOR_LIMIT,
+    DEFAULT_CONFIG,
+    NORMALISATIONS,
+    LogMelConfig,
+    usable_baseline_prior,
+)
 
 PREFIX = "emostream."
 
@@ -99,12 +104,8 @@ class ModelContract:
             want, have = getattr(self, name), getattr(ours, name)
             if want != have:
                 raise ContractError(f"model contract {name}={want!r} but this code computes {name}={have!r}")
-        if config.needs_baseline:
-            prior = self.baseline_prior
-            if (not isinstance(prior, (list, tuple)) or len(prior) != config.n_mels
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               and abs(v) < BASELINE_PRIOR_LIMIT for v in prior)):
-                raise ContractError(f"model contract feature_version={self.feature_version!r} needs baseline_prior: "
+        if config.needs_baseline and not usable_baseline_prior(self.baseline_prior, config.n_mels):
+            raise ContractError(f"model contract feature_version={self.feature_version!r} needs baseline_prior: "
                                     f"{config.n_mels} finite numbers below {BASELINE_PRIOR_LIMIT:g} in magnitude "
                                     "(where a stream's speaker baseline starts)")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):

@@ -15,6 +15,7 @@ Nothing here imports TensorFlow: the daemon imports this module.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -267,9 +268,7 @@ def hold_high_bands(windows: np.ndarray, n_kept: int) -> np.ndarray:
     x = np.array(windows, dtype=np.float32)
     floor = x[..., :n_kept, :].min(axis=(-2, -1), keepdims=True)
     x[..., n_kept:, :] = floor
-    x = x - x.mean(axis=(-2, -1), keepdims=True)
-    std = x.std(axis=(-2, -1), keepdims=True)
-    return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+    return unit_std(x - x.mean(axis=(-2, -1), keepdims=True))
 
 
 def centre_bands(windows: np.ndarray) -> np.ndarray:
@@ -281,9 +280,25 @@ def centre_bands(windows: np.ndarray) -> np.ndarray:
     a version 1 window equals version 2 computed from the dB frames: cached v1 windows convert exactly.
     """
     x = np.asarray(windows, dtype=np.float32)
-    x = x - x.mean(axis=-1, keepdims=True)
+    return unit_std(x - x.mean(axis=-1, keepdims=True))
+
+
+def unit_std(x: np.ndarray) -> np.ndarray:
+    """Zero-mean window(s) (…, n_mels, frames) divided by each window's standard deviation (std < 1e-8 → 1),
+    float32: the last step of every version after 1."""
     std = x.std(axis=(-2, -1), keepdims=True)
     return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+
+
+def usable_baseline_prior(prior, n_mels: int | None = None) -> bool:
+    """``prior`` can start a stream's speaker baseline: a non-empty sequence (of ``n_mels``, when given) of finite
+    numbers below ``BASELINE_PRIOR_LIMIT`` in magnitude. The one check the contract, export and the daemon share."""
+    if not isinstance(prior, (list, tuple, np.ndarray)) or len(prior) == 0:
+        return False
+    if n_mels is not None and len(prior) != n_mels:
+        return False
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               and math.isfinite(v) and abs(v) < BASELINE_PRIOR_LIMIT for v in prior)
 
 
 def band_profile(windows: np.ndarray) -> np.ndarray:
@@ -301,9 +316,7 @@ def relative_to_baseline(windows: np.ndarray, baseline: np.ndarray) -> np.ndarra
     speaker's usual, not brighter than RAVDESS's actors.
     """
     x = np.asarray(windows, dtype=np.float32) - np.asarray(baseline, dtype=np.float32)[..., np.newaxis]
-    x = x - x.mean(axis=(-2, -1), keepdims=True)
-    std = x.std(axis=(-2, -1), keepdims=True)
-    return (x / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+    return unit_std(x - x.mean(axis=(-2, -1), keepdims=True))
 
 
 def normalise_window(mel: np.ndarray, config: LogMelConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -21,6 +21,7 @@ from emostream.features import (
     BASELINE_PRIOR_WINDOWS,
     band_profile,
     relative_to_baseline,
+    usable_baseline_prior,
 )
 
 
@@ -38,10 +39,9 @@ class StreamBaseline:
 
     def replace_prior(self, prior) -> None:
         """Where the next stream starts (a reloaded model's prior); the current stream's baseline goes on."""
-        prior = np.asarray(prior, dtype=np.float64).copy()
-        if prior.ndim != 1 or not np.all(np.abs(prior) < BASELINE_PRIOR_LIMIT):
+        if not usable_baseline_prior(prior):
             raise ValueError(f"a baseline prior is one finite number per mel band, below {BASELINE_PRIOR_LIMIT:g}")
-        self.prior = prior
+        self.prior = np.asarray(prior, dtype=np.float64).copy()
 
     def reset(self) -> None:
         self.mean = self.prior.copy()

@@ -171,14 +171,13 @@ def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: 
     roots = listed_roots(listed, data_dirs, "test_files.csv")
     paths = [str(roots[c] / p) for c, p in zip(listed_corpora(listed), listed["path"], strict=True)]
     bank = clip_bank(Path("/"), paths, "orig", seed, cache_dir)
-    heard = None
+    rows, heard = np.arange(len(paths)), None
     if preset.features.needs_baseline:  # version 4: each clip after the speaker's other listed clips, as evaluated
         from emostream.train.baselines import clip_profiles, speaker_keys
 
-        rows = np.arange(len(paths))
         profiles = clip_profiles({"orig": bank}, speaker_keys(listed_corpora(listed), listed["actor"]), preset.features)
         heard = profiles.for_fold(rows, [rows]).heard
-    p = clip_probabilities(model, bank, np.arange(len(paths)), preset.multi_window_test, preset.features, heard)
+    p = clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features, heard)
     return full_scores(np.array([classes.index(e) for e in listed["emotion"]]), p, classes)
 
 

@@ -372,8 +372,13 @@ def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bo
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
     baseline = None if heard is None else np.repeat(heard[rows], counts, axis=0)
-    x = from_version_1(np.concatenate(chosen), features, baseline)[..., np.newaxis]
-    p = model.predict(x, batch_size=256, verbose=0)
+    return mean_per_clip(model, from_version_1(np.concatenate(chosen), features, baseline), counts)
+
+
+def mean_per_clip(model, windows: np.ndarray, counts: list[int]) -> np.ndarray:
+    """The model over (n, n_mels, frames) ``windows``, clips' windows one after another (``counts`` each): per
+    clip, the mean probabilities."""
+    p = model.predict(windows[..., np.newaxis], batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
 
@@ -384,8 +389,7 @@ def cold_start_probabilities(model, bank: ClipBank, rows: np.ndarray, prior: np.
     from emostream.inference.baseline import StreamBaseline
 
     chosen = [StreamBaseline(prior).relative(from_version_1(bank.windows[r], features.per_window())) for r in rows]
-    p = model.predict(np.concatenate(chosen)[..., np.newaxis], batch_size=256, verbose=0)
-    return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum([len(w) for w in chosen])[:-1])])
+    return mean_per_clip(model, np.concatenate(chosen), [len(w) for w in chosen])
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -1001,17 +1005,17 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
     if model.features.needs_baseline:  # the speaker's other clips first, as training's evaluation scores them
         profiles = data.profiles or clip_profiles({"orig": data.banks["orig"]}, data.speakers, model.features)
 
-    def probabilities(rows, fold):
-        baselines = data.fold_baselines(fold, profiles)
-        heard = None if baselines is None else baselines.heard
+    def probabilities(rows, heard):
         return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features,
                                                       None if heard is None else heard[r])).mean(axis=0)
                          for r in rows])
 
     for fold in data.folds:
+        baselines = data.fold_baselines(fold, profiles)
+        heard = None if baselines is None else baselines.heard
         if not len(fold["test"]):  # ship: no test part; the validation speakers, per corpus
             rows = fold["val"]
-            p = probabilities(rows, fold)
+            p = probabilities(rows, heard)
             by_corpus = {c: full_scores(data.y[rows][data.corpus[rows] == c], p[data.corpus[rows] == c],
                                         data.classes) for c in sorted(set(data.corpus[rows]))}
             results.append({"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": len(rows),
@@ -1020,12 +1024,12 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
             logger.info("%s validation part: %s", fold["name"], {c: round(v["uar"], 3) for c, v in by_corpus.items()})
             continue
         rows = fold["test"]
-        p = probabilities(rows, fold)
+        p = probabilities(rows, heard)
         result = {"fold": fold["name"], "epoch": 0, "epochs_run": 0, "n_train": 0, "n_val": 0, "n_test": len(rows),
                   "history": [], "test": full_scores(data.y[rows], p, data.classes),
                   "y_true": data.y[rows].tolist(), "y_pred": p.argmax(axis=1).tolist()}
         if data.cross is not None and len(data.cross):
-            cross_p = probabilities(data.cross, fold)
+            cross_p = probabilities(data.cross, heard)
             result.update({"cross": full_scores(data.y[data.cross], cross_p, data.classes),
                            "cross_y_true": data.y[data.cross].tolist(),
                            "cross_y_pred": cross_p.argmax(axis=1).tolist()})
