@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from emostream.export.onnx_export import ExportError, check_parity, convert, load_keras_model
-from emostream.features import DEFAULT_CONFIG, LogMelConfig, relative_to_baseline, usable_baseline_prior
-from emostream.features.contract import ModelContract
+from emostream.features import (
+    DEFAULT_CONFIG,
+    LogMelConfig,
+    relative_to_baseline,
+    usable_baseline_prior,
+    windows_for_inputs,
+)
+from emostream.features.contract import ContractError, ModelContract
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +141,22 @@ def main(argv: list[str] | None = None) -> int:
         prior = run_baseline_prior(summary, features)
         contract = ModelContract.for_features(
             labels, features, run_id=summary.get("run_id", ""), test_accuracy=summary.get("test_accuracy"),
-            baseline_prior=prior,
+            baseline_prior=prior, input_versions=tuple(summary.get("input_versions") or ()),
         )
+        try:
+            contract.check_honoured_by(features)
+        except ContractError as exc:
+            raise ExportError(f"summary.json: {exc}") from None
+        if args.int8 and len(contract.inputs) > 1:
+            raise ExportError("--int8: a model of several inputs is not quantised (calibration takes one input)")
         proto = convert(model, contract, features)
         onnx_bytes = proto.SerializeToString()
         windows, y_true = parity_windows(test_files, labels, args.data_dir, args.cache_dir, features.per_window(),
                                          args.emodb_dir)
-        if features.needs_baseline:  # parity needs identical inputs on both sides: each window from the prior
-            windows = relative_to_baseline(windows, np.asarray(prior))
+        # Parity needs identical inputs on both sides: for version 4, each window heard from the prior.
+        relative = relative_to_baseline(windows, np.asarray(prior)) if features.needs_baseline else None
+        inputs = windows_for_inputs(contract.inputs, windows, relative)
+        windows = inputs[0] if len(inputs) == 1 else inputs
         parity = check_parity(model, onnx_bytes, windows, y_true)
     except ExportError as exc:
         logger.error("%s", exc)
@@ -158,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
               **parity.__dict__, "contract": contract.to_metadata()}
     # The parity record is the run's evidence: it goes beside the run's card, never into the package's assets.
     (args.keras.parent / f"{args.out.stem}.parity.json").write_text(json.dumps(record, indent=2) + "\n")
+    inputs_text = f"; inputs of versions {', '.join(contract.inputs)}" if len(contract.inputs) > 1 else ""
     update_card(args.keras.parent / "metrics.md", f"`{args.out.name}` ({len(onnx_bytes) / 1e6:.1f} MB, opset "
                 f"{proto.opset_import[0].version}), feature contract in its metadata (feature version "
-                f"{features.feature_version}). onnxruntime vs Keras on the first window of each of the "
+                f"{features.feature_version}{inputs_text}). onnxruntime vs Keras on the first window of each of the "
                 f"{parity.n_windows} listed clips ({summary.get('scored_on', 'test')}): max |Δp| "
                 f"{parity.max_abs_diff:.1e}, top-1 agreement "
                 f"{parity.top1_agreement:.0%}, accuracy {parity.onnx_accuracy:.2%} (ONNX) vs "

@@ -74,11 +74,13 @@ def convert(model, contract: ModelContract, features: LogMelConfig = DEFAULT_CON
     import tf2onnx
 
     model = without_cudnn(model)
-    spec = (tf.TensorSpec([None, features.n_mels, features.window_frames, 1], tf.float32, name=INPUT_NAME),)
+    names = input_names(contract)
+    spec = tuple(tf.TensorSpec([None, features.n_mels, features.window_frames, 1], tf.float32, name=name)
+                 for name in names)
 
     @tf.function(input_signature=spec, autograph=False)
-    def forward(x):
-        return model(x, training=False)
+    def forward(*xs):
+        return model(xs[0] if len(xs) == 1 else list(xs), training=False)
 
     try:
         proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
@@ -94,6 +96,11 @@ def convert(model, contract: ModelContract, features: LogMelConfig = DEFAULT_CON
 
     onnx.checker.check_model(proto)
     return proto
+
+
+def input_names(contract: ModelContract) -> list[str]:
+    """The graph's input names: ``log_mel``, or one per feature version for a model of several inputs."""
+    return [INPUT_NAME] if len(contract.inputs) == 1 else [f"{INPUT_NAME}_v{v}" for v in contract.inputs]
 
 
 def rename_output(proto, name: str) -> None:
@@ -126,16 +133,19 @@ class Parity:
                 f"top-1 agreement {self.top1_agreement:.2%}{acc}")
 
 
-def check_parity(keras_model, onnx_bytes: bytes, windows: np.ndarray, y_true: np.ndarray | None = None) -> Parity:
-    """Probabilities of both on ``windows`` (n, n_mels, frames); accuracy too when labels are given."""
+def check_parity(keras_model, onnx_bytes: bytes, windows, y_true: np.ndarray | None = None) -> Parity:
+    """Probabilities of both on ``windows`` (n, n_mels, frames) — or one such array per input, for a model of
+    several — and accuracy too when labels are given."""
     from emostream.inference.model import EmotionModel
 
     onnx_model = EmotionModel(onnx_bytes)
-    p_keras = keras_model.predict(windows[..., np.newaxis], batch_size=128, verbose=0)
-    p_onnx = np.concatenate([onnx_model.predict(windows[i : i + 128]) for i in range(0, len(windows), 128)])
+    xs = [np.asarray(w) for w in windows] if isinstance(windows, (list, tuple)) else [np.asarray(windows)]
+    p_keras = keras_model.predict([x[..., np.newaxis] for x in xs] if len(xs) > 1 else xs[0][..., np.newaxis],
+                                  batch_size=128, verbose=0)
+    p_onnx = np.concatenate([onnx_model.predict([x[i : i + 128] for x in xs]) for i in range(0, len(xs[0]), 128)])
     top_keras, top_onnx = p_keras.argmax(axis=1), p_onnx.argmax(axis=1)
     return Parity(
-        n_windows=len(windows),
+        n_windows=len(xs[0]),
         max_abs_diff=float(np.abs(p_keras - p_onnx).max()),
         top1_agreement=float(np.mean(top_keras == top_onnx)),
         keras_accuracy=None if y_true is None else float(np.mean(top_keras == y_true)),

@@ -27,6 +27,7 @@ from emostream.features.logmel import (
     relative_to_baseline,
     standardise_db,
     usable_baseline_prior,
+    windows_for_inputs,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "relative_to_baseline",
     "standardise_db",
     "usable_baseline_prior",
+    "windows_for_inputs",
 ]

@@ -15,6 +15,7 @@ from emostream.features.logmel import (
     BASELINE_PRIOR_LIMIT,
     DEFAULT_CONFIG,
     NORMALISATIONS,
+    STATEFUL_BASE,
     LogMelConfig,
     usable_baseline_prior,
 )
@@ -44,6 +45,15 @@ class ModelContract:
     #: Feature version 4: where a stream's speaker baseline starts, (n_mels,) — the mean of the training speakers'
     #: baselines. Empty for versions without a baseline.
     baseline_prior: tuple[float, ...] = ()
+    #: A model of more than one input: each graph input's feature version, in the graph's order — an ensemble of
+    #: version 3 and version 4 members takes ("3", "4") under feature_version "4" (the stream computes version 3
+    #: windows and the speaker baseline, and gives the model both). Empty: one input of feature_version.
+    input_versions: tuple[str, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The feature version of each graph input, in order."""
+        return tuple(self.input_versions) or (str(self.feature_version),)
 
     @classmethod
     def for_features(cls, labels, config: LogMelConfig = DEFAULT_CONFIG, **extra) -> ModelContract:
@@ -71,6 +81,11 @@ class ModelContract:
             if not isinstance(values["baseline_prior"], list):
                 raise ContractError("contract field baseline_prior is not a list of numbers")
             values["baseline_prior"] = tuple(values["baseline_prior"])
+        if "input_versions" in values:
+            if not isinstance(values["input_versions"], list) or \
+                    not all(isinstance(v, str) for v in values["input_versions"]):
+                raise ContractError("contract field input_versions is not a list of feature versions")
+            values["input_versions"] = tuple(values["input_versions"])
         return cls(**values)
 
     def feature_config(self) -> LogMelConfig:
@@ -108,5 +123,12 @@ class ModelContract:
             raise ContractError(f"model contract feature_version={self.feature_version!r} needs baseline_prior: "
                                     f"{config.n_mels} finite numbers below {BASELINE_PRIOR_LIMIT:g} in magnitude "
                                     "(where a stream's speaker baseline starts)")
+        if self.input_versions:
+            allowed = {str(self.feature_version), STATEFUL_BASE.get(str(self.feature_version))} - {None}
+            if len(self.input_versions) < 2 or len(set(self.input_versions)) != len(self.input_versions) or \
+                    not set(self.input_versions) <= allowed:
+                raise ContractError(f"model contract input_versions={list(self.input_versions)!r}: expected two or "
+                                    f"more distinct versions among {sorted(allowed)} (feature_version "
+                                    f"{self.feature_version!r} and the per-window version it builds on)")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ContractError(f"model contract labels {list(self.labels)!r} are not distinct class names")

@@ -59,6 +59,15 @@ NORMALISATIONS["4"] = (NORMALISATIONS["3"] + "; minus the speaker baseline (each
 #: Versions whose window depends on state beyond the window itself, and the per-window version they build on.
 STATEFUL_BASE = {"4": "3"}
 
+
+def windows_for_inputs(input_versions, per_window: np.ndarray, relative: np.ndarray | None) -> list[np.ndarray]:
+    """The window arrays a model's inputs take, in the graph's order: the per-window version's windows for an input
+    of a version a window alone determines, their baseline-relative twins for a stateful one. One stream gives both,
+    so a model of version 3 and version 4 members (``ModelContract.input_versions``) hears each window both ways."""
+    if relative is None and any(v in STATEFUL_BASE for v in input_versions):
+        raise ValueError(f"inputs of feature versions {list(input_versions)} need the speaker baseline")
+    return [relative if v in STATEFUL_BASE else per_window for v in input_versions]
+
 #: The version of the default configuration (what the models of feature version 1 were trained on).
 FEATURE_VERSION = "1"
 NORMALISATION = NORMALISATIONS[FEATURE_VERSION]

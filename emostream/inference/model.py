@@ -80,17 +80,37 @@ class EmotionModel:
         self.inference = inference
         inputs = self.session.get_inputs()
         features = self.features
-        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [features.n_mels, features.window_frames, 1]:
-            raise ModelError(f"{self.path}: model input {inputs[0].shape} does not take "
-                             f"(batch, {features.n_mels}, {features.window_frames}, 1) windows")
-        self.input_name = inputs[0].name
+        self.input_versions = self.contract.inputs  # what each graph input takes, in order
+        want = [features.n_mels, features.window_frames, 1]
+        if len(inputs) != len(self.input_versions) or any(list(i.shape[1:]) != want for i in inputs):
+            raise ModelError(f"{self.path or 'model'}: model inputs {[i.shape for i in inputs]} do not take "
+                             f"(batch, {features.n_mels}, {features.window_frames}, 1) windows of feature versions "
+                             f"{list(self.input_versions)}")
+        self.input_names = [i.name for i in inputs]
         self.labels = list(self.contract.labels)
         outputs = self.session.get_outputs()
         if outputs[0].shape[-1] != len(self.labels):
             raise ModelError(f"{self.path}: model gives {outputs[0].shape[-1]} scores for {len(self.labels)} labels")
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        """(n, n_mels, frames) or (n_mels, frames) standardised windows → (n, n_labels) float32."""
+    def predict(self, windows) -> np.ndarray:
+        """(n, n_mels, frames) or (n_mels, frames) standardised windows → (n, n_labels) float32. A model of more
+        than one input takes a sequence of such arrays, one per input (``features.windows_for_inputs``)."""
+        per_input = isinstance(windows, (list, tuple)) and len(windows) == len(self.input_names) and \
+            all(isinstance(a, np.ndarray) for a in windows)
+        arrays = list(windows) if per_input else [windows]
+        if len(arrays) != len(self.input_names):
+            raise ValueError(f"this model takes {len(self.input_names)} window arrays (feature versions "
+                             f"{list(self.input_versions)}), got {len(arrays)}")
+        xs = [self._checked(a) for a in arrays]
+        if len({len(x) for x in xs}) > 1:
+            raise ValueError(f"the window arrays differ in length: {[len(x) for x in xs]}")
+        step = self.inference.max_batch_windows
+        return np.concatenate([self.session.run(None, {name: x[i : i + step, ..., np.newaxis]
+                                                       for name, x in zip(self.input_names, xs, strict=True)})[0]
+                               for i in range(0, len(xs[0]), step)]) if len(xs[0]) else \
+            np.zeros((0, len(self.labels)), np.float32)
+
+    def _checked(self, windows) -> np.ndarray:
         x = np.asarray(windows, dtype=np.float32)
         if x.ndim == 2:
             x = x[np.newaxis]
@@ -98,8 +118,4 @@ class EmotionModel:
             raise ValueError(f"expected log-Mel windows of shape (n, {self.features.n_mels}, "
                              f"{self.features.window_frames}), got {x.shape}; for audio samples use "
                              "emostream.EmotionRecognizer().predict(samples, sample_rate_hz)")
-        step = self.inference.max_batch_windows
-        if len(x) <= step:
-            return self.session.run(None, {self.input_name: x[..., np.newaxis]})[0]
-        return np.concatenate([self.session.run(None, {self.input_name: x[i : i + step, ..., np.newaxis]})[0]
-                               for i in range(0, len(x), step)])
+        return x

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emostream import messages as msg
+from emostream.features import windows_for_inputs
 from emostream.inference import scoring
 from emostream.inference.baseline import StreamBaseline
 from emostream.inference.logmel_stream import LogMelStream, level_dbfs
@@ -207,10 +208,14 @@ class EmotionPipeline:
         return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
                               labels=self.model.labels, p=p, short=True)]
 
-    def model_input(self, windows: list) -> np.ndarray:
-        """Classified windows, in stream order → the model's (n, n_mels, frames) input of its feature version."""
+    def model_input(self, windows: list):
+        """Classified windows, in stream order → what the model takes: (n, n_mels, frames) of its feature version,
+        one such array per input for a model of several (version 3 and version 4 members)."""
         x = np.stack([w.features for w in windows])
-        return x if self.baseline is None else self.baseline.relative(x)
+        if self.baseline is None:
+            return x
+        inputs = windows_for_inputs(self.model.input_versions, x, self.baseline.relative(x))
+        return inputs[0] if len(inputs) == 1 else inputs
 
     def _add(self, p: np.ndarray, n: int) -> None:
         weighted = np.asarray(p, dtype=np.float64) * n

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.export.onnx_export import ExportError
+from emostream.features.logmel import STATEFUL_BASE, LogMelConfig
 from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.evaluate import (
@@ -67,22 +68,48 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
             members.append(json.loads((Path(folder) / "folds.json").read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise EnsembleError(f"{folder}: not a finished emostream-evaluate run ({exc})") from None
+    versions = [Preset.from_record(h["preset"]).feature_version for h in headers]
+    inputs = mixed_inputs(versions)
+    first = headers[0]["preset"]
+    # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name).
+    alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"]}}
+             for h in headers] if inputs else headers
     try:
-        check_same_recipe(folders, headers, "form an ensemble")
+        check_same_recipe(folders, alike, "form an ensemble")
     except ValueError as exc:
         raise EnsembleError(str(exc)) from None
-    return headers[0], members
+    if not inputs:
+        return headers[0], members
+    names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
+    return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
+            "input_versions": list(inputs), "member_versions": versions}, members
 
 
-def combine_fold(results: list[dict], classes: list[str]) -> dict:
-    """One fold's ensemble result from its members' results (the same fold, the same clips)."""
+def mixed_inputs(versions: list[str]) -> tuple[str, ...]:
+    """Members of one feature version: (). Members of a per-window version and the stateful version built on it
+    (3 and 4): the ensemble model's inputs, per-window version first — one stream computes both. Any other mix
+    cannot be served from one stream's windows: ``EnsembleError``."""
+    found = set(versions)
+    if len(found) == 1:
+        return ()
+    stateful = [v for v in found if v in STATEFUL_BASE]
+    if len(found) != 2 or len(stateful) != 1 or STATEFUL_BASE[stateful[0]] not in found:
+        pairs = ", ".join(f"{b} and {v}" for v, b in STATEFUL_BASE.items())
+        raise EnsembleError(f"members of feature versions {sorted(found)}: an ensemble mixes only a version with the "
+                            f"per-window version it builds on ({pairs})")
+    return STATEFUL_BASE[stateful[0]], stateful[0]
+
+
+def combine_fold(results: list[dict], classes: list[str], versions: list[str] | None = None) -> dict:
+    """One fold's ensemble result from its members' results (the same fold, the same clips). ``versions``: each
+    member's feature version, for a mixed ensemble (members of different versions may share a training seed)."""
     name = results[0]["fold"]
     per_clip = [r.get("clip_probabilities") for r in results]
     if not all(per_clip):
         raise EnsembleError(f"{name}: a member kept no per-clip probabilities (run before they were kept); "
                             "--models-only combines its saved models instead")
     seeds = [r.get("training_seed") for r in results]
-    known = [s for s in seeds if s is not None]
+    known = [(v, s) for v, s in zip(versions or [None] * len(seeds), seeds, strict=True) if s is not None]
     if len(set(known)) < len(known):
         raise EnsembleError(f"{name}: two members share a training seed ({seeds}); train with --seed-offset")
     y_true = per_clip[0]["y_true"]
@@ -128,7 +155,7 @@ def combine_fold(results: list[dict], classes: list[str]) -> dict:
     return out
 
 
-def combine(members: list[list[dict]], classes: list[str]) -> list[dict]:
+def combine(members: list[list[dict]], classes: list[str], versions: list[str] | None = None) -> list[dict]:
     """Per fold the members share, the ensemble's result; a fold missing from a member is left out (logged)."""
     by_name = [{r["fold"]: r for r in results} for results in members]
     shared = [name for name in by_name[0] if all(name in m for m in by_name[1:])]
@@ -137,12 +164,16 @@ def combine(members: list[list[dict]], classes: list[str]) -> list[dict]:
         logger.warning("folds not in every member, left out: %s", ", ".join(left_out))
     if not shared:
         raise EnsembleError("the runs share no fold")
-    return [combine_fold([m[name] for m in by_name], classes) for name in shared]
+    return [combine_fold([m[name] for m in by_name], classes, versions) for name in shared]
 
 
-def ensemble_model(members: list):
-    """One Keras model: the members side by side on the same input, their softmax outputs averaged."""
+def ensemble_model(members: list, versions: list[str] | None = None):
+    """One Keras model: the members side by side on the same input, their softmax outputs averaged. ``versions``
+    (each member's feature version) of a mixed ensemble: one input per version (``mixed_inputs``' order), each
+    member on its own version's input."""
     import keras
+
+    from emostream.export.onnx_export import INPUT_NAME
 
     renamed = []
     for i, member in enumerate(members, start=1):
@@ -151,12 +182,20 @@ def ensemble_model(members: list):
         clone = keras.Model.from_config(config)
         clone.set_weights(member.get_weights())
         renamed.append(clone)
-    inputs = keras.Input(shape=members[0].input_shape[1:], name="log_mel")
-    averaged = keras.layers.Average(name="probabilities")([m(inputs) for m in renamed])
-    return keras.Model(inputs, averaged, name=f"ensemble_of_{len(members)}")
+    shape = members[0].input_shape[1:]
+    order = mixed_inputs(versions) if versions else ()
+    if not order:
+        inputs = keras.Input(shape=shape, name=INPUT_NAME)
+        averaged = keras.layers.Average(name="probabilities")([m(inputs) for m in renamed])
+        return keras.Model(inputs, averaged, name=f"ensemble_of_{len(members)}")
+    by_version = {v: keras.Input(shape=shape, name=f"{INPUT_NAME}_v{v}") for v in order}
+    averaged = keras.layers.Average(name="probabilities")(
+        [m(by_version[v]) for m, v in zip(renamed, versions, strict=True)])
+    return keras.Model([by_version[v] for v in order], averaged, name=f"ensemble_of_{len(members)}")
 
 
-def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: dict, cache_dir, seed: int) -> dict:
+def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: dict, cache_dir, seed: int,
+                  input_versions: tuple[str, ...] = ()) -> dict:
     """``full_scores`` of ``model`` on the listed clips, scored as evaluation scores them (the same clip bank and
     noise floors for the data seed ``seed``, the daemon's windows, the mean over classified windows). Feature version
     4 takes each clip's speaker baseline from the speaker's other *listed* clips: the evaluation's own baseline on
@@ -177,7 +216,7 @@ def listed_scores(model, listed, classes: list[str], preset: Preset, data_dirs: 
 
         profiles = clip_profiles({"orig": bank}, speaker_keys(listed_corpora(listed), listed["actor"]), preset.features)
         heard = profiles.for_fold(rows, [rows]).heard
-    p = clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features, heard)
+    p = clip_probabilities(model, bank, rows, preset.multi_window_test, preset.features, heard, input_versions)
     return full_scores(np.array([classes.index(e) for e in listed["emotion"]]), p, classes)
 
 
@@ -208,9 +247,12 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
         for i, j in itertools.combinations(range(len(members)), 2):
             if all(np.array_equal(a, b) for a, b in zip(weights[i], weights[j], strict=True)):
                 raise EnsembleError(f"{saved}: {paths[i]} and {paths[j]} hold the same weights")
-        model = ensemble_model(members)
+        versions = [LogMelConfig(**s["features"]).feature_version if s.get("features") else preset.feature_version
+                    for s in summaries]
+        inputs = mixed_inputs(versions)
+        model = ensemble_model(members, versions)
         listed = pd.read_csv(paths[0] / "test_files.csv")
-        scored = listed_scores(model, listed, classes, preset, data_dirs, cache_dir, seed)
+        scored = listed_scores(model, listed, classes, preset, data_dirs, cache_dir, seed, inputs)
         first = summaries[0]
         # The member's fold name (older members: rebuilt from the run id without the preset's name).
         fold_name = first.get("fold") or first["run_id"].removeprefix(run_id(first["preset"]["name"], "")).replace(
@@ -222,16 +264,21 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                   "protocol": first.get("protocol"), "max_clips_per_class": first.get("max_clips_per_class"),
                   "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
                   ("test" if first.get("test_accuracy") is not None else "val"): scored}
-        priors = {json.dumps(s.get("baseline_prior")) for s in summaries}
+        # The members that hear a speaker baseline (all of a version 4 ensemble, some of a mixed one) share its prior.
+        priors = {json.dumps(s["baseline_prior"]) for s in summaries if s.get("baseline_prior") is not None}
         if len(priors) > 1:
             raise EnsembleError(f"{saved}: the members carry different baseline priors (trained on other speakers?)")
-        if first.get("baseline_prior") is not None:
-            result["baseline_prior"] = first["baseline_prior"]
+        if priors:
+            result["baseline_prior"] = json.loads(priors.pop())
+        if inputs:
+            result["input_versions"] = list(inputs)
         folder = out / saved
         write_run_folder(model, preset, classes, listed, fold_name, result, folder)
         described_members = [{"folder": str(p.parent), "run_id": s.get("run_id"),
                               "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy"),
-                              **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")}}
+                              **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")},
+                              # a mixed ensemble's members differ in recipe: each keeps its own
+                              **({"preset_name": s["preset"]["name"], "features": s["features"]} if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
@@ -261,12 +308,25 @@ def member_summary(summary: dict, i: int) -> dict:
     return {**{k: summary.get(k) for k in MEMBER_FIELDS},
             "protocol": summary.get("protocol") or protocol_of_fold(str(summary.get("fold", ""))),
             "run_id": member.get("run_id"), "preset": {**summary["preset"], "name": name},
+            **own_recipe(summary, member),
             "training_seed": member.get("training_seed"), "listed_accuracy": member.get("listed_accuracy"),
             "test_accuracy": None, "test_macro_f1": None, "test_uar": None, "test_first_window": None, "cross": None,
             "epoch": member.get("epoch"),
             "averaged_epochs": member.get("averaged_epochs", summary.get("averaged_epochs")),
             "epochs_run": member.get("epochs_run", int(runs[i - 1]) if len(runs) == len(members) and
                                      runs[i - 1].isdigit() else None)}
+
+
+def own_recipe(summary: dict, member: dict) -> dict:
+    """A member of a mixed ensemble: its own preset name and features (and the prior, if it hears a baseline); a
+    member of a one-recipe ensemble: the ensemble's prior, if any (its features are the ensemble's)."""
+    features = member.get("features") or summary.get("features") or {}
+    stateful = features.get("feature_version") in STATEFUL_BASE
+    prior = {"baseline_prior": summary["baseline_prior"]} if stateful and "baseline_prior" in summary else {}
+    if "preset_name" not in member:
+        return prior
+    return {"preset": {**summary["preset"], "name": member["preset_name"],
+                       "feature_version": features["feature_version"]}, "features": features, **prior}
 
 
 def unpack_members(folder: Path, out: Path) -> list[Path]:
@@ -370,15 +430,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         header, members = load_members(args.runs, args.out)
         classes = header["classes"]
-        preset = Preset.from_record(header["preset"])
+        preset = Preset.from_record(header["preset"])  # a mixed ensemble: its stateful version, both names
         preset = dataclasses.replace(preset, name=f"{preset.name}-ensemble-{len(args.runs)}")
         preparation = preparation_of(header)
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.models_only:
-            results = combine(members, classes)
+            results = combine(members, classes, header.get("member_versions"))
             report.write_folds(args.out / "folds.json", results)
+            mixed = {"input_versions": header["input_versions"]} if header.get("input_versions") else {}
             write_outputs(args.out, header["protocol"], preset, results, classes,
-                          {**preparation, "members": [str(f) for f in args.runs]})
+                          {**preparation, "members": [str(f) for f in args.runs], **mixed})
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
         seed = preparation["data_seed"] if args.seed is None else args.seed
         written = write_models(args.runs, preset, classes, args.out, data_dirs, args.cache_dir, seed)

@@ -51,6 +51,7 @@ from emostream.features import (
     kept_bands,
     relative_to_baseline,
     standardise_db,
+    windows_for_inputs,
 )
 from emostream.options import add_ranged
 from emostream.train import report
@@ -366,19 +367,26 @@ def mixup(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gener
 
 
 def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bool,
-                       features: LogMelConfig = DEFAULT_CONFIG, heard: np.ndarray | None = None) -> np.ndarray:
+                       features: LogMelConfig = DEFAULT_CONFIG, heard: np.ndarray | None = None,
+                       input_versions: tuple[str, ...] = ()) -> np.ndarray:
     """Per clip: the mean of the model over its streaming windows (the bank's version 1 windows, as ``features``'
-    version), or the first window only. ``heard`` (n_rows, n_mels): each row's speaker baseline, for version 4."""
+    version), or the first window only. ``heard`` (n_rows, n_mels): each row's speaker baseline, for version 4.
+    ``input_versions``: a model of several inputs (version 3 and version 4 members) gets each its version."""
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
     baseline = None if heard is None else np.repeat(heard[rows], counts, axis=0)
+    if len(input_versions) > 1:
+        per_window = from_version_1(np.concatenate(chosen), features.per_window())
+        relative = None if baseline is None else relative_to_baseline(per_window, baseline)
+        return mean_per_clip(model, windows_for_inputs(input_versions, per_window, relative), counts)
     return mean_per_clip(model, from_version_1(np.concatenate(chosen), features, baseline), counts)
 
 
-def mean_per_clip(model, windows: np.ndarray, counts: list[int]) -> np.ndarray:
-    """The model over (n, n_mels, frames) ``windows``, clips' windows one after another (``counts`` each): per
-    clip, the mean probabilities."""
-    p = model.predict(windows[..., np.newaxis], batch_size=256, verbose=0)
+def mean_per_clip(model, windows, counts: list[int]) -> np.ndarray:
+    """The model over (n, n_mels, frames) ``windows`` (a list of such arrays, one per input, for a model of
+    several), clips' windows one after another (``counts`` each): per clip, the mean probabilities."""
+    x = [w[..., np.newaxis] for w in windows] if isinstance(windows, list) else windows[..., np.newaxis]
+    p = model.predict(x, batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
 
@@ -668,12 +676,17 @@ def _pct(d: dict, key: str, pct: bool = True) -> str:
 
 
 def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str],
-               exported: dict | None = None):
+               exported: dict | None = None, input_versions: list[str] | None = None):
     """``exported`` (file, run_id, feature_version): an ONNX model scored as it is, whose training settings are
-    in its own run's summary, not in the preset named on this command line."""
+    in its own run's summary, not in the preset named on this command line. ``input_versions``: a mixed ensemble's
+    (its members of each version get their own input)."""
+    inputs = input_versions or (exported or {}).get("input_versions") or []
+    mixed = (f" A mixed ensemble: members of feature versions {' and '.join(inputs)}, each on its own version's "
+             "input (one stream computes both)." if len(inputs) > 1 else "")
     settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
                 f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
-                "that run's summary and card." if exported else f"Settings: `{json.dumps(dataclasses.asdict(preset))}`")
+                "that run's summary and card." if exported else
+                f"Settings: `{json.dumps(dataclasses.asdict(preset))}`") + mixed
     lines = [f"# Evaluation: preset `{preset.name}`, protocol `{protocol}`", "", settings, "",
              "Clips are scored as the daemon scores speech: laid into a quiet noise floor (−60 dBFS), the daemon's "
              "sliding windows (hop 0.255 s), its −50 dBFS gate, the mean over the windows it classifies.", "",
@@ -756,7 +769,8 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                 "classes": classes, **(preparation or {}), "summary": summary,
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
-    write_card(out, protocol, preset, results, summary, classes, (preparation or {}).get("exported_model"))
+    write_card(out, protocol, preset, results, summary, classes, (preparation or {}).get("exported_model"),
+               (preparation or {}).get("input_versions"))
     def rounded(figures: dict) -> dict:
         return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
                 for k, v in figures.items() if k != "tail_average"}
@@ -858,6 +872,7 @@ def write_run_folder(model, preset: Preset, classes: list[str], listed, fold_nam
         "epochs_run": result["epochs_run"], "training_seed": result.get("training_seed"),
         "n_train": result["n_train"], "n_val": result["n_val"], "n_test": result["n_test"],
         **({"baseline_prior": result["baseline_prior"]} if "baseline_prior" in result else {}),
+        **({"input_versions": result["input_versions"]} if result.get("input_versions") else {}),
     })
 
 
@@ -1006,9 +1021,12 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
         profiles = data.profiles or clip_profiles({"orig": data.banks["orig"]}, data.speakers, model.features)
 
     def probabilities(rows, heard):
-        return np.stack([model.predict(from_version_1(data.banks["orig"].windows[r], model.features,
-                                                      None if heard is None else heard[r])).mean(axis=0)
-                         for r in rows])
+        def windows(r):  # each input's version of the clip's windows (a mixed model takes versions 3 and 4)
+            per_window = from_version_1(data.banks["orig"].windows[r], model.features.per_window())
+            relative = None if heard is None else relative_to_baseline(per_window, heard[r])
+            return windows_for_inputs(model.input_versions, per_window, relative)
+
+        return np.stack([model.predict(windows(r)).mean(axis=0) for r in rows])
 
     for fold in data.folds:
         baselines = data.fold_baselines(fold, profiles)
@@ -1037,7 +1055,7 @@ def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, ou
     recorded = dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)",
                                    feature_version=model.contract.feature_version)  # what was computed for it
     exported = {"file": path.name, "run_id": model.contract.run_id,
-                "feature_version": model.contract.feature_version}
+                "feature_version": model.contract.feature_version, "input_versions": list(model.input_versions)}
     write_outputs(out, protocol, recorded, results, data.classes, {"exported_model": exported})
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import DEFAULT_CONFIG, load_audio
+from emostream.features import DEFAULT_CONFIG, load_audio, windows_for_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
             degraded = np.clip(condition(y, rng), -1.0, 1.0)
             windows = clip_windows(degraded, seed=clip_seed(Path(path).name), config=model.features.per_window())
             if model.features.needs_baseline:  # version 4: each clip as a stream's first utterance (the API's way)
-                windows = StreamBaseline(model.contract.baseline_prior).relative(windows)
+                windows = windows_for_inputs(model.input_versions, windows,
+                                             StreamBaseline(model.contract.baseline_prior).relative(windows))
             predictions.append(model.predict(windows).mean(axis=0).argmax())
         predictions = np.array(predictions)
         share = np.bincount(predictions, minlength=len(labels)) / len(predictions)
