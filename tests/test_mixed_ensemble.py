@@ -82,7 +82,8 @@ def test_a_mixed_model_s_contract_is_checked_and_bad_inputs_are_one_line_errors(
     assert ModelContract.from_metadata(contract.to_metadata()) == contract
     for versions, config in ((("3", "4"), V3), (("4", "4"), V4), (("2", "4"), V4), (("4",), V4)):
         with pytest.raises(ContractError, match="input_versions"):
-            ModelContract.for_features(LABELS, config, baseline_prior=PRIOR, input_versions=versions).check_honoured_by()
+            ModelContract.for_features(LABELS, config, baseline_prior=PRIOR,
+                                       input_versions=versions).check_honoured_by()
     bad = {**contract.to_metadata(), "emostream.input_versions": json.dumps([3, 4])}
     with pytest.raises(ContractError, match="input_versions"):
         ModelContract.from_metadata(bad)
