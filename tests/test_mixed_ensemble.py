@@ -98,6 +98,9 @@ def test_a_mixed_model_s_contract_is_checked_and_bad_inputs_are_one_line_errors(
         EmotionModel(proto.SerializeToString())
     assert "\n" not in str(err.value)
     model = EmotionModel(onnx_bytes)
+    from emostream.stream.daemon import model_info
+
+    assert model_info(model.contract)["input_versions"] == ["3", "4"]  # what the hello tells clients
     windows = np.zeros((2, 128, 100), np.float32)
     with pytest.raises(ValueError, match="takes 2 window arrays"):
         model.predict(windows)

@@ -225,7 +225,8 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     evaluation = json.loads((scored / "evaluation.json").read_text())
     assert evaluation["preset"]["feature_version"] == "1"
     run_id = EmotionModel(onnx_path).contract.run_id
-    assert evaluation["exported_model"] == {"file": "ship.onnx", "run_id": run_id, "feature_version": "1"}
+    assert evaluation["exported_model"] == {"file": "ship.onnx", "run_id": run_id, "feature_version": "1",
+                                           "input_versions": ["1"]}
     settings = next(line for line in (scored / "evaluation.md").read_text().splitlines() if line.startswith("Settings"))
     assert run_id in settings and "epochs" not in settings  # not the training settings of the preset named here
     (fold,) = evaluation["folds"]

@@ -118,7 +118,7 @@ def _request_token(request) -> str | None:
 def model_info(contract) -> dict:
     """What the hello message says about the model."""
     return {"run_id": contract.run_id, "test_accuracy": contract.test_accuracy,
-            "feature_version": contract.feature_version}
+            "feature_version": contract.feature_version, "input_versions": list(contract.inputs)}
 
 
 class EmotionDaemon:
