@@ -53,6 +53,8 @@ def test_the_daemon_gives_a_mixed_model_each_window_as_version_3_and_relative_to
     predict = model.predict
     monkeypatch.setattr(model, "predict", lambda x: seen.append([np.array(a) for a in x]) or predict(x))
     pipeline = EmotionPipeline(model, PipelineConfig(hop_s=0.25, silence_dbfs=-120, smoothing=0.0), 22050)
+    pipeline.warm_up()  # the daemon's first step: one silent window through every input, then forgotten
+    seen.clear()
     signal = np.concatenate([speechlike(3.0, seed=1), 0.2 * speechlike(3.0, seed=2)])
     messages = pipeline.process(signal[:40000, None]) + pipeline.process(signal[40000:, None])
     plain_seen = np.concatenate([s[0] for s in seen])
@@ -74,6 +76,11 @@ def test_the_daemon_gives_a_mixed_model_each_window_as_version_3_and_relative_to
     swapped = np.mean([members[0].predict(want_relative[..., None], verbose=0),
                        members[1].predict(plain[..., None], verbose=0)], axis=0)
     assert np.abs(scores - swapped).max() > 1e-3  # the wiring, not a coincidence of two similar inputs
+    # The API scores a clip as a stream's first utterance: both inputs from one stream, the baseline from the prior.
+    from emostream.api import EmotionRecognizer
+
+    score = EmotionRecognizer(onnx_bytes).predict(signal[:66150], 22050)
+    assert sum(score.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_mixed_model_s_contract_is_checked_and_bad_inputs_are_one_line_errors(mixed):

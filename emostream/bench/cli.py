@@ -18,7 +18,9 @@ import numpy as np
 
 from emostream.bench.measure import (
     feature_update_times,
+    fed,
     inference_times,
+    model_feed,
     onnx_flops_per_window,
     percentiles_ms,
     process_cpu_seconds,
@@ -87,7 +89,9 @@ def keras_predict(keras_path: Path):
     if not keras_path.is_file():
         return None
     model = keras.models.load_model(keras_path, compile=False)
-    return lambda x: np.asarray(model(x[..., np.newaxis], training=False))
+    return lambda xs: np.asarray(model([x[..., np.newaxis] for x in xs] if len(xs) > 1 else xs[0][..., np.newaxis],
+                                       training=False))
+
 
 
 def realtime_factor(model: EmotionModel, signal: np.ndarray, hop_s: float, seconds: float) -> dict:
@@ -159,15 +163,15 @@ def run(args) -> dict:
     for name, config in variants.items():
         logger.info("inference: %s", name)
         m = EmotionModel(args.model, config)
-        inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+        inference[name] = percentiles_ms(inference_times(fed(m.predict, model_feed(m)), windows, args.windows))
     for name, m in beside.items():
         logger.info("inference: %s", name)
-        inference[name] = percentiles_ms(inference_times(m.predict, windows, args.windows))
+        inference[name] = percentiles_ms(inference_times(fed(m.predict, model_feed(m)), windows, args.windows))
     keras_fn = None if args.no_keras else keras_predict(args.keras)
     if keras_fn is not None:
         logger.info("inference: Keras called directly (%d windows)", args.keras_windows)
         inference["Keras model called directly"] = percentiles_ms(
-            inference_times(keras_fn, windows, args.keras_windows))
+            inference_times(fed(keras_fn, model_feed(model)), windows, args.keras_windows))
     base = inference["onnxruntime fp32, 1 thread (daemon default)"]["p50_ms"]
     for stats in inference.values():
         stats["p50_over_ours"] = stats["p50_ms"] / base

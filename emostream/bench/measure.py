@@ -73,6 +73,24 @@ def windows_from(signal: np.ndarray, n: int, hop_frames: int = 11, c: LogMelConf
     return np.stack([w.features for w in stream.push(signal)][:n])
 
 
+def model_feed(model):
+    """Per-window-version windows → the model's input arrays, as the daemon gives them: a model that hears the
+    speaker baseline gets each window relative to a stream's running baseline (counted in its inference time, as
+    the daemon's ``inference_ms`` counts it), one array per input."""
+    from emostream.features import windows_for_inputs
+    from emostream.inference.baseline import StreamBaseline
+
+    if not model.features.needs_baseline:
+        return lambda x: [x]
+    baseline = StreamBaseline(model.contract.baseline_prior)
+    return lambda x: windows_for_inputs(model.input_versions, x, baseline.relative(x))
+
+
+def fed(predict, feed):
+    """``predict`` of the arrays ``feed`` makes of a batch of windows."""
+    return lambda x: predict(feed(x))
+
+
 def inference_times(predict: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, n: int) -> list[float]:
     """Batch-1 latency over ``n`` calls cycling through ``windows``."""
     return time_calls(lambda i: predict(windows[i % len(windows)][np.newaxis]), n, warmup=10)
@@ -103,9 +121,10 @@ def onnx_flops_per_window(onnx_path) -> float | None:
     except ImportError:
         return None
     model = onnx.load(str(onnx_path))
-    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
-    batch.Clear()
-    batch.dim_value = 1
+    for graph_input in model.graph.input:  # every input: a model of several runs a branch on each
+        batch = graph_input.type.tensor_type.shape.dim[0]
+        batch.Clear()
+        batch.dim_value = 1
     model = shape_inference.infer_shapes(model)
     shapes = {}
     for value in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):

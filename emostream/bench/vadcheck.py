@@ -141,13 +141,13 @@ def measure(data_dir: Path | None, n_clips: int) -> dict:
     results["per_hop_0.255_s"] = {k: percentiles_ms(vad_update_times(sample, 11 * 512, 1000, c))
                                   for k, c in configs.items()}
     # The emotion model's own inference per window, in the same run and conditions, for scale.
-    from emostream.bench.measure import inference_times, windows_from
+    from emostream.bench.measure import fed, inference_times, model_feed, windows_from
     from emostream.inference.model import EmotionModel
     from emostream.paths import DEFAULT_MODEL_PATH
 
     model = EmotionModel(DEFAULT_MODEL_PATH)
-    results["per_hop_0.255_s"]["crnn inference (for scale)"] = percentiles_ms(
-        inference_times(model.predict, windows_from(sample, 64), 300))
+    results["per_hop_0.255_s"]["crnn inference (for scale)"] = percentiles_ms(inference_times(
+        fed(model.predict, model_feed(model)), windows_from(sample, 64, c=model.features.per_window()), 300))
     return results
 
 

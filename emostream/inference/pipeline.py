@@ -104,7 +104,8 @@ class EmotionPipeline:
         must not pay for lazy set-up (filterbank, allocator, onnxruntime's first run)."""
         n = self.features.window_samples
         self.stream.push(np.zeros(n, np.float32) + 1e-3 * np.sin(np.arange(n, dtype=np.float32)))
-        self.model.predict(np.zeros((1, self.features.n_mels, self.features.window_frames), np.float32))
+        silent = np.zeros((1, self.features.n_mels, self.features.window_frames), np.float32)
+        self.model.predict([silent] * len(self.model.input_versions))
         self.reset()
 
     def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
