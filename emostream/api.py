@@ -183,7 +183,8 @@ class EmotionRecognizer:
         pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1])
         mono = pipeline.to_model_rate(x, last=True)
         _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
-        p = self.model.predict(pipeline.model_input(voiced)).mean(axis=0)  # version 4: from the prior, cold
+        model = self.model
+        p = model.predict(pipeline.model_input(voiced, model)).mean(axis=0)  # version 4: from the prior, cold
         top = int(np.argmax(p))
         return ClipScore(top=self.labels[top], top_p=float(p[top]),
                          probabilities={k: float(v) for k, v in zip(self.labels, p, strict=True)},

@@ -104,6 +104,13 @@ def test_a_mixed_model_s_contract_is_checked_and_bad_inputs_are_one_line_errors(
     with pytest.raises(ModelError, match="model inputs") as err:
         EmotionModel(proto.SerializeToString())
     assert "\n" not in str(err.value)
+    renamed = onnx.load_from_string(onnx_bytes)  # inputs are matched to versions by name, not position alone
+    old_name = renamed.graph.input[0].name
+    renamed.graph.input[0].name = "x"
+    for node in renamed.graph.node:
+        node.input[:] = ["x" if i == old_name else i for i in node.input]
+    with pytest.raises(ModelError, match="not named"):
+        EmotionModel(renamed.SerializeToString())
     model = EmotionModel(onnx_bytes)
     from emostream.stream.daemon import model_info
 
@@ -115,6 +122,25 @@ def test_a_mixed_model_s_contract_is_checked_and_bad_inputs_are_one_line_errors(
         model.predict([windows, windows[:1]])
     with pytest.raises(ValueError, match="speaker baseline"):
         windows_for_inputs(("3", "4"), windows, None)
+
+
+def test_the_benchmark_times_a_mixed_model_as_the_daemon_feeds_it(mixed, tmp_path):
+    from emostream.bench.cli import ort_profile
+    from emostream.bench.measure import fed, inference_times, model_feed, onnx_flops_per_window, windows_from
+
+    members, _, onnx_bytes = mixed
+    path = tmp_path / "mixed.onnx"
+    path.write_bytes(onnx_bytes)
+    model = EmotionModel(path)
+    windows = windows_from(np.asarray(speechlike(4.0, seed=5), np.float32), 8, c=V3)
+    assert len(inference_times(fed(model.predict, model_feed(model)), windows, 12)) == 12
+    assert sum(op["share"] for op in ort_profile(path, windows, 1, runs=5)) == pytest.approx(1.0)
+    # Both members' arithmetic is counted: twice one member's (the two members are the same architecture).
+    one = tmp_path / "one.onnx"
+    from emostream.export.onnx_export import convert
+
+    one.write_bytes(convert(members[0], ModelContract.for_features(LABELS, V3), V3).SerializeToString())
+    assert onnx_flops_per_window(path) == pytest.approx(2 * onnx_flops_per_window(one), rel=0.01)
 
 
 def test_only_a_version_and_the_per_window_version_it_builds_on_mix():
@@ -167,6 +193,9 @@ def test_a_mixed_ensemble_of_runs_scores_its_listed_clips_as_its_evaluation_did_
     model = EmotionModel(onnx_path)
     assert model.input_versions == ("3", "4")
     np.testing.assert_allclose(model.contract.baseline_prior, v4_member["baseline_prior"], atol=1e-6)
+    with pytest.raises(SystemExit):  # a mixed ensemble is not a member: its members are
+        ensemble.main([str(out), str(runs[0]), "--out", str(tmp_path / "nested")])
+    assert not (tmp_path / "nested" / "evaluation.json").exists()
     unpacked = ensemble.unpack_members(saved, tmp_path / "unpacked")
     recipes = [json.loads((u / "model-fold1-tail-average" / "summary.json").read_text()) for u in unpacked]
     assert [r["preset"]["name"] for r in recipes] == ["wideband-90ep", "wideband-90ep-baseline"]

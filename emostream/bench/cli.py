@@ -64,9 +64,11 @@ def ort_profile(model_path: Path, windows: np.ndarray, threads: int, runs: int =
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "emostream-ort-profile")
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    model = EmotionModel(model_path)
+    feed = model_feed(model)  # every input, as the daemon feeds them
     for i in range(runs):
-        session.run(None, {name: windows[i % len(windows)][np.newaxis, ..., np.newaxis]})
+        arrays = feed(windows[i % len(windows)][np.newaxis])
+        session.run(None, {name: a[..., np.newaxis] for name, a in zip(model.input_names, arrays, strict=True)})
     trace = Path(session.end_profiling())
     totals: dict[str, float] = {}
     for event in json.loads(trace.read_text()):

@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logger = logging.getLogger(__name__)
 
 OPSET = 18
-INPUT_NAME = "log_mel"
 OUTPUT_NAME = "probabilities"
 
 
@@ -74,7 +73,7 @@ def convert(model, contract: ModelContract, features: LogMelConfig = DEFAULT_CON
     import tf2onnx
 
     model = without_cudnn(model)
-    names = input_names(contract)
+    names = contract.graph_inputs
     spec = tuple(tf.TensorSpec([None, features.n_mels, features.window_frames, 1], tf.float32, name=name)
                  for name in names)
 
@@ -96,11 +95,6 @@ def convert(model, contract: ModelContract, features: LogMelConfig = DEFAULT_CON
 
     onnx.checker.check_model(proto)
     return proto
-
-
-def input_names(contract: ModelContract) -> list[str]:
-    """The graph's input names: ``log_mel``, or one per feature version for a model of several inputs."""
-    return [INPUT_NAME] if len(contract.inputs) == 1 else [f"{INPUT_NAME}_v{v}" for v in contract.inputs]
 
 
 def rename_output(proto, name: str) -> None:

@@ -23,6 +23,12 @@ from emostream.features.logmel import (
 PREFIX = "emostream."
 
 
+def graph_input_name(version: str | None = None) -> str:
+    """A graph input's name: ``log_mel`` for a model of one input; ``log_mel_v3``, ``log_mel_v4`` … for a model of
+    several, one per feature version (the daemon matches them by name)."""
+    return "log_mel" if version is None else f"log_mel_v{version}"
+
+
 class ContractError(ValueError):
     """A model whose contract is missing or differs from what this code computes."""
 
@@ -54,6 +60,11 @@ class ModelContract:
     def inputs(self) -> tuple[str, ...]:
         """The feature version of each graph input, in order."""
         return tuple(self.input_versions) or (str(self.feature_version),)
+
+    @property
+    def graph_inputs(self) -> list[str]:
+        """The graph's input names, in the order of ``inputs``."""
+        return [graph_input_name()] if len(self.inputs) == 1 else [graph_input_name(v) for v in self.inputs]
 
     @classmethod
     def for_features(cls, labels, config: LogMelConfig = DEFAULT_CONFIG, **extra) -> ModelContract:

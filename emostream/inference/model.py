@@ -87,6 +87,12 @@ class EmotionModel:
                              f"(batch, {features.n_mels}, {features.window_frames}, 1) windows of feature versions "
                              f"{list(self.input_versions)}")
         self.input_names = [i.name for i in inputs]
+        if len(inputs) > 1:  # inputs named by version (as exported) are matched by name, never by position alone
+            named = self.contract.graph_inputs
+            if set(self.input_names) != set(named):
+                raise ModelError(f"{self.path or 'model'}: model inputs {self.input_names} are not named "
+                                 f"{named} for its input_versions {list(self.input_versions)}")
+            self.input_names = named
         self.labels = list(self.contract.labels)
         outputs = self.session.get_outputs()
         if outputs[0].shape[-1] != len(self.labels):
@@ -96,7 +102,7 @@ class EmotionModel:
         """(n, n_mels, frames) or (n_mels, frames) standardised windows → (n, n_labels) float32. A model of more
         than one input takes a sequence of such arrays, one per input (``features.windows_for_inputs``)."""
         per_input = isinstance(windows, (list, tuple)) and len(windows) == len(self.input_names) and \
-            all(isinstance(a, np.ndarray) for a in windows)
+            all(isinstance(a, np.ndarray) and (a.ndim == 3 or len(self.input_names) == 1) for a in windows)
         arrays = list(windows) if per_input else [windows]
         if len(arrays) != len(self.input_names):
             raise ValueError(f"this model takes {len(self.input_names)} window arrays (feature versions "

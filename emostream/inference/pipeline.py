@@ -160,7 +160,8 @@ class EmotionPipeline:
         scores = {}
         if voiced:
             started = time.perf_counter()
-            probabilities = self.model.predict(self.model_input(voiced))
+            model = self.model  # read once: a reload swaps it between windows, never inside one
+            probabilities = model.predict(self.model_input(voiced, model))
             inference_ms = (time.perf_counter() - started) * 1e3 / len(voiced)
             scores = {w.index: p for w, p in zip(voiced, probabilities, strict=True)}
         messages = []
@@ -202,20 +203,22 @@ class EmotionPipeline:
         if level_dbfs(audio) < self.config.silence_dbfs:
             return []  # silence stays silence, however short
         _, voiced = scoring.stream_windows(audio, self.context, 0, self.features)
-        p = self.model.predict(self.model_input(voiced)).mean(axis=0)
+        model = self.model
+        p = model.predict(self.model_input(voiced, model)).mean(axis=0)
         self.short = True
         self._add(p, len(voiced))
         self.utterances_out += 1
         return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
                               labels=self.model.labels, p=p, short=True)]
 
-    def model_input(self, windows: list):
-        """Classified windows, in stream order → what the model takes: (n, n_mels, frames) of its feature version,
-        one such array per input for a model of several (version 3 and version 4 members)."""
+    def model_input(self, windows: list, model: EmotionModel | None = None):
+        """Classified windows, in stream order → what ``model`` (default: the pipeline's) takes: (n, n_mels, frames)
+        of its feature version, one such array per input for a model of several (version 3 and version 4 members).
+        Callers pass the model they will run, read once, so a reload between the two cannot mismatch them."""
         x = np.stack([w.features for w in windows])
         if self.baseline is None:
             return x
-        inputs = windows_for_inputs(self.model.input_versions, x, self.baseline.relative(x))
+        inputs = windows_for_inputs((model or self.model).input_versions, x, self.baseline.relative(x))
         return inputs[0] if len(inputs) == 1 else inputs
 
     def _add(self, p: np.ndarray, n: int) -> None:

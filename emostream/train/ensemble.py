@@ -68,6 +68,9 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
             members.append(json.loads((Path(folder) / "folds.json").read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise EnsembleError(f"{folder}: not a finished emostream-evaluate run ({exc})") from None
+    nested = [str(f) for f, h in zip(folders, headers, strict=True) if h.get("input_versions")]
+    if nested:
+        raise EnsembleError(f"{nested[0]} is itself a mixed ensemble: combine its members instead")
     versions = [Preset.from_record(h["preset"]).feature_version for h in headers]
     inputs = mixed_inputs(versions)
     first = headers[0]["preset"]
@@ -173,7 +176,7 @@ def ensemble_model(members: list, versions: list[str] | None = None):
     member on its own version's input."""
     import keras
 
-    from emostream.export.onnx_export import INPUT_NAME
+    from emostream.features.contract import graph_input_name
 
     renamed = []
     for i, member in enumerate(members, start=1):
@@ -185,10 +188,10 @@ def ensemble_model(members: list, versions: list[str] | None = None):
     shape = members[0].input_shape[1:]
     order = mixed_inputs(versions) if versions else ()
     if not order:
-        inputs = keras.Input(shape=shape, name=INPUT_NAME)
+        inputs = keras.Input(shape=shape, name=graph_input_name())
         averaged = keras.layers.Average(name="probabilities")([m(inputs) for m in renamed])
         return keras.Model(inputs, averaged, name=f"ensemble_of_{len(members)}")
-    by_version = {v: keras.Input(shape=shape, name=f"{INPUT_NAME}_v{v}") for v in order}
+    by_version = {v: keras.Input(shape=shape, name=graph_input_name(v)) for v in order}
     averaged = keras.layers.Average(name="probabilities")(
         [m(by_version[v]) for m, v in zip(renamed, versions, strict=True)])
     return keras.Model([by_version[v] for v in order], averaged, name=f"ensemble_of_{len(members)}")
@@ -265,11 +268,13 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                   "weights_described": "a seed ensemble of " + " and ".join(map(described, summaries)),
                   ("test" if first.get("test_accuracy") is not None else "val"): scored}
         # The members that hear a speaker baseline (all of a version 4 ensemble, some of a mixed one) share its prior.
-        priors = {json.dumps(s["baseline_prior"]) for s in summaries if s.get("baseline_prior") is not None}
+        priors = {json.dumps(s.get("baseline_prior")) for s, v in zip(summaries, versions, strict=True)
+                  if v in STATEFUL_BASE}
         if len(priors) > 1:
             raise EnsembleError(f"{saved}: the members carry different baseline priors (trained on other speakers?)")
-        if priors:
-            result["baseline_prior"] = json.loads(priors.pop())
+        prior = json.loads(priors.pop()) if priors else None
+        if prior is not None:
+            result["baseline_prior"] = prior
         if inputs:
             result["input_versions"] = list(inputs)
         folder = out / saved
@@ -278,7 +283,7 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                               "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy"),
                               **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")},
                               # a mixed ensemble's members differ in recipe: each keeps its own
-                              **({"preset_name": s["preset"]["name"], "features": s["features"]} if inputs else {})}
+                              **({"preset_name": s["preset"]["name"], "features": s.get("features")} if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
