@@ -135,7 +135,9 @@ def run(args) -> dict:
 
     logger.info("feature update per hop (%d windows)", args.windows)
     ours, naive = feature_update_times(signal, hop_frames, args.windows, model.features.per_window())
-    results["features"] = {"hop_frames": hop_frames, "feature_version": model.features.feature_version,
+    # The stream's per-window version; a version 4 model's baseline step is part of its inference (as in the daemon).
+    results["features"] = {"hop_frames": hop_frames, "feature_version": model.features.per_window().feature_version,
+                           "model_feature_version": model.features.feature_version,
                            "ours": percentiles_ms(ours),
                            "librosa_whole_window": percentiles_ms(naive)}
     results["features"]["naive_over_ours_p50"] = (results["features"]["librosa_whole_window"]["p50_ms"]
@@ -243,7 +245,10 @@ def table(r: dict) -> str:
                      + (f"{ratio:7.2f}" if ratio is not None else f"{'':>7}"))
 
     f = r["features"]
+    model_version = f.get("model_feature_version", f.get("feature_version", "1"))
     row(f"feature update per hop ({f['hop_frames']} frames, version {f.get('feature_version', '1')})", f["ours"], 1.0)
+    if model_version != f.get("feature_version", "1"):
+        lines.append(f"  (a version {model_version} model: its speaker-baseline step is timed in its inference)")
     row("  librosa, whole window every hop", f["librosa_whole_window"], f["naive_over_ours_p50"])
     for name, s in r.get("vad", {}).items():
         row(f"voice-activity gate per hop: {name}", s)
