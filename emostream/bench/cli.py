@@ -91,8 +91,9 @@ def keras_predict(keras_path: Path):
     if not keras_path.is_file():
         return None
     model = keras.models.load_model(keras_path, compile=False)
-    return lambda xs: np.asarray(model([x[..., np.newaxis] for x in xs] if len(xs) > 1 else xs[0][..., np.newaxis],
-                                       training=False))
+    from emostream.export.onnx_export import keras_inputs
+
+    return lambda xs: np.asarray(model(keras_inputs(xs), training=False))
 
 
 

@@ -105,6 +105,13 @@ def rename_output(proto, name: str) -> None:
     proto.graph.output[0].name = name
 
 
+def keras_inputs(arrays: list[np.ndarray]):
+    """One (n, n_mels, frames) window array per input → what the Keras model takes: each with its channel axis, a
+    list only for a model of several inputs."""
+    x = [a[..., np.newaxis] for a in arrays]
+    return x[0] if len(x) == 1 else x
+
+
 @dataclass(frozen=True)
 class Parity:
     """onnxruntime vs Keras on the same windows."""
@@ -134,8 +141,7 @@ def check_parity(keras_model, onnx_bytes: bytes, windows, y_true: np.ndarray | N
 
     onnx_model = EmotionModel(onnx_bytes)
     xs = [np.asarray(w) for w in windows] if isinstance(windows, (list, tuple)) else [np.asarray(windows)]
-    p_keras = keras_model.predict([x[..., np.newaxis] for x in xs] if len(xs) > 1 else xs[0][..., np.newaxis],
-                                  batch_size=128, verbose=0)
+    p_keras = keras_model.predict(keras_inputs(xs), batch_size=128, verbose=0)
     p_onnx = np.concatenate([onnx_model.predict([x[i : i + 128] for x in xs]) for i in range(0, len(xs[0]), 128)])
     top_keras, top_onnx = p_keras.argmax(axis=1), p_onnx.argmax(axis=1)
     return Parity(

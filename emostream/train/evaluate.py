@@ -375,18 +375,18 @@ def clip_probabilities(model, bank: ClipBank, rows: np.ndarray, multi_window: bo
     chosen = [bank.windows[r] if multi_window else bank.windows[r][:1] for r in rows]
     counts = [len(w) for w in chosen]
     baseline = None if heard is None else np.repeat(heard[rows], counts, axis=0)
-    if len(input_versions) > 1:
-        per_window = from_version_1(np.concatenate(chosen), features.per_window())
-        relative = None if baseline is None else relative_to_baseline(per_window, baseline)
-        return mean_per_clip(model, windows_for_inputs(input_versions, per_window, relative), counts)
-    return mean_per_clip(model, from_version_1(np.concatenate(chosen), features, baseline), counts)
+    per_window = from_version_1(np.concatenate(chosen), features.per_window())
+    relative = None if baseline is None else relative_to_baseline(per_window, baseline)
+    inputs = windows_for_inputs(input_versions or (features.feature_version,), per_window, relative)
+    return mean_per_clip(model, inputs, counts)
 
 
 def mean_per_clip(model, windows, counts: list[int]) -> np.ndarray:
-    """The model over (n, n_mels, frames) ``windows`` (a list of such arrays, one per input, for a model of
-    several), clips' windows one after another (``counts`` each): per clip, the mean probabilities."""
-    x = [w[..., np.newaxis] for w in windows] if isinstance(windows, list) else windows[..., np.newaxis]
-    p = model.predict(x, batch_size=256, verbose=0)
+    """The model over (n, n_mels, frames) ``windows`` (or a list of such arrays, one per input), clips' windows one
+    after another (``counts`` each): per clip, the mean probabilities."""
+    from emostream.export.onnx_export import keras_inputs
+
+    p = model.predict(keras_inputs(windows if isinstance(windows, list) else [windows]), batch_size=256, verbose=0)
     return np.stack([chunk.mean(axis=0) for chunk in np.split(p, np.cumsum(counts)[:-1])])
 
 
