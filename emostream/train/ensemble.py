@@ -289,11 +289,10 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
         with (folder / "metrics.md").open("a") as card:
             what = (f"A mixed ensemble: the mean of the probabilities of {len(paths)} models, of feature versions "
-                    f"{' and '.join(inputs)} (each on its own version's input), each trained on the same clips with "
-                    "its own seed (one graph when exported). Members: " if inputs else
-                    f"A seed ensemble: the mean of the probabilities of {len(paths)} models of this recipe, each "
-                    "trained on the same clips with its own seed (one graph when exported). Members: ")
-            card.write(what +
+                    f"{' and '.join(inputs)} (each on its own version's input)" if inputs else
+                    f"A seed ensemble: the mean of the probabilities of {len(paths)} models of this recipe")
+            card.write(what + ", each trained on the same clips with its own seed (one graph when exported). "
+                       "Members: " +
                        "; ".join(f"`{m['folder']}` (seed {m['training_seed'] or 'not recorded'}), listed accuracy "
                                  f"{m['listed_accuracy']:.2%}" for m in described_members) + ".\n")
         logger.info("%s: ensemble of %d, listed clips accuracy %.2f%% (members: %s)", saved, len(paths),
