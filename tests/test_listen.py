@@ -470,3 +470,28 @@ def test_listen_takes_the_token_and_origin_checks_of_the_broadcast(model, daemon
         with connect(f"{running.url}/listen?token=s3cret") as ws:
             ws.send(START)
             assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+
+
+def _utterances(messages):
+    return [(round(m["start_s"], 3), round(m["end_s"], 3), m["windows"], m["short"]) for m in messages
+            if m["type"] == "utterance"]
+
+
+@pytest.mark.parametrize("parts", [
+    [CLIP, 3.0, CLIP_2, 3.0, CLIP],  # three utterances apart: each sent once, the last one too
+    [(0.0, 1.0)],  # shorter than one window: one short utterance, as the daemon and the API give
+])
+def test_listen_sends_the_pipelines_utterances_each_once(model, daemon_thread, parts):
+    rate_hz = 16000
+    pieces = [np.zeros(int(p * rate_hz), np.float32) if isinstance(p, float) else load(p, rate_hz) for p in parts]
+    frames = heard(np.concatenate(pieces)[:, None], "s16le")
+    pipeline = EmotionPipeline(model, PipelineConfig(), rate_hz, 1)
+    want = _utterances(pipeline.process(frames) + pipeline.finish())
+    assert want and len(want) == (3 if len(parts) > 1 else 1)
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
+                           ListenConfig(max_realtime_factor=1000, realtime_burst_s=60))
+    with daemon_thread(daemon) as running:
+        _, messages, code = run_stream(running.url, frames, rate_hz, "s16le", 1600, pace_s=0.02)  # within max_pending_s
+    assert code == 1000
+    assert _utterances(messages) == want
+    assert messages[-1]["type"] == "end" and messages[-1]["utterances"] == len(want)

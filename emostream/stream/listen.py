@@ -7,8 +7,8 @@ the size limit); the daemon sends ``scores`` per window (tagged with ``stream_id
 speech segment ends, and after ``{"type": "stop"}`` the last windows, ``end``, and close 1000.
 A mistake is one ``error`` line (with its close code) and the close.
 
-Each stream owns an ``EmotionPipeline`` (resampler, log-Mel stream, smoothing, gate) and an utterance
-tracker; all share one ``EmotionModel``. Analysis never runs on the event loop: a small thread pool takes
+Each stream owns an ``EmotionPipeline`` (resampler, log-Mel stream, smoothing, gate,
+utterances); all share one ``EmotionModel``. Analysis never runs on the event loop: a small thread pool takes
 one slice (at most ``slice_s`` of audio) of one stream per job, and a stream with more waiting goes back
 to the end of the pool's queue, so a stream that sends a burst cannot hold the others back.
 """
@@ -33,7 +33,6 @@ import numpy as np
 from emostream import messages as msg
 from emostream.inference.model import EmotionModel
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
-from emostream.inference.scoring import UtteranceTracker
 
 logger = logging.getLogger(__name__)
 
@@ -196,13 +195,11 @@ class RealtimeLimiter:
 
 
 class ListenSession:
-    """One client's stream: its pipeline, tracker and queues. Analysis runs in the pool, one job at a time."""
+    """One client's stream: its pipeline and queues. Analysis runs in the pool, one job at a time."""
 
     def __init__(self, server: ListenServer, websocket, spec: StreamSpec):
         self.server, self.websocket, self.spec = server, websocket, spec
         self.pipeline = EmotionPipeline(server.model, spec.pipeline, spec.sample_rate_hz, spec.channels)
-        self.tracker = UtteranceTracker()
-        self.pipeline_utterances = False  # set once the pipeline emits its own utterance messages
         self.limiter = RealtimeLimiter(server.config.max_realtime_factor, server.config.realtime_burst_s)
         self.loop = asyncio.get_running_loop()
         self.outbox: asyncio.Queue = asyncio.Queue()  # messages, then None after the last one
@@ -280,8 +277,7 @@ class ListenSession:
                 if taken:
                     out += self._analyse(np.concatenate(taken) if len(taken) > 1 else taken[0], False)
                 if last:
-                    out += self._analyse(np.zeros((0, self.spec.channels), np.float32), True)
-                    out += self._close_utterance()
+                    out += self._tagged(self.pipeline.finish())
                     out.append(msg.tagged(msg.end(windows=self.windows, utterances=self.utterances,
                                                   duration_s=self.frames_in / self.spec.sample_rate_hz,
                                                   reason="client stopped"), self.spec.stream_id))
@@ -298,36 +294,15 @@ class ListenSession:
             self.server.executor.submit(self._job)
 
     def _analyse(self, frames: np.ndarray, last: bool) -> list[dict]:
-        out = []
-        for m in self.pipeline.process(frames, last=last):
+        return self._tagged(self.pipeline.process(frames, last=last))
+
+    def _tagged(self, messages: list[dict]) -> list[dict]:
+        """The pipeline's scores and utterances (its own, as the daemon and the API send them), counted and tagged."""
+        for m in messages:
             kind = m.get("type")
-            if kind == "utterance":
-                self.pipeline_utterances = True
-                self.utterances += 1
-            elif kind == "scores":
-                self.windows += 1
-                if not self.pipeline_utterances:
-                    p = m["probabilities"]
-                    done = self.tracker.push(m["start_s"], m["end_s"],
-                                             None if p is None else [p[k] for k in self.pipeline.model.labels])
-                    out.append(msg.tagged(m, self.spec.stream_id))
-                    if done is not None:
-                        out.append(self._utterance(done))
-                    continue
-            out.append(msg.tagged(m, self.spec.stream_id))
-        return out
-
-    def _close_utterance(self) -> list[dict]:
-        if self.pipeline_utterances:
-            return []
-        done = self.tracker.finish()
-        return [] if done is None else [self._utterance(done)]
-
-    def _utterance(self, done) -> dict:
-        start_s, end_s, count, p = done
-        self.utterances += 1
-        return msg.tagged(msg.utterance(start_s=start_s, end_s=end_s, windows=count,
-                                        labels=self.pipeline.model.labels, p=p), self.spec.stream_id)
+            self.windows += kind == "scores"
+            self.utterances += kind == "utterance"
+        return [msg.tagged(m, self.spec.stream_id) for m in messages]
 
 
 class ListenServer:
