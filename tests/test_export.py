@@ -92,6 +92,26 @@ def test_a_contract_this_code_cannot_honour_is_refused_naming_the_field(onnx_pro
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "field,value",
+    [("labels", 5), ("labels", None), ("labels", [[1]]), ("n_mels", "128"), ("n_mels", True), ("top_db", None),
+     ("baseline_prior", [1, "x"]), ("test_accuracy", "high"), ("feature_version", [1]), ("run_id", 7)],
+)
+def test_a_corrupt_contract_field_is_refused_naming_it_in_one_line(onnx_proto, field, value):
+    """Wrong JSON types once raised TypeError from the feature code (a traceback; a SIGHUP reload died)."""
+    with pytest.raises(ModelError, match=f"contract field {field} is not") as err:
+        EmotionModel(with_metadata(onnx_proto, **{field: value}))
+    assert "\n" not in str(err.value)
+
+
+def test_every_contract_field_has_a_type_check():
+    from dataclasses import fields
+
+    from emostream.features.contract import _FIELD_KINDS, ModelContract
+
+    assert set(_FIELD_KINDS) == {f.name for f in fields(ModelContract)}
+
+
 def test_a_model_without_contract_is_refused(onnx_proto):
     bare = onnx.ModelProto()
     bare.CopyFrom(onnx_proto)

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import onnx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -80,6 +81,12 @@ def test_reload_keeps_the_old_model_when_the_new_file_is_bad(make, tiny_onnx, tm
         assert daemon.reload_model() is False and daemon.model is old
         live.write_bytes(onnx_with_run_id("other-run", labels=list("abcdefgh")))
         assert daemon.reload_model() is False and daemon.model is old  # labels changed: refused
+        corrupt = onnx.load_from_string(onnx_with_run_id("corrupt"))
+        for entry in corrupt.metadata_props:
+            if entry.key == "emostream.labels":
+                entry.value = "5"  # valid JSON of the wrong type: once a TypeError that killed the reload thread
+        live.write_bytes(corrupt.SerializeToString())
+        assert daemon.reload_model() is False and daemon.model is old
         live.write_bytes(onnx_with_run_id("retrained"))
         assert daemon.reload_model() is True
         assert daemon.model.contract.run_id == "retrained" and daemon.pipeline.model is daemon.model

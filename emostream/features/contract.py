@@ -33,6 +33,39 @@ class ContractError(ValueError):
     """A model whose contract is missing or differs from what this code computes."""
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+#: What each metadata field must decode to (JSON), so a corrupt file is a ``ContractError`` naming the field —
+#: never a TypeError from deep inside the feature code, which a SIGHUP reload would not survive.
+_FIELD_KINDS = {
+    "labels": ("a list of class names", _strings),
+    "sample_rate_hz": ("a positive integer", _count),
+    "n_fft_samples": ("a positive integer", _count),
+    "hop_samples": ("a positive integer", _count),
+    "n_mels": ("a positive integer", _count),
+    "window_frames": ("a positive integer", _count),
+    "top_db": ("a number", _number),
+    "normalisation": ("a string", lambda v: isinstance(v, str)),
+    "feature_version": ("a feature version", lambda v: isinstance(v, str) or _count(v)),
+    "run_id": ("a string", lambda v: isinstance(v, str)),
+    "test_accuracy": ("a number or null", lambda v: v is None or _number(v)),
+    "input_name": ("a string", lambda v: isinstance(v, str)),
+    "output_name": ("a string", lambda v: isinstance(v, str)),
+    "baseline_prior": ("a list of numbers", lambda v: isinstance(v, list) and all(_number(x) for x in v)),
+    "input_versions": ("a list of feature versions", _strings),
+}
+
+
 @dataclass(frozen=True)
 class ModelContract:
     labels: tuple[str, ...]
@@ -87,16 +120,12 @@ class ModelContract:
                     values[f.name] = json.loads(metadata[PREFIX + f.name])
                 except json.JSONDecodeError:
                     raise ContractError(f"contract field {f.name} is not valid JSON") from None
-        values["labels"] = tuple(values["labels"])
-        if "baseline_prior" in values:
-            if not isinstance(values["baseline_prior"], list):
-                raise ContractError("contract field baseline_prior is not a list of numbers")
-            values["baseline_prior"] = tuple(values["baseline_prior"])
-        if "input_versions" in values:
-            if not isinstance(values["input_versions"], list) or \
-                    not all(isinstance(v, str) for v in values["input_versions"]):
-                raise ContractError("contract field input_versions is not a list of feature versions")
-            values["input_versions"] = tuple(values["input_versions"])
+        for name, value in values.items():
+            kind, accepts = _FIELD_KINDS[name]
+            if not accepts(value):
+                raise ContractError(f"contract field {name} is not {kind}: {json.dumps(value)[:80]}")
+            if isinstance(value, list):
+                values[name] = tuple(value)
         return cls(**values)
 
     def feature_config(self) -> LogMelConfig:

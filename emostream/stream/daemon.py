@@ -313,7 +313,14 @@ class EmotionDaemon:
         return True
 
     def _reload_in_background(self) -> None:
-        asyncio.ensure_future(asyncio.to_thread(self.reload_model))  # loading must not stall the event loop
+        """SIGHUP: reload on a thread (loading must not stall the event loop); whatever fails is logged there."""
+        def reload() -> None:
+            try:
+                self.reload_model()
+            except Exception:
+                logger.exception("reload failed, still running the previous model")
+
+        asyncio.ensure_future(asyncio.to_thread(reload))
 
     def request_stop(self) -> None:
         """Thread-safe: begin a graceful shutdown."""
