@@ -127,9 +127,10 @@ class EmotionStream:
 class EmotionRecognizer:
     """The bundled model (or the ONNX file ``model``) with the daemon's settings; units in the argument names.
 
-    ``hop_s``: seconds between windows (rounded to whole STFT hops, at least one; 0..2.3); ``smoothing``: share of
-    the previous window's scores kept (EMA, 0..1; window scores only — utterances and summaries average
-    the raw scores); ``silence_dbfs``: windows quieter than this are silence, not classified.
+    ``hop_s``: seconds between windows (rounded to whole STFT hops, at least one; 0..10); ``smoothing``: share of
+    the previous window's scores kept (EMA, 0 ≤ s < 1; window scores only — utterances and summaries average
+    the raw scores); ``silence_dbfs``: windows quieter than this (−200..0) are silence, not classified. The ranges
+    are the daemon's (``emostream.inference.pipeline``); the input may be 1000..384000 Hz and 1..64 channels.
 
     >>> rec = EmotionRecognizer()
     >>> rec.predict(samples, sample_rate_hz=16000).top  # doctest: +SKIP
@@ -139,26 +140,14 @@ class EmotionRecognizer:
     def __init__(self, model: str | Path | None = None, hop_s: float = PipelineConfig.hop_s,
                  smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
                  threads: int = 1):
-        if not 1 <= threads <= 64:
-            raise ValueError("threads must be in 1..64")
-        if not 0.0 <= hop_s <= 2.3:
-            raise ValueError("hop_s must be in 0..2.3 seconds (0: one STFT hop)")
-        if not -120.0 <= silence_dbfs <= 0.0:
-            raise ValueError("silence_dbfs must be in -120..0")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError("smoothing must be in [0, 1)")
+        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)  # checks ranges
         self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
                                   InferenceConfig(intra_op_threads=threads))
-        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)
         self.labels: list[str] = list(self.model.labels)
         self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
 
     def _pipeline(self, sample_rate_hz: int, channels: int) -> EmotionPipeline:
-        if int(sample_rate_hz) != sample_rate_hz or sample_rate_hz <= 0:
-            raise ValueError(f"sample_rate_hz must be a positive whole number, got {sample_rate_hz!r}")
-        if channels < 1:
-            raise ValueError(f"channels must be at least 1, got {channels}")
-        return EmotionPipeline(self.model, self.config, int(sample_rate_hz), channels)
+        return EmotionPipeline(self.model, self.config, sample_rate_hz, channels)
 
     def stream(self, sample_rate_hz: int, channels: int = 1) -> EmotionStream:
         """A live stream: ``push`` chunks of any size; each call returns the windows they completed."""
@@ -202,7 +191,10 @@ class EmotionRecognizer:
             raise AudioDecodeError(f"audio file {path} not found")
         try:
             with sf.SoundFile(path) as f:
-                s = self.stream(f.samplerate, f.channels)
+                try:
+                    s = self.stream(f.samplerate, f.channels)
+                except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels
+                    raise AudioDecodeError(f"cannot score audio file {path}: {exc}") from None
                 windows = []
                 for block in f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True):
                     windows += s.push(block)

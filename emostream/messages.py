@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 #: type → the fields a message of that type always carries (README "WebSocket messages").
@@ -21,7 +22,14 @@ SCHEMA: dict[str, tuple[str, ...]] = {
     "end": ("type", "windows", "utterances", "duration_s", "reason"),
     "error": ("type", "error"),
     "pong": ("type", "wall_time"),
+    # Three kinds, told apart by a field: ``audio`` (the source: a microphone lost or back), ``daemon``
+    # (publishers: online/offline), or the health fields (the reply to a client's {"type": "status"}).
+    "status": ("type",),
 }
+
+#: A stream's name wherever one is given: a daemon's on the brokers (``--stream-id``), a /listen client's own.
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STREAM_ID_RULE = "1 to 64 letters, digits, '_', '-' or '.'"
 
 
 def finite(value):
@@ -99,6 +107,21 @@ def error(text: str, code: int | None = None) -> dict:
     if code is not None:
         m["code"] = code
     return m
+
+
+def pong() -> dict:
+    """The reply to a client's ping: the daemon's clock, for round trips and clock offsets."""
+    return {"type": "pong", "wall_time": time.time()}
+
+
+def health_status(health: dict) -> dict:
+    """The reply to a client's {"type": "status"}: the daemon's /healthz fields."""
+    return {"type": "status", **health}
+
+
+def audio_status(audio: str, **details) -> dict:
+    """The source's state changed: ``audio`` "lost" (with ``error``, ``retry_s``) or "ok" (with ``source``)."""
+    return {"type": "status", "audio": audio, **details}
 
 
 def tagged(message: dict, stream_id: str) -> dict:

@@ -119,7 +119,8 @@ def _score(path: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from emostream.inference.pipeline import PipelineConfig
+    from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig
+    from emostream.options import add_ranged
     from emostream.paths import DEFAULT_MODEL_PATH
 
     d = PipelineConfig()
@@ -129,12 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per", choices=("window", "utterance", "file"), default="file",
                    help="one row per window, per utterance (speech segment) or per file")
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
-    p.add_argument("--jobs", type=int, default=1, help=f"files scored at once, 1..{MAX_JOBS} (processes)")
+    add_ranged(p, "--jobs", int, 1, 1, MAX_JOBS, help="files scored at once (processes)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
-    p.add_argument("--hop", type=float, default=d.hop_s,
-                   help="seconds between windows, 0..2.3 (rounded to 512 samples, as the daemon's)")
-    p.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs,
-                   help="windows quieter than this (−120..0 dBFS) are silence, not classified")
+    add_ranged(p, "--hop", float, d.hop_s, *HOP_RANGE_S, unit="s",
+               help="seconds between windows (rounded to 512 samples, as the daemon's)")
+    add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, *SILENCE_RANGE_DBFS, unit="dBFS",
+               help="windows quieter than this are silence, not classified")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: on for several files when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -144,12 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if not 1 <= args.jobs <= MAX_JOBS:
-        p.error(f"--jobs must be in 1..{MAX_JOBS}")
-    if not 0.0 <= args.hop <= 2.3:
-        p.error("--hop must be in 0..2.3 seconds")
-    if not -120.0 <= args.silence_dbfs <= 0.0:
-        p.error("--silence-dbfs must be in -120..0")
+    if args.out is not None and not args.out.parent.is_dir():  # before the model loads and files are scored
+        p.error(f"--out {args.out}: folder {args.out.parent} does not exist")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="emostream-score: %(message)s", stream=sys.stderr)
 

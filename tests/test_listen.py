@@ -10,6 +10,7 @@ resampler and float32 sums are the only differences chunking can make).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -249,6 +250,9 @@ def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_
         expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "channels": 9}),
                      code=CLOSE_POLICY, contains="channels 9 out of range")
         expect_error(url, second, code=CLOSE_POLICY, contains="audio before start")
+        for field, value in (("format", [1]), ("sample_rate_hz", 10**400)):  # once a silent close 1000
+            expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", field: value}),
+                         code=CLOSE_POLICY, contains=field)
         expect_error(url, START, b"\x00\x01\x02", code=CLOSE_BAD_DATA, contains="not a whole number")
         expect_error(url, START, bytes(65536 + 2), code=CLOSE_TOO_BIG, contains="65536 byte limit")
         expect_error(url, START, *[second * 5] * 8, code=CLOSE_POLICY, contains="faster than 2x real time")
@@ -281,8 +285,11 @@ def test_parse_start_ranges():
     assert spec.pipeline.hop_s == 0.5 and spec.pipeline.smoothing == 0.3
     for bad, text in [({"sample_rate_hz": True}, "must be an integer"), ({"sample_rate_hz": 16000.5}, "integer"),
                       ({"hop_s": 0.01}, "hop_s 0.01 out of range"), ({"smoothing": 1.0}, "smoothing 1.0 out of range"),
-                      ({"stream_id": "a b"}, "stream_id must be"), ({"volume": 3}, "unknown field(s) volume")]:
-        with pytest.raises(ListenError, match=text.replace("(", r"\(").replace(")", r"\)")) as info:
+                      ({"stream_id": "a b"}, "stream_id must be"), ({"volume": 3}, "unknown field(s) volume"),
+                      ({"format": [1]}, "format [1] not supported"), ({"format": None}, "format None not supported"),
+                      ({"sample_rate_hz": 10**400}, "sample_rate_hz 1000"), ({"hop_s": 10**400}, "hop_s 1000"),
+                      ({"channels": 1e300}, "channels 1e+300 out of range"), ({"smoothing": "0.5"}, "a number")]:
+        with pytest.raises(ListenError, match=re.escape(text)) as info:
             parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", **bad}, d, cfg, "s1")
         assert info.value.code == CLOSE_POLICY
     with pytest.raises(ValueError, match="--max-realtime-factor"):
@@ -495,3 +502,35 @@ def test_listen_sends_the_pipelines_utterances_each_once(model, daemon_thread, p
     assert code == 1000
     assert _utterances(messages) == want
     assert messages[-1]["type"] == "end" and messages[-1]["utterances"] == len(want)
+
+
+def test_a_stream_without_an_id_never_gets_one_a_client_chose(model, daemon_thread):
+    """The automatic ids ``s1``, ``s2`` … once collided with a client's own ``s2``: the second client, which had
+    asked for no id at all, was refused as 'already streaming'."""
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0), ListenConfig())
+    with daemon_thread(daemon) as running, connect(f"{running.url}/listen") as named, \
+            connect(f"{running.url}/listen") as unnamed:
+        named.send(json.dumps({**json.loads(START), "stream_id": "s2"}))
+        assert json.loads(named.recv(timeout=10))["stream_id"] == "s2"
+        unnamed.send(START)
+        hello = json.loads(unnamed.recv(timeout=10))
+        assert hello["type"] == "hello" and hello["stream_id"] not in ("s2", "")
+
+
+@pytest.mark.parametrize("stream_id", ["call:7", "a b", "x" * 65, "", "ok.id-1_2"])
+def test_listen_and_the_brokers_take_the_same_stream_ids(stream_id):
+    """Two patterns once disagreed on ':' (/listen took it, --stream-id did not)."""
+    from emostream.stream.sinks import PublishError, check_stream_id
+
+    start = {"type": "start", "sample_rate_hz": 16000, "format": "s16le", "stream_id": stream_id}
+    try:
+        check_stream_id(stream_id)
+        brokers_take_it = True
+    except PublishError:
+        brokers_take_it = False
+    try:
+        parse_start(start, PipelineConfig(), ListenConfig(), "s1")
+        listen_takes_it = True
+    except ListenError:
+        listen_takes_it = False
+    assert listen_takes_it == brokers_take_it == (stream_id == "ok.id-1_2")

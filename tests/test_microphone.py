@@ -41,8 +41,8 @@ def fake_sounddevice(script):
 
         def _feed(self):
             n = 0
-            status = types.SimpleNamespace(input_overflow=False)
             while self.active and (self.plan is None or n < self.plan):
+                status = types.SimpleNamespace(input_overflow=n % 10 == 9)  # the card dropped input now and then
                 self.callback(np.full((self.blocksize, self.channels), 0.1, np.float32), self.blocksize, None, status)
                 n += 1
                 time.sleep(0.002)
@@ -56,7 +56,7 @@ def fake_sounddevice(script):
     return module
 
 
-def test_a_failing_device_is_reopened_with_backoff_and_subscribers_are_told(monkeypatch):
+def test_a_failing_device_is_reopened_with_backoff_and_subscribers_are_told(monkeypatch, tiny_onnx):
     sd = fake_sounddevice(["fail", 20, None])  # cannot open, then dies after 20 blocks, then stays
     monkeypatch.setitem(sys.modules, "sounddevice", sd)
     from emostream.stream.sources import MicrophoneSource
@@ -82,6 +82,16 @@ def test_a_failing_device_is_reopened_with_backoff_and_subscribers_are_told(monk
     assert kinds[:2] == ["lost", "ok"] and "lost" in kinds[2:] and kinds[-1] == "ok"
     assert events[0]["error"] == "Device unavailable" and events[0]["retry_s"] == 0.05
     assert ring.available > 20 * 256  # audio from both working streams arrived
+    from emostream import messages
+    from emostream.inference.model import EmotionModel
+    from emostream.stream.daemon import EmotionDaemon, ServerConfig
+
+    assert all(e == messages.audio_status(e["audio"], **{k: v for k, v in e.items() if k not in ("type", "audio")})
+               for e in events)
+    assert mic.input_overflows >= 2  # counted once, and now shown: /healthz and the status reply
+    daemon = EmotionDaemon(EmotionModel(tiny_onnx), mic, server_config=ServerConfig(port=0), listen_config=None)
+    assert daemon.health()["input_overflows"] == mic.input_overflows
+    assert daemon.reply_to('{"type": "status"}')["input_overflows"] == mic.input_overflows
 
 
 def test_missing_portaudio_is_a_clear_error(monkeypatch):

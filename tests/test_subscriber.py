@@ -71,3 +71,32 @@ def test_subscriber_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 0 and "--json" in capsys.readouterr().out
+
+
+def test_a_reader_that_stops_early_ends_the_subscriber_quietly_and_token_files_read_as_the_daemon_reads_them(
+        tiny_onnx, tmp_path, daemon_thread):
+    """``emostream-subscribe | head -1`` once exited 2 with 'cannot read token file None: Broken pipe'; an empty
+    token file was silently no token here but an error in the daemon."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / "a.wav"
+    sf.write(path, speechlike(4.0, seed=3), SR)
+    model = EmotionModel(tiny_onnx)
+    daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True), PipelineConfig(hop_s=0.05),
+                           ServerConfig(port=0))
+    command = [sys.executable, "-m", "emostream.stream.subscriber"]
+    with daemon_thread(daemon) as running:
+        reader = subprocess.Popen([*command, running.url, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert json.loads(reader.stdout.readline())["type"] == "hello"
+        reader.stdout.close()  # what `head -1` does after its line
+        assert reader.wait(timeout=30) == 0
+        err = reader.stderr.read().decode()
+        assert "token file" not in err and "Traceback" not in err
+        empty = tmp_path / "token"
+        empty.write_text("\n")
+        refused = subprocess.run([*command, running.url, "--token-file", str(empty)], capture_output=True,
+                                 text=True, timeout=30)
+        assert refused.returncode == 2 and f"token file {empty} is empty" in refused.stderr

@@ -29,7 +29,7 @@ from emostream.bench.measure import (
 )
 from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.model import EmotionModel, InferenceConfig
-from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.pipeline import HOP_RANGE_S, EmotionPipeline, PipelineConfig
 from emostream.options import add_ranged, ranged
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
@@ -333,7 +333,7 @@ def parse_args(argv):
     p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
     add_ranged(p, "--windows", int, 1000, 10, 1_000_000, help="timed windows per stage")
     add_ranged(p, "--keras-windows", int, 100, 1, 100_000)
-    add_ranged(p, "--hop", float, 0.25, 0.01, 10.0, unit="s", help="seconds between windows")
+    add_ranged(p, "--hop", float, 0.25, *HOP_RANGE_S, unit="s", help="seconds between windows")
     add_ranged(p, "--duration", float, 20.0, 0.5, 3600.0, unit="s", help="seconds per fan-out level")
     p.add_argument("--subscribers", type=subscriber_counts, default=[1, 10, 100, 1000],
                    help="comma-separated fan-out levels (1–10000 each)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from emostream.features import DEFAULT_CONFIG, LogMelConfig
 from emostream.features.contract import ContractError, ModelContract
+from emostream.options import check_range
 from emostream.paths import DEFAULT_MODEL_PATH
 
 logger = logging.getLogger(__name__)
@@ -24,11 +25,18 @@ class ModelError(RuntimeError):
     """A model file that is missing, corrupt, or carries a contract this code cannot honour."""
 
 
+THREADS_RANGE = (1, 64)
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     intra_op_threads: int = 1
     allow_spinning: bool = False
     max_batch_windows: int = 4  # onnxruntime's arena keeps its peak: big batches would pin hundreds of MB
+
+    def __post_init__(self):
+        check_range("intra_op_threads", self.intra_op_threads, *THREADS_RANGE)
+        check_range("max_batch_windows", self.max_batch_windows, 1, 1024)  # 0 once killed the analysis worker
 
 
 def _onnxruntime():

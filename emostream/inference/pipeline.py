@@ -29,6 +29,15 @@ logger = logging.getLogger(__name__)
 
 MAX_SAMPLE = 64.0  # +36 dBFS: beyond this a sample is garbage, not loud audio (1.0 is full scale)
 
+# The one range of each streaming setting, (low, high) inclusive unless said: PipelineConfig and EmotionPipeline
+# check them; the daemon's and emostream-score's flags, the Python API and /listen (whose operator limits must lie
+# inside) take them from here.
+HOP_RANGE_S = (0.0, 10.0)  # 0: every STFT hop (23 ms); --hop 1e9 once tried to allocate 20 TiB
+SMOOTHING_RANGE = (0.0, 1.0)  # the upper bound open: 1 would keep the first window's scores for ever
+SILENCE_RANGE_DBFS = (-200.0, 0.0)
+INPUT_RATE_RANGE_HZ = (1000, 384_000)  # a WAV header of 2^30 Hz once asked for a 40 GiB ring buffer
+INPUT_CHANNELS_RANGE = (1, 64)
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -42,20 +51,33 @@ class PipelineConfig:
     vad: VadConfig | None = None
 
     def __post_init__(self):
-        check_range("hop_s", self.hop_s, 0.0, 10.0)  # --hop 1e9 once tried to allocate 20 TiB
-        check_range("smoothing", self.smoothing, 0.0, 1.0, high_open=True)
-        check_range("silence_dbfs", self.silence_dbfs, -200.0, 0.0)  # NaN here once reached the hello
+        check_range("hop_s", self.hop_s, *HOP_RANGE_S)
+        check_range("smoothing", self.smoothing, *SMOOTHING_RANGE, high_open=True)
+        check_range("silence_dbfs", self.silence_dbfs, *SILENCE_RANGE_DBFS)  # NaN here once reached the hello
 
     def hop_frames(self, sample_rate_hz: int, stft_hop_samples: int) -> int:
         return max(1, round(self.hop_s * sample_rate_hz / stft_hop_samples))
+
+
+def check_input(sample_rate_hz, channels) -> tuple[int, int]:
+    """The input's rate (Hz) and channel count as ints; ``ValueError`` (one line) unless whole numbers in range."""
+    checked = []
+    for name, value, bounds in (("sample_rate_hz", sample_rate_hz, INPUT_RATE_RANGE_HZ),
+                                ("channels", channels, INPUT_CHANNELS_RANGE)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        check_range(name, int(value), *bounds)
+        checked.append(int(value))
+    return checked[0], checked[1]
 
 
 class EmotionPipeline:
     """Feed (frames, channels) float32 at ``input_rate_hz``; get one score message (dict) per window."""
 
     def __init__(self, model: EmotionModel, config: PipelineConfig, input_rate_hz: int, input_channels: int = 1):
-        if not 0.0 <= config.smoothing < 1.0:
-            raise ValueError("smoothing must be in [0, 1)")
+        input_rate_hz, input_channels = check_input(input_rate_hz, input_channels)
         self.model, self.config = model, config
         self.features = model.contract.feature_config()
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
@@ -70,7 +92,6 @@ class EmotionPipeline:
         self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
         self.nonfinite_samples = 0
         self.clipped_samples = 0
-        self.vad_seconds = 0.0  # detector time, for the benchmark's per-hop cost
         if config.vad is not None and config.vad.min_speech_s > self.features.window_s:
             raise ValueError(f"the voice gate's min_speech_s ({config.vad.min_speech_s} s) is longer than a "
                              f"window ({self.features.window_s:.2f} s): no window could ever be classified")
@@ -147,9 +168,7 @@ class EmotionPipeline:
         mono = self.to_model_rate(frames, last)
         windows = self.stream.push(mono)
         if self.vad is not None:
-            vad_started = time.perf_counter()
             self.vad.push(mono, last)
-            self.vad_seconds += time.perf_counter() - vad_started
         if not windows:
             return []
         features_ms = (time.perf_counter() - started) * 1e3 / len(windows)

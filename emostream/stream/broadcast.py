@@ -78,7 +78,6 @@ class ScoreBroadcaster:
         self.write_limit_bytes = write_limit_bytes
         self.subscribers: set[Subscriber] = set()
         self.published = 0
-        self.last_message: dict | None = None
         self.dropped_by_departed = 0
         self.publish_seconds: deque[float] = deque(maxlen=1000)  # event-loop time per window, all subscribers
 
@@ -113,7 +112,6 @@ class ScoreBroadcaster:
                 s.sent += 1
         if is_window:
             self.published += 1
-            self.last_message = message
             self.publish_seconds.append(time.perf_counter() - started)
 
     def publish_ms(self) -> dict:

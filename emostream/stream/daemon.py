@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import signal
 import socket
 import sys
@@ -27,13 +26,21 @@ from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
 from emostream import messages as msg
-from emostream.inference.model import EmotionModel, InferenceConfig, ModelError
-from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError
+from emostream.inference.pipeline import (
+    HOP_RANGE_S,
+    INPUT_CHANNELS_RANGE,
+    INPUT_RATE_RANGE_HZ,
+    SILENCE_RANGE_DBFS,
+    SMOOTHING_RANGE,
+    EmotionPipeline,
+    PipelineConfig,
+)
 from emostream.inference.vad import VadConfig, VadUnavailable
 from emostream.options import add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
-from emostream.stream.guard import HostGuard, TokenBucket
+from emostream.stream.guard import TOKEN_ENV, HostGuard, TokenBucket, resolve_token
 from emostream.stream.listen import ListenConfig, ListenServer, NoSource
 from emostream.stream.ring_buffer import RingBuffer
 from emostream.stream.sinks import PublishContext, SinkOptions, check_stream_id, default_stream_id, make_sinks
@@ -172,6 +179,7 @@ class EmotionDaemon:
             "subscribers": len(self.broadcaster.subscribers),
             "windows": self.broadcaster.published,
             "overrun_frames": self.ring.overrun_frames,
+            "input_overflows": getattr(self.source, "input_overflows", 0),  # the sound card's own (microphone)
             "nonfinite_samples": self.pipeline.nonfinite_samples,
             "clipped_samples": self.pipeline.clipped_samples,
             "dropped_to_subscribers": self.broadcaster.dropped_total,
@@ -276,17 +284,17 @@ class EmotionDaemon:
     def reply_to(self, raw) -> dict:
         """Clients may send {"type": "ping"} or {"type": "status"}; anything else gets a one-line error."""
         if isinstance(raw, bytes):
-            return {"type": "error", "error": "binary messages are not accepted; send JSON text"}
+            return msg.error("binary messages are not accepted; send JSON text")
         try:
             message = json.loads(raw)
         except json.JSONDecodeError:
-            return {"type": "error", "error": "malformed JSON"}
+            return msg.error("malformed JSON")
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "ping":
-            return {"type": "pong", "wall_time": time.time()}
+            return msg.pong()
         if kind == "status":
-            return {"type": "status", **self.health()}
-        return {"type": "error", "error": f"unknown message type {kind!r}; expected 'ping' or 'status'"}
+            return msg.health_status(self.health())
+        return msg.error(f"unknown message type {kind!r:.40}; expected 'ping' or 'status'")
 
     def reload_model(self) -> bool:
         """SIGHUP: load the model file again; a file that fails or changes the contract keeps the old model."""
@@ -420,17 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="microphone name or index")
     p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
-    add_ranged(p, "--rate", int, 22050, 1000, 384_000, unit="Hz", help="stdin: sample rate")
-    add_ranged(p, "--channels", int, 1, 1, 64, help="stdin: channels")
+    add_ranged(p, "--rate", int, 22050, *INPUT_RATE_RANGE_HZ, unit="Hz", help="stdin: sample rate")
+    add_ranged(p, "--channels", int, 1, *INPUT_CHANNELS_RANGE, help="stdin: channels")
     p.add_argument("--format", default="s16le", choices=sorted(StdinSource.FORMATS), help="stdin: sample format")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
-    add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, 1, 64, help="onnxruntime intra-op threads")
+    add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, *THREADS_RANGE,
+               help="onnxruntime intra-op threads")
     d = PipelineConfig()
-    add_ranged(p, "--hop", float, d.hop_s, 0.01, 10.0, unit="s",
-               help="seconds between windows (rounded to 512 samples)")
-    add_ranged(p, "--smoothing", float, d.smoothing, 0.0, 1.0, high_open=True,
+    add_ranged(p, "--hop", float, d.hop_s, *HOP_RANGE_S, unit="s",
+               help="seconds between windows (rounded to 512 samples; 0: every one)")
+    add_ranged(p, "--smoothing", float, d.smoothing, *SMOOTHING_RANGE, high_open=True,
                help="EMA share of the previous scores")
-    add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, -200.0, 0.0, unit="dBFS",
+    add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, *SILENCE_RANGE_DBFS, unit="dBFS",
                help="gate: quieter windows are silence")
     v = VadConfig()
     add_ranged(p, "--vad-threshold", float, v.threshold, 0.0, 1.0, low_open=True, high_open=True,
@@ -479,25 +488,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also send every stream's scores, tagged with stream_id, to the broadcast subscribers")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
-
-
-TOKEN_ENV = "EMOSTREAM_TOKEN"
-
-
-def resolve_token(token: str | None, token_file: Path | None, environ=os.environ) -> str | None:
-    """The token from --token, else --token-file, else $EMOSTREAM_TOKEN; ValueError (one line) for an
-    unreadable or empty file. The value itself never appears in a message."""
-    if token is not None:
-        return token
-    if token_file is not None:
-        try:
-            lines = token_file.read_text().splitlines()
-        except OSError as exc:
-            raise ValueError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
-        if not lines or not lines[0].strip():
-            raise ValueError(f"token file {token_file} is empty")
-        return lines[0].strip()
-    return environ.get(TOKEN_ENV) or None
 
 
 def limit_blas_threads() -> None:

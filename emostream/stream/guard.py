@@ -9,14 +9,17 @@
 - ``TokenBucket``: client requests (``ping``, ``status``, errors) are answered on the event loop that
   also fans scores out; a client sending thousands of them would delay every subscriber. Each
   connection gets a bucket; one that runs dry is closed with 1008 (policy violation).
+- ``resolve_token``: the shared secret, read the same way by the daemon and the subscriber.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import time
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +79,22 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+TOKEN_ENV = "EMOSTREAM_TOKEN"
+
+
+def resolve_token(token: str | None, token_file: str | Path | None, environ=os.environ) -> str | None:
+    """The token from --token, else --token-file, else $EMOSTREAM_TOKEN; ValueError (one line) for an
+    unreadable or empty file. The value itself never appears in a message."""
+    if token is not None:
+        return token
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read token file {token_file}: {exc.strerror or exc}") from None
+        if not lines or not lines[0].strip():
+            raise ValueError(f"token file {token_file} is empty")
+        return lines[0].strip()
+    return environ.get(TOKEN_ENV) or None

@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -29,14 +28,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
 from emostream import messages as msg
 from emostream.inference.model import EmotionModel
-from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.pipeline import (
+    HOP_RANGE_S,
+    INPUT_CHANNELS_RANGE,
+    INPUT_RATE_RANGE_HZ,
+    SMOOTHING_RANGE,
+    EmotionPipeline,
+    PipelineConfig,
+)
+from emostream.options import check_range
+from emostream.stream.sources import PCM_FORMATS
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+FORMATS = PCM_FORMATS
 
 # Close codes (RFC 6455 §7.4.1) for each kind of mistake; the error line carries the same number.
 CLOSE_NORMAL = 1000
@@ -47,12 +56,6 @@ CLOSE_TOO_BIG = 1009  # one message over the size limit
 CLOSE_INTERNAL = 1011  # analysis failed
 CLOSE_TRY_LATER = 1013  # too many streams, or analysis fell behind
 
-STREAM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,22 @@ class ListenConfig:
     broadcast: bool = False  # also publish every stream's scores (tagged) to the broadcast subscribers
 
     def check(self) -> None:
-        _in_range("--max-streams", self.max_streams, 1, 10000)
-        _in_range("--max-realtime-factor", self.max_realtime_factor, 1.0, 1000.0)
-        _in_range("realtime_burst_s", self.realtime_burst_s, 0.0, 600.0)
-        _in_range("--max-listen-message-bytes", self.max_message_bytes, 1024, 16 << 20)
-        _in_range("start_timeout_s", self.start_timeout_s, 0.1, 300.0)
-        _in_range("max_pending_s", self.max_pending_s, 1.0, 600.0)
-        _in_range("max_unsent_messages", self.max_unsent_messages, 8, 100000)
-        _in_range("send_buffer_bytes", self.send_buffer_bytes, 4096, 64 << 20)
-        _in_range("--listen-workers", self.workers, 0, 256)
-        _in_range("slice_s", self.slice_s, 0.05, 10.0)
+        check_range("--max-streams", self.max_streams, 1, 10000)
+        check_range("--max-realtime-factor", self.max_realtime_factor, 1.0, 1000.0)
+        check_range("realtime_burst_s", self.realtime_burst_s, 0.0, 600.0)
+        check_range("--max-listen-message-bytes", self.max_message_bytes, 1024, 16 << 20)
+        check_range("start_timeout_s", self.start_timeout_s, 0.1, 300.0)
+        check_range("max_pending_s", self.max_pending_s, 1.0, 600.0)
+        check_range("max_unsent_messages", self.max_unsent_messages, 8, 100000)
+        check_range("send_buffer_bytes", self.send_buffer_bytes, 4096, 64 << 20)
+        check_range("--listen-workers", self.workers, 0, 256)
+        check_range("slice_s", self.slice_s, 0.05, 10.0)
+        # The operator's limits for clients lie inside what the pipeline itself accepts.
+        check_range("min_rate_hz", self.min_rate_hz, *INPUT_RATE_RANGE_HZ)
+        check_range("max_rate_hz", self.max_rate_hz, self.min_rate_hz, INPUT_RATE_RANGE_HZ[1])
+        check_range("max_channels", self.max_channels, *INPUT_CHANNELS_RANGE)
+        check_range("min_hop_s", self.min_hop_s, *HOP_RANGE_S)
+        check_range("max_hop_s", self.max_hop_s, self.min_hop_s, HOP_RANGE_S[1])
 
     def worker_count(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
@@ -119,10 +128,15 @@ START_FIELDS = ("type", "sample_rate_hz", "format", "channels", "hop_s", "smooth
 
 
 def _number(message: dict, key: str, kind=float):
+    """The field as ``kind``; ``ListenError`` for anything else, a 400-digit number included (once an
+    OverflowError that closed the stream without a word)."""
     value = message[key]
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (kind is int and not float(value).is_integer()):
-        raise ListenError(f"start: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ListenError(f"start: {key} must be {'an integer' if kind is int else 'a number'}, got {shown}")
+    if abs(value) > 2**53:  # also 1e300 as an integer, and infinities
+        raise ListenError(f"start: {key} {shown} out of range")
     return kind(value)
 
 
@@ -141,8 +155,9 @@ def parse_start(message, defaults: PipelineConfig, config: ListenConfig, stream_
     if not config.min_rate_hz <= rate <= config.max_rate_hz:
         raise ListenError(f"start: sample_rate_hz {rate} out of range [{config.min_rate_hz}, {config.max_rate_hz}]")
     sample_format = message["format"]
-    if sample_format not in FORMATS:
-        raise ListenError(f"start: format {sample_format!r} not supported; use one of {', '.join(FORMATS)}")
+    if not isinstance(sample_format, str) or sample_format not in FORMATS:
+        shown = repr(sample_format)[:40]
+        raise ListenError(f"start: format {shown} not supported; use one of {', '.join(FORMATS)}")
     channels = _number(message, "channels", int) if "channels" in message else 1
     if not 1 <= channels <= config.max_channels:
         raise ListenError(f"start: channels {channels} out of range [1, {config.max_channels}]")
@@ -154,13 +169,14 @@ def parse_start(message, defaults: PipelineConfig, config: ListenConfig, stream_
         pipeline = replace(pipeline, hop_s=hop_s)
     if "smoothing" in message:
         smoothing = _number(message, "smoothing")
-        if not 0.0 <= smoothing <= 0.99:
-            raise ListenError(f"start: smoothing {smoothing} out of range [0, 0.99]")
+        if not SMOOTHING_RANGE[0] <= smoothing < SMOOTHING_RANGE[1]:
+            raise ListenError(f"start: smoothing {smoothing} out of range [{SMOOTHING_RANGE[0]:g}, "
+                              f"{SMOOTHING_RANGE[1]:g})")
         pipeline = replace(pipeline, smoothing=smoothing)
     if "stream_id" in message:
         stream_id = message["stream_id"]
-        if not isinstance(stream_id, str) or not STREAM_ID.match(stream_id):
-            raise ListenError("start: stream_id must be 1-64 characters of letters, digits and . _ : -")
+        if not isinstance(stream_id, str) or not msg.STREAM_ID.match(stream_id):
+            raise ListenError(f"start: stream_id must be {msg.STREAM_ID_RULE}")
     return StreamSpec(stream_id, rate, sample_format, channels, pipeline)
 
 
@@ -319,6 +335,12 @@ class ListenServer:
         self.accepted = self.refused = 0
         self._ids = itertools.count(1)
 
+    def _free_id(self) -> str:
+        """``s1``, ``s2`` … skipping ids in use, which a client may have chosen itself."""
+        while (stream_id := f"s{next(self._ids)}") in self.sessions:
+            pass
+        return stream_id
+
     def health(self) -> dict:
         return {"streams": len(self.sessions), "max_streams": self.config.max_streams,
                 "accepted": self.accepted, "refused": self.refused}
@@ -361,8 +383,11 @@ class ListenServer:
             logger.info("stream %s from %s: %s (close %d)", session.spec.stream_id if session else "-", peer,
                         exc, exc.code)
             await self._refuse(websocket, str(exc), exc.code)
-        except Exception as exc:  # ConnectionClosed and transport errors end this stream only
+        except (ConnectionClosed, OSError) as exc:  # the client went away: nobody to tell
             logger.debug("stream from %s: %s", peer, exc)
+        except Exception as exc:  # a defect here: the client hears of it (1011), the other streams go on
+            logger.exception("stream %s from %s failed", session.spec.stream_id if session else "-", peer)
+            await self._refuse(websocket, f"internal error: {type(exc).__name__}", CLOSE_INTERNAL)
         finally:
             if session is not None:
                 session.closed = True
@@ -394,7 +419,7 @@ class ListenServer:
             message = json.loads(raw)
         except json.JSONDecodeError:
             raise ListenError("start: malformed JSON") from None
-        spec = parse_start(message, self.pipeline_defaults, self.config, f"s{next(self._ids)}")
+        spec = parse_start(message, self.pipeline_defaults, self.config, self._free_id())
         if spec.stream_id in self.sessions:
             raise ListenError(f"start: stream_id {spec.stream_id!r} is already streaming")
         if len(self.sessions) >= self.config.max_streams:  # others started while this one was reading

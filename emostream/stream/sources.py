@@ -16,12 +16,18 @@ from typing import BinaryIO
 
 import numpy as np
 
+from emostream import messages as msg
 from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder
+from emostream.inference.pipeline import check_input
 from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
 
 PORTAUDIO_HINT = "install PortAudio with `apt-get install libportaudio2`, or use --file PATH or --stdin instead"
+
+
+#: Raw PCM sample formats taken on stdin and over /listen: little-endian 16-bit integers or 32-bit floats.
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 class SourceError(RuntimeError):
@@ -46,6 +52,10 @@ class FileSource:
             raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
         if frames == 0:
             raise SourceError(f"audio file {self.path} holds no samples")
+        try:  # before anything sized by the header (the ring buffer, the resampler) is allocated
+            self.sample_rate_hz, self.channels = check_input(self.sample_rate_hz, self.channels)
+        except ValueError as exc:
+            raise SourceError(f"audio file {self.path}: {exc}") from None
         # Real time: small blocks, like a sound card's, so windows leave on cadence; fast: large blocks.
         self.block_frames = block_frames or (512 if realtime else 8192)
         self.realtime, self.loop = realtime, loop
@@ -107,14 +117,16 @@ class StdinSource:
     source warns when the stream's statistics look like that (``misaligned_by_a_byte``).
     """
 
-    FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+    FORMATS = PCM_FORMATS
 
     def __init__(self, sample_rate_hz: int, channels: int = 1, sample_format: str = "s16le",
                  stream: BinaryIO | None = None, block_frames: int = 1024):
         if sample_format not in self.FORMATS:
             raise SourceError(f"unknown sample format {sample_format!r}; use one of {', '.join(self.FORMATS)}")
-        if sample_rate_hz <= 0 or channels <= 0:
-            raise SourceError("stdin needs a positive --rate and --channels")
+        try:
+            sample_rate_hz, channels = check_input(sample_rate_hz, channels)
+        except ValueError as exc:
+            raise SourceError(f"stdin: {exc}") from None
         self.sample_rate_hz, self.channels = sample_rate_hz, channels
         self.dtype = self.FORMATS[sample_format]
         self.stream = stream if stream is not None else sys.stdin.buffer
@@ -208,7 +220,7 @@ class MicrophoneSource:
                                         blocksize=self.block_frames, dtype="float32", callback=callback) as stream:
                         if failed:
                             logger.info("audio device back")
-                            self._tell({"type": "status", "audio": "ok", "source": self.description})
+                            self._tell(msg.audio_status("ok", source=self.description))
                         failed, delay_s = False, self.RETRY_FIRST_S
                         while not stop.wait(0.2):
                             if not stream.active:
@@ -217,7 +229,7 @@ class MicrophoneSource:
                     failed = True
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "device error"
                     logger.warning("audio device failed (%s); reopening in %.1f s", reason, delay_s)
-                    self._tell({"type": "status", "audio": "lost", "error": reason, "retry_s": delay_s})
+                    self._tell(msg.audio_status("lost", error=reason, retry_s=delay_s))
                     if stop.wait(delay_s):
                         break
                     delay_s = min(delay_s * 2, self.RETRY_MAX_S)

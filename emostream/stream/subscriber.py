@@ -16,6 +16,7 @@ import os
 import sys
 
 from emostream.options import ranged
+from emostream.stream.guard import TOKEN_ENV, resolve_token
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,6 @@ def _fatal(url: str):
     return process_exception
 
 
-TOKEN_ENV = "EMOSTREAM_TOKEN"
-
-
 async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout,
                     token: str | None = None, until_end: bool = False) -> int:
     from websockets.asyncio.client import connect
@@ -149,17 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        token = os.environ.get(TOKEN_ENV) or None
-        if args.token_file:
-            with open(args.token_file) as f:
-                token = f.readline().strip() or None
+        token = resolve_token(None, args.token_file)
         return asyncio.run(subscribe(args.url, args.json, args.count, token=token, until_end=args.until_end))
-    except SubscribeError as exc:
+    except (SubscribeError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
-    except OSError as exc:
-        logger.error("cannot read token file %s: %s", args.token_file, exc.strerror or exc)
-        return 2
+    except BrokenPipeError:  # `emostream-subscribe | head -1`: the reader has all it wanted
+        try:  # no second BrokenPipeError when the interpreter flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except KeyboardInterrupt:
         return 0
 

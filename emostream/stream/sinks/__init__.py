@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'emostream[publish]'"
 SCHEMES = {"redis": "redis", "rediss": "redis", "mqtt": "mqtt", "mqtts": "mqtt"}
-STREAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class PublishError(ValueError):
@@ -79,8 +78,8 @@ def default_stream_id(port: int) -> str:
 
 
 def check_stream_id(stream_id: str) -> str:
-    if not STREAM_ID_PATTERN.match(stream_id):
-        raise PublishError(f"--stream-id {stream_id!r}: use 1 to 64 letters, digits, '_', '-' or '.'")
+    if not messages.STREAM_ID.match(stream_id):
+        raise PublishError(f"--stream-id {stream_id!r:.80}: use {messages.STREAM_ID_RULE}")
     return stream_id
 
 
