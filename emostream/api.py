@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from emostream.inference import scoring
-from emostream.inference.model import EmotionModel, InferenceConfig
+from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.options import check_range
 from emostream.paths import DEFAULT_MODEL_PATH
 
 #: Frames read per block from a file: the daemon's ``--fast`` file source reads the same.
@@ -141,6 +142,7 @@ class EmotionRecognizer:
                  smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
                  threads: int = 1):
         self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)  # checks ranges
+        check_range("threads", threads, *THREADS_RANGE)
         self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
                                   InferenceConfig(intra_op_threads=threads))
         self.labels: list[str] = list(self.model.labels)

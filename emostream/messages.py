@@ -28,7 +28,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {
 }
 
 #: A stream's name wherever one is given: a daemon's on the brokers (``--stream-id``), a /listen client's own.
-STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STREAM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # use fullmatch: "$" would let a trailing newline through
 STREAM_ID_RULE = "1 to 64 letters, digits, '_', '-' or '.'"
 
 

@@ -145,8 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.out is not None and not args.out.parent.is_dir():  # before the model loads and files are scored
-        p.error(f"--out {args.out}: folder {args.out.parent} does not exist")
+    out = sys.stdout
+    if args.out is not None:  # opened before the model loads and any file is scored
+        try:
+            out = open(args.out, "w", newline="", encoding="utf-8")  # noqa: SIM115 — closed in the finally below
+        except OSError as exc:
+            p.error(f"--out {args.out}: {exc.strerror or exc}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="emostream-score: %(message)s", stream=sys.stderr)
 
@@ -162,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         _init(str(args.model), args.hop, args.silence_dbfs)
     except (ModelError, ValueError) as exc:
         logger.error("%s", exc)
+        if out is not sys.stdout:
+            out.close()
         return 2
     labels = _recognizer.labels
     failed = len(missing)
-    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     try:
         writer = Writer(out, args.format, args.per, labels)
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())

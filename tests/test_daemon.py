@@ -161,6 +161,7 @@ def test_malformed_client_messages_get_one_line_errors_and_keep_the_connection(m
                     return message
 
         assert reply("{not json")["error"] == "malformed JSON"
+        assert reply("[" * 1500 + "]" * 1500)["error"] == "malformed JSON"  # a RecursionError once closed it
         assert "binary" in reply(b"\x00\x01")["error"]
         assert "unknown message type" in reply(json.dumps({"type": "subscribe-all"}))["error"]
         assert "unknown message type" in reply("[1, 2]")["error"]

@@ -241,6 +241,8 @@ def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_
         time.sleep(1.0)
         second = np.zeros(1600, "<i2").tobytes()
         expect_error(url, "not json", code=CLOSE_POLICY, contains="malformed JSON")
+        for text in ('{"type": "start", "sample_rate_hz": ' + "9" * 5000 + "}", "[" * 1500 + "]" * 1500):
+            expect_error(url, text, code=CLOSE_POLICY, contains="malformed JSON")  # were 1011 and a traceback
         expect_error(url, json.dumps({"type": "start", "format": "s16le"}), code=CLOSE_POLICY,
                      contains="sample_rate_hz is required")
         expect_error(url, json.dumps({"type": "start", "sample_rate_hz": 4000, "format": "s16le"}),
@@ -517,7 +519,7 @@ def test_a_stream_without_an_id_never_gets_one_a_client_chose(model, daemon_thre
         assert hello["type"] == "hello" and hello["stream_id"] not in ("s2", "")
 
 
-@pytest.mark.parametrize("stream_id", ["call:7", "a b", "x" * 65, "", "ok.id-1_2"])
+@pytest.mark.parametrize("stream_id", ["call:7", "a b", "x" * 65, "", "cam1\n", "ok.id-1_2"])
 def test_listen_and_the_brokers_take_the_same_stream_ids(stream_id):
     """Two patterns once disagreed on ':' (/listen took it, --stream-id did not)."""
     from emostream.stream.sinks import PublishError, check_stream_id

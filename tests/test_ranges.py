@@ -108,4 +108,21 @@ def test_score_refuses_an_output_in_a_missing_folder_before_scoring(capsys, tmp_
     with pytest.raises(SystemExit) as exited:
         score_main([str(tmp_path / "a.wav"), "--out", str(tmp_path / "absent" / "x.csv")])
     err = capsys.readouterr().err
-    assert exited.value.code == 2 and "does not exist" in err and "Traceback" not in err
+    assert exited.value.code == 2 and "No such file or directory" in err and "Traceback" not in err
+
+
+def test_score_refuses_an_output_that_is_a_folder(capsys, tmp_path, monkeypatch):
+    import emostream.score as score
+
+    monkeypatch.setattr(score, "_init", lambda *a: pytest.fail("the model was loaded before --out was checked"))
+    with pytest.raises(SystemExit) as exited:
+        score_main([str(tmp_path / "a.wav"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Is a directory" in err and "Traceback" not in err
+
+
+def test_the_api_names_its_own_threads_argument(recognizer):
+    from emostream import EmotionRecognizer
+
+    with pytest.raises(ValueError, match="^threads must be"):
+        EmotionRecognizer(threads=65)

@@ -100,3 +100,8 @@ def test_a_reader_that_stops_early_ends_the_subscriber_quietly_and_token_files_r
         refused = subprocess.run([*command, running.url, "--token-file", str(empty)], capture_output=True,
                                  text=True, timeout=30)
         assert refused.returncode == 2 and f"token file {empty} is empty" in refused.stderr
+        with open("/dev/full", "w") as full:  # any other output error: one line, exit 1, no traceback
+            failed = subprocess.run([*command, running.url, "--json"], stdout=full, stderr=subprocess.PIPE,
+                                    text=True, timeout=30)
+        assert failed.returncode == 1 and "cannot write the output" in failed.stderr
+        assert "Traceback" not in failed.stderr and "token file" not in failed.stderr

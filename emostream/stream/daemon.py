@@ -287,7 +287,7 @@ class EmotionDaemon:
             return msg.error("binary messages are not accepted; send JSON text")
         try:
             message = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also a 5000-digit integer, or nesting 1000 deep
             return msg.error("malformed JSON")
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "ping":

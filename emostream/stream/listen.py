@@ -175,7 +175,7 @@ def parse_start(message, defaults: PipelineConfig, config: ListenConfig, stream_
         pipeline = replace(pipeline, smoothing=smoothing)
     if "stream_id" in message:
         stream_id = message["stream_id"]
-        if not isinstance(stream_id, str) or not msg.STREAM_ID.match(stream_id):
+        if not isinstance(stream_id, str) or not msg.STREAM_ID.fullmatch(stream_id):
             raise ListenError(f"start: stream_id must be {msg.STREAM_ID_RULE}")
     return StreamSpec(stream_id, rate, sample_format, channels, pipeline)
 
@@ -417,7 +417,7 @@ class ListenServer:
             raise ListenError("audio before start: send the start message (text JSON) first")
         try:
             message = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also a 5000-digit integer, or nesting 1000 deep
             raise ListenError("start: malformed JSON") from None
         spec = parse_start(message, self.pipeline_defaults, self.config, self._free_id())
         if spec.stream_id in self.sessions:
@@ -471,7 +471,7 @@ class ListenServer:
                 continue
             try:
                 message = json.loads(raw)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise ListenError("malformed JSON text message") from None
             kind = message.get("type") if isinstance(message, dict) else None
             if kind == "stop":

@@ -135,6 +135,14 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
     return 0
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush at exit must not raise the same error again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
@@ -153,11 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     except BrokenPipeError:  # `emostream-subscribe | head -1`: the reader has all it wanted
-        try:  # no second BrokenPipeError when the interpreter flushes stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        quiet_stdout()
         return 0
+    except OSError as exc:  # e.g. stdout on a full disk
+        quiet_stdout()
+        logger.error("cannot write the output: %s", exc.strerror or exc)
+        return 1
     except KeyboardInterrupt:
         return 0
 

@@ -78,7 +78,7 @@ def default_stream_id(port: int) -> str:
 
 
 def check_stream_id(stream_id: str) -> str:
-    if not messages.STREAM_ID.match(stream_id):
+    if not isinstance(stream_id, str) or not messages.STREAM_ID.fullmatch(stream_id):
         raise PublishError(f"--stream-id {stream_id!r:.80}: use {messages.STREAM_ID_RULE}")
     return stream_id
 
