@@ -288,3 +288,62 @@ def test_the_90_epoch_preset_is_wideband_with_only_the_longer_schedule():
     named, wideband = evaluate.PRESETS["wideband-90ep"], evaluate.PRESETS["wideband"]
     assert dataclasses.replace(named, name="wideband") == wideband.with_overrides(["epochs=90", "min_epochs=68"])
     assert named.min_epochs / named.epochs == pytest.approx(wideband.min_epochs / wideband.epochs, abs=0.01)
+
+
+def test_the_speaker_head_s_gradient_reaches_the_shared_layers_reversed_and_scaled():
+    import keras
+    import tensorflow as tf
+
+    from emostream.train.model import reversal_ramp, with_speaker_head
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(5,))
+    shared = keras.layers.Dense(4, activation="tanh", name="trunk")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="probabilities")(shared))
+    trained, reversal = with_speaker_head(model, n_speakers=2, hidden_units=6)
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 5)), tf.float32)
+    trunk = model.get_layer("trunk").kernel
+
+    def trunk_gradient(strength):
+        reversal.strength.assign(strength)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(trained(x)[1][:, 0])
+        return tape.gradient(loss, trunk).numpy()
+
+    forward, reversed_ = trunk_gradient(-1.0), trunk_gradient(1.0)  # −1: the plain gradient
+    assert np.abs(forward).max() > 1e-6
+    np.testing.assert_allclose(reversed_, -forward, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(trunk_gradient(0.25), -0.25 * forward, rtol=1e-5, atol=1e-8)
+    assert not np.any(trunk_gradient(0.0))
+    assert len(model.outputs) == 1 and len(trained.outputs) == 2
+    assert reversal_ramp(0.0) == 0.0 and 0.99 < reversal_ramp(1.0) < 1.0 and reversal_ramp(0.1) < reversal_ramp(0.2)
+
+
+def test_a_speaker_adversarial_run_trains_both_heads_and_hands_back_the_emotion_model_alone():
+    rng = np.random.default_rng(0)
+    n_clips, frames = 24, DEFAULT_CONFIG.window_frames
+    db = [rng.normal(-40, 10, (DEFAULT_CONFIG.n_mels, frames + 20)).astype(np.float16) for _ in range(n_clips)]
+    windows = [rng.normal(0, 1, (2, DEFAULT_CONFIG.n_mels, frames)).astype(np.float16) for _ in range(n_clips)]
+    bank = evaluate.ClipBank([f"clip{i}" for i in range(n_clips)], db, windows)
+    y = np.tile(np.arange(4), n_clips // 4)
+    speakers = np.array([f"ravdess-{i % 3}" for i in range(12)] + ["ravdess-7"] * 6 + ["ravdess-8"] * 6)
+    fold = {"name": "tiny", "number": 1, "train": np.arange(12), "val": np.arange(12, 18),
+            "test": np.arange(18, 24)}
+    plain = evaluate.PRESETS["improved"].with_overrides(
+        ["epochs=3", "min_epochs=1", "augment_share=0", "conv_filters=4,8", "lstm_units=8,8", "mixup_alpha=0.2"])
+    preset = plain.with_overrides(["speaker_adversarial=0.5"])
+    classes = ["angry", "happy", "neutral", "sad"]
+    with pytest.raises(ValueError, match="speakers"):
+        evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]", progress=False)
+    result, model, averaged = evaluate.run_fold(preset, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
+                                                progress=False, speakers=speakers)
+    strengths = [h["reversal_strength"] for h in result["history"]]
+    assert strengths[0] == 0.0 and strengths[0] < strengths[1] < strengths[2] <= 0.5
+    assert all(np.isfinite(h["speaker_loss"]) and np.isfinite(h["accuracy"]) for h in result["history"])
+    assert len(model.outputs) == 1 and model.output_shape == (None, len(classes))
+    _, plain_model, _ = evaluate.run_fold(plain, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
+                                          progress=False)
+    assert [w.shape for w in model.get_weights()] == [w.shape for w in plain_model.get_weights()] and \
+        len(averaged) == len(model.get_weights())  # no speaker-head weight is scored, averaged or exported
+    with pytest.raises(ValueError, match="speaker_adversarial"):
+        plain.with_overrides(["speaker_adversarial=-1"])

@@ -96,6 +96,9 @@ class Preset:
     architecture: str = "crnn"  # "crnn" (the reference, 1.1 M parameters) or "cnn" (compact, ~0.1 M)
     mask_kept_bands: bool = False  # SpecAugment band masks only on the bands the feature version keeps (v3: < 7.1 kHz)
     train_song: bool = False  # emobox/ship: RAVDESS song of the training actors trains too (validation, test: speech)
+    # Strength of a speaker classifier's reversed gradient on the shared layers (domain-adversarial training with the
+    # training speakers as domains; ramped from 0 over the epochs); 0 = off.
+    speaker_adversarial: float = 0.0
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -105,6 +108,8 @@ class Preset:
                              "(each window's own class must stay its answer)")
         if self.features.needs_baseline and self.vtlp:
             raise ValueError("vtlp with feature version 4: the baseline subtracted would be the unwarped voice's")
+        if not 0.0 <= self.speaker_adversarial <= 10.0:
+            raise ValueError(f"speaker_adversarial {self.speaker_adversarial}: expected 0 ≤ strength ≤ 10")
         self.features  # noqa: B018 — an unknown feature version fails here, before any training
 
     @property
@@ -201,6 +206,10 @@ PRESETS["wideband-90ep-compact"] = dataclasses.replace(PRESETS["wideband-90ep"],
 # calm, angry). Softer targets keep some probability on the other classes, so the utterance mean can recover.
 PRESETS["wideband-90ep-smooth"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-smooth",
                                                       label_smoothing=0.1)
+# wideband-90ep trained against a speaker classifier (gradient reversal, strength ramped to 0.5): what tells the 16
+# training voices apart is pushed out of the representation the emotion layer reads. Prepared, not yet run.
+PRESETS["wideband-90ep-speaker-adversarial"] = dataclasses.replace(
+    PRESETS["wideband-90ep"], name="wideband-90ep-speaker-adversarial", speaker_adversarial=0.5)
 
 
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -466,7 +475,11 @@ class WeightAverage:
         return [(total / len(self.epochs)).astype(w.dtype) for total, w in zip(self.sums, like, strict=True)]
 
 
-def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
+def build_model(preset: Preset, n_classes: int, steps_per_epoch: int, n_speakers: int = 0):
+    """(the model scored and exported, the compiled model trained, the gradient reversal or None).
+
+    The two are one model unless ``preset.speaker_adversarial``: then the trained one adds a speaker head over
+    ``n_speakers`` training speakers (``model.with_speaker_head``), sharing every weight of the scored one."""
     import keras
 
     model = preset.build(n_classes)
@@ -474,8 +487,18 @@ def build_model(preset: Preset, n_classes: int, steps_per_epoch: int):
     if preset.early_stopping_patience is not None:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=preset.epochs * steps_per_epoch, alpha=0.05)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"])
-    return model
+    if not preset.speaker_adversarial:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"])
+        return model, model, None
+    from emostream.train.model import with_speaker_head
+
+    if n_speakers < 2:
+        raise ValueError(f"speaker_adversarial needs two or more training speakers, got {n_speakers}")
+    trained, reversal = with_speaker_head(model, n_speakers)
+    trained.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                    loss={"probabilities": loss, "speaker": keras.losses.CategoricalCrossentropy()},
+                    metrics={"probabilities": ["accuracy"]})
+    return model, trained, reversal
 
 
 def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
@@ -488,9 +511,11 @@ def should_stop(preset: Preset, epoch: int, best_epoch: int) -> bool:
 def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], banks: dict[str, ClipBank],
              seed: int, log_prefix: str, groups: np.ndarray | None = None,
              cross: np.ndarray | None = None, progress: bool = True,
-             baselines: FoldBaselines | None = None) -> tuple[dict, object, list | None]:
+             baselines: FoldBaselines | None = None,
+             speakers: np.ndarray | None = None) -> tuple[dict, object, list | None]:
     """Train on ``fold['train']``, choose the checkpoint on ``fold['val']``, score ``fold['test']`` once and
-    the ``cross`` rows (another corpus, never trained on) once.
+    the ``cross`` rows (another corpus, never trained on) once. ``speakers`` (one key per row) names the training
+    speakers for ``preset.speaker_adversarial``.
 
     Returns the result, the model (at the chosen checkpoint) and the tail-averaged weights, which are scored in
     ``result['tail_average']`` — None for a preset without early stopping (no checkpoint is chosen there) or when
@@ -502,7 +527,14 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     train_rows = oversample(fold["train"], y, seed, groups)
     windows = TrainingWindows(preset, banks, seed, baselines)
     heard = baselines.heard if baselines is not None else None
-    model = build_model(preset, n_classes, int(np.ceil(len(train_rows) / preset.batch_size)))
+    speaker_codes, trained_speakers = None, []
+    if preset.speaker_adversarial:
+        if speakers is None:
+            raise ValueError("speaker_adversarial needs each row's speaker (run_fold's speakers)")
+        trained_speakers = np.unique(speakers[fold["train"]])
+        speaker_codes = np.searchsorted(trained_speakers, speakers)  # meaningful on training rows only
+    model, trained, reversal = build_model(preset, n_classes, int(np.ceil(len(train_rows) / preset.batch_size)),
+                                           len(trained_speakers))
     orig = banks["orig"]
     history, best = [], {"uar": -1.0, "epoch": 0, "weights": None}
     tail = WeightAverage()
@@ -514,20 +546,32 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
         order = np.random.default_rng([seed, epoch]).permutation(train_rows)
         x, targets = windows.epoch(order), keras.utils.to_categorical(y[order], n_classes)
         targets = share_calm_neutral(targets, classes, preset.calm_neutral_share)
+        if reversal is not None:  # the speaker targets ride along (mixed with the same weights)
+            targets = np.concatenate([targets, keras.utils.to_categorical(speaker_codes[order],
+                                                                          len(trained_speakers))], axis=1)
         if preset.mixup_alpha:
             x, targets = mixup(x, targets, preset.mixup_alpha, windows.rng)
-        fit = model.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
+        if reversal is not None:
+            from emostream.train.model import reversal_ramp
+
+            reversal.strength.assign(preset.speaker_adversarial * reversal_ramp((epoch - 1) / preset.epochs))
+            targets = {"probabilities": targets[:, :n_classes], "speaker": targets[:, n_classes:]}
+        fit = trained.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
+        fit.history.setdefault("accuracy", fit.history.get("probabilities_accuracy", [float("nan")]))
+        adversary = {} if reversal is None else {"speaker_loss": float(fit.history["speaker_loss"][0]),
+                                                 "reversal_strength": float(reversal.strength.numpy())}
         if preset.early_stopping_patience is not None and epoch < min(preset.min_epochs, preset.epochs):
             # No checkpoint is chosen before min_epochs (or the last epoch): skip the validation pass there.
             history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
-                            "accuracy": float(fit.history["accuracy"][0])})
+                            "accuracy": float(fit.history["accuracy"][0]), **adversary})
             logger.info("%s epoch %d loss %.3f acc %.3f (%.0f s)", log_prefix, epoch, history[-1]["loss"],
                         history[-1]["accuracy"], time.time() - started)
             continue
         val_p = clip_probabilities(model, orig, fold["val"], preset.multi_window_test, preset.features, heard)
         val = scores(y[fold["val"]], val_p.argmax(axis=1))
         history.append({"epoch": epoch, "loss": float(fit.history["loss"][0]),
-                        "accuracy": float(fit.history["accuracy"][0]), **{f"val_{k}": v for k, v in val.items()}})
+                        "accuracy": float(fit.history["accuracy"][0]), **adversary,
+                        **{f"val_{k}": v for k, v in val.items()}})
         logger.info("%s epoch %d loss %.3f acc %.3f | val acc %.3f uar %.3f (%.0f s)", log_prefix, epoch,
                     history[-1]["loss"], history[-1]["accuracy"], val["accuracy"], val["uar"], time.time() - started)
         if preset.early_stopping_patience is None:
@@ -1134,7 +1178,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + fold["number"] - 1 + args.seed_offset
         baselines = data.fold_baselines(fold)
         result, model, averaged = run_fold(preset, fold, y, classes, banks, seed,
-                                           f"[{fold['name']}]", groups=corpus, cross=cross, baselines=baselines)
+                                           f"[{fold['name']}]", groups=corpus, cross=cross, baselines=baselines,
+                                           speakers=data.speakers)
         result["data_seed"] = args.seed
         logger.info("[%s] test %s", fold["name"], {k: v for k, v in result.get("test", {}).items()
                                                     if k in ("accuracy", "uar", "max_share")})

@@ -57,6 +57,53 @@ def build_crnn(
     return model
 
 
+def with_speaker_head(model, n_speakers: int, hidden_units: int = 64):
+    """A training model of two outputs — ``model``'s emotion probabilities and a speaker classifier on the same
+    representation (the emotion layer's input) behind a gradient reversal — and the reversal layer.
+
+    The speaker head learns to name the training speakers; the reversed gradient pushes the shared layers the
+    other way, towards a representation that does not tell the speakers apart (domain-adversarial training, with
+    speakers as domains). ``reversal.strength`` (a variable, 0 at first) scales the reversed gradient: the training
+    loop ramps it. ``model`` keeps its single output and every weight it shares; it is what is scored and exported.
+    """
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    class GradientReversal(layers.Layer):
+        """Identity forward; the gradient times −``strength`` backward."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.strength = self.add_weight(shape=(), initializer="zeros", trainable=False, name="strength")
+
+        def call(self, x):
+            strength = tf.cast(tf.convert_to_tensor(self.strength), x.dtype)
+
+            @tf.custom_gradient
+            def reverse(t):
+                return tf.identity(t), lambda dy: -strength * dy
+
+            return reverse(x)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    shared = model.get_layer("probabilities").input
+    reversal = GradientReversal(name="gradient_reversal")
+    h = layers.Dense(hidden_units, activation="relu", name="speaker_hidden")(reversal(shared))
+    speaker = layers.Dense(n_speakers, activation="softmax", name="speaker")(h)
+    return keras.Model(model.input, [model.output, speaker], name=f"{model.name}_speaker_adversarial"), reversal
+
+
+def reversal_ramp(progress: float) -> float:
+    """The usual domain-adversarial schedule, 0 → 1 over training: 2 / (1 + exp(−10·progress)) − 1 (Ganin &
+    Lempitsky 2015), so the speaker head is trained before its gradient reaches the shared layers in earnest."""
+    import math
+
+    return 2.0 / (1.0 + math.exp(-10.0 * min(max(progress, 0.0), 1.0))) - 1.0
+
+
 @dataclass(frozen=True)
 class CnnConfig:
     """Layer sizes of the compact CNN (~0.1 M parameters at the defaults)."""
