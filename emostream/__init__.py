@@ -10,7 +10,8 @@ imported on first use, so ``import emostream`` stays cheap and loads no model::
 
 __version__ = "0.2.0"
 
-_API = ("EmotionRecognizer", "EmotionStream", "score_file", "ClipScore", "FileScores", "Utterance", "WindowScore")
+_API = ("EmotionRecognizer", "EmotionStream", "score_file", "ClipScore", "FileScores", "Utterance", "WindowScore",
+        "VadConfig")
 __all__ = ["__version__", *_API]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from emostream.inference import scoring
 from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.vad import VadConfig
 from emostream.options import check_range
 from emostream.paths import DEFAULT_MODEL_PATH
 
@@ -33,7 +34,8 @@ FILE_BLOCK_FRAMES = 8192
 
 @dataclass(frozen=True)
 class WindowScore:
-    """One 2.3 s window of the stream. ``probabilities`` is None (and ``top`` too) for a silent window."""
+    """One 2.3 s window of the stream. ``speech`` says whether it was classified: False for a silent window
+    and, with the voice gate on, for a loud one without speech; ``probabilities`` and ``top`` are None then."""
 
     seq: int
     start_s: float
@@ -43,11 +45,12 @@ class WindowScore:
     probabilities: dict[str, float] | None
     top: str | None
     top_p: float | None
+    speech: bool = True
 
     @classmethod
     def from_message(cls, m: dict) -> WindowScore:
         return cls(m["seq"], m["start_s"], m["end_s"], m["level_dbfs"], m["silence"], m["probabilities"],
-                   m["top"], m["top_p"])
+                   m["top"], m["top_p"], m["speech"])
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,11 @@ class EmotionRecognizer:
 
     ``hop_s``: seconds between windows (rounded to whole STFT hops, at least one; 0..10); ``smoothing``: share of
     the previous window's scores kept (EMA, 0 ≤ s < 1; window scores only — utterances and summaries average
-    the raw scores); ``silence_dbfs``: windows quieter than this (−200..0) are silence, not classified. The ranges
-    are the daemon's (``emostream.inference.pipeline``); the input may be 1000..384000 Hz and 1..64 channels.
+    the raw scores); ``silence_dbfs``: windows quieter than this (−200..0) are silence, not classified; ``vad``:
+    the daemon's voice gate for ``stream``/``iter_scores``/``score_file`` (``VadConfig()`` is the daemon's
+    default; None, the default here, keeps the level gate alone — ``predict`` always does, as evaluation).
+    The ranges are the daemon's (``emostream.inference.pipeline``); the input may be 1000..384000 Hz and
+    1..64 channels.
 
     >>> rec = EmotionRecognizer()
     >>> rec.predict(samples, sample_rate_hz=16000).top  # doctest: +SKIP
@@ -140,13 +146,15 @@ class EmotionRecognizer:
 
     def __init__(self, model: str | Path | None = None, hop_s: float = PipelineConfig.hop_s,
                  smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
-                 threads: int = 1):
-        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs)  # checks ranges
+                 threads: int = 1, vad: VadConfig | None = None):
+        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs,
+                                     vad=vad)  # checks ranges
         check_range("threads", threads, *THREADS_RANGE)
         self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
                                   InferenceConfig(intra_op_threads=threads))
         self.labels: list[str] = list(self.model.labels)
         self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
+        self._pipeline(self.sample_rate_hz, 1)  # settings the model cannot honour fail here, not on the first file
 
     def _pipeline(self, sample_rate_hz: int, channels: int) -> EmotionPipeline:
         return EmotionPipeline(self.model, self.config, sample_rate_hz, channels)

@@ -1,7 +1,8 @@
 """``emostream-score``: score audio files (files, folders, globs) as the daemon would, into CSV or JSON lines.
 
-Each file streams through the daemon's own path (``EmotionRecognizer.score_file``), so its window scores
-equal what ``emostream-daemon --file F --fast`` sends. ``--per window`` writes the timeline,
+Each file streams through the daemon's own path (``EmotionRecognizer.score_file``) with the daemon's gates
+(level, and the voice gate unless ``--no-vad``), so its window scores equal what ``emostream-daemon --file F
+--fast`` sends with the same flags. ``--per window`` writes the timeline,
 ``--per utterance`` one row per speech segment (mean probabilities), ``--per file`` one summary row.
 An unreadable file gets a one-line reason on stderr and a non-zero exit; the others are still scored.
 """
@@ -32,7 +33,7 @@ MAX_JOBS = 64
 
 # The columns of each table; probabilities follow as one column per label (``p_<label>``) in CSV.
 COLUMNS = {
-    "window": ("file", "seq", "start_s", "end_s", "silence", "level_dbfs", "top", "top_p"),
+    "window": ("file", "seq", "start_s", "end_s", "silence", "speech", "level_dbfs", "top", "top_p"),
     "utterance": ("file", "start_s", "end_s", "windows", "short", "top", "top_p"),
     "file": ("file", "top", "top_p", "duration_s", "windows", "short"),
 }
@@ -63,7 +64,8 @@ def rows(scores, per: str) -> list[dict]:
     name = scores.path
     if per == "window":
         return [{"file": name, "seq": w.seq, "start_s": w.start_s, "end_s": w.end_s, "silence": w.silence,
-                 "level_dbfs": w.level_dbfs, "top": w.top, "top_p": w.top_p, "probabilities": w.probabilities}
+                 "speech": w.speech, "level_dbfs": w.level_dbfs, "top": w.top, "top_p": w.top_p,
+                 "probabilities": w.probabilities}
                 for w in scores.windows]
     if per == "utterance":
         return [{"file": name, "start_s": u.start_s, "end_s": u.end_s, "windows": u.windows, "short": u.short,
@@ -95,7 +97,7 @@ class Writer:
 _recognizer = None
 
 
-def _init(model: str, hop_s: float, silence_dbfs: float) -> None:
+def _init(model: str, hop_s: float, silence_dbfs: float, vad) -> None:
     global _recognizer
     from emostream.api import EmotionRecognizer
 
@@ -105,7 +107,7 @@ def _init(model: str, hop_s: float, silence_dbfs: float) -> None:
         threadpool_limits(1)
     except ImportError:
         pass
-    _recognizer = EmotionRecognizer(model, hop_s=hop_s, silence_dbfs=silence_dbfs)
+    _recognizer = EmotionRecognizer(model, hop_s=hop_s, silence_dbfs=silence_dbfs, vad=vad)
 
 
 def _score(path: Path):
@@ -120,6 +122,7 @@ def _score(path: Path):
 
 def build_parser() -> argparse.ArgumentParser:
     from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig
+    from emostream.inference.vad import add_vad_arguments
     from emostream.options import add_ranged
     from emostream.paths import DEFAULT_MODEL_PATH
 
@@ -136,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                help="seconds between windows (rounded to 512 samples, as the daemon's)")
     add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, *SILENCE_RANGE_DBFS, unit="dBFS",
                help="windows quieter than this are silence, not classified")
+    add_vad_arguments(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: on for several files when stderr is a terminal)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -158,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from emostream.inference.model import ModelError
+    from emostream.inference.vad import VadUnavailable, vad_from_args
 
     files, missing = expand(args.paths)
     for target in missing:
         logger.error("%s: no such file, or no audio files in it", target)
     try:
-        _init(str(args.model), args.hop, args.silence_dbfs)
-    except (ModelError, ValueError) as exc:
+        vad = vad_from_args(args)
+        _init(str(args.model), args.hop, args.silence_dbfs, vad)
+    except (ModelError, ValueError, VadUnavailable) as exc:
         logger.error("%s", exc)
         if out is not sys.stdout:
             out.close()
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
         # forkserver: workers never inherit this process's onnxruntime session or threads through fork()
         pool = ProcessPoolExecutor(min(args.jobs, len(files)), mp_context=multiprocessing.get_context("forkserver"),
-                                   initializer=_init, initargs=(str(args.model), args.hop, args.silence_dbfs)) \
+                                   initializer=_init, initargs=(str(args.model), args.hop, args.silence_dbfs, vad)) \
             if args.jobs > 1 and len(files) > 1 else None
         results = pool.map(_score, files, chunksize=1) if pool else map(_score, files)
         with logging_redirect_tqdm(), tqdm(total=len(files), unit="file", file=sys.stderr, disable=not show) as bar:

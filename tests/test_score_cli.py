@@ -31,7 +31,7 @@ def folder(write_clip):
 def test_per_file_jsonl_over_a_folder_a_glob_and_bad_inputs(capsys, caplog, folder, tmp_path, recognizer):
     root, (a, b, c) = folder
     (root / "broken.wav").write_bytes(b"RIFF\x00\x00")
-    code, out, err = run(capsys, root, root / "*.wav", tmp_path / "absent.wav", "--format", "jsonl")
+    code, out, err = run(capsys, root, root / "*.wav", tmp_path / "absent.wav", "--format", "jsonl", "--no-vad")
     assert code == 1  # something was unreadable, the rest was still scored
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["file"] for line in lines] == [str(a), str(c), str(b)]  # folder order; the glob adds nothing new
@@ -54,7 +54,7 @@ def test_per_window_and_per_utterance_csv(capsys, speech_with_pause, recognizer,
     path, _ = speech_with_pause
     scored = recognizer.score_file(path)
     out_file = tmp_path / "w.csv"
-    assert run(capsys, path, "--per", "window", "--out", out_file)[0] == 0
+    assert run(capsys, path, "--per", "window", "--out", out_file, "--no-vad")[0] == 0
     table = list(csv.DictReader(out_file.open()))
     assert [int(r["seq"]) for r in table] == [w.seq for w in scored.windows]
     silent = [r for r in table if r["silence"] == "True"]
@@ -62,7 +62,7 @@ def test_per_window_and_per_utterance_csv(capsys, speech_with_pause, recognizer,
     voiced = [(r, w) for r, w in zip(table, scored.windows, strict=True) if not w.silence]
     for r, w in voiced:
         assert [float(r[f"p_{k}"]) for k in recognizer.labels] == [w.probabilities[k] for k in recognizer.labels]
-    code, out, _ = run(capsys, path, "--per", "utterance")
+    code, out, _ = run(capsys, path, "--per", "utterance", "--no-vad")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [(float(r["start_s"]), r["top"]) for r in rows] == \
         [(u.start_s, u.top) for u in scored.utterances] and len(rows) == 2
@@ -70,14 +70,16 @@ def test_per_window_and_per_utterance_csv(capsys, speech_with_pause, recognizer,
 
 def test_jobs_give_the_same_table_in_the_same_order(capsys, folder):
     root, _ = folder
-    one = run(capsys, root, "--per", "window", "--format", "jsonl")
-    two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2")
+    one = run(capsys, root, "--per", "window", "--format", "jsonl", "--no-vad")
+    two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2", "--no-vad")
     assert one[0] == two[0] == 0 and one[1] == two[1]
     assert one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
 
 
 @pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),
-                                         (["--silence-dbfs", "3"], "--silence-dbfs")])
+                                         (["--silence-dbfs", "3"], "--silence-dbfs"),
+                                         (["--vad-threshold", "1"], "--vad-threshold"),
+                                         (["--vad-min-speech", "10.5"], "--vad-min-speech")])
 def test_options_out_of_range_are_refused(capsys, folder, argv, match):
     root, _ = folder
     with pytest.raises(SystemExit) as exited:
@@ -100,7 +102,7 @@ def test_window_scores_equal_the_daemons_for_the_same_file(capsys, speech_with_p
         while (m := json.loads(ws.recv(timeout=30)))["type"] != "end":
             received.append(m)
     sent = {kind: [m for m in received if m["type"] == kind] for kind in ("scores", "utterance")}
-    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl")
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl", "--no-vad")
     ours = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(ours) == len(sent["scores"]) > 10
     for d, s in zip(sent["scores"], ours, strict=True):
@@ -108,9 +110,56 @@ def test_window_scores_equal_the_daemons_for_the_same_file(capsys, speech_with_p
         if not d["silence"]:
             np.testing.assert_allclose(list(d["probabilities"].values()), list(s["probabilities"].values()), atol=1e-5)
     assert m == {**m, "windows": len(ours), "utterances": 2}
-    code, out, _ = run(capsys, path, "--per", "utterance", "--format", "jsonl")
+    code, out, _ = run(capsys, path, "--per", "utterance", "--format", "jsonl", "--no-vad")
     assert [(u["start_s"], u["end_s"], u["windows"]) for u in map(json.loads, out.splitlines())] == \
         [(u["start_s"], u["end_s"], u["windows"]) for u in sent["utterance"]]
+
+
+def test_default_gates_are_the_daemons_speech_scored_and_noise_not(capsys, write_clip, daemon_thread, tmp_path):
+    """Real speech (the embedded sample), then 3 s of loud pink noise: with no flags, emostream-score applies
+    the daemon's default voice gate — the noise windows are loud, unclassified and "speech": false, exactly
+    as the daemon sends them — and ``--no-vad`` classifies them."""
+    import soundfile as sf
+
+    from emostream.inference.model import EmotionModel
+    from emostream.inference.pipeline import PipelineConfig
+    from emostream.inference.vad import VadConfig
+    from emostream.paths import DEFAULT_SAMPLE
+    from emostream.stream.daemon import EmotionDaemon, ServerConfig
+    from emostream.stream.sources import FileSource
+
+    speech, sr = sf.read(DEFAULT_SAMPLE, dtype="float32")
+    white = np.random.default_rng(7).standard_normal(3 * sr)
+    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, white.size // 2 + 2)), white.size)
+    noise = (0.2 * pink / np.abs(pink).max()).astype(np.float32)
+    path = write_clip("speech-then-noise.wav", np.concatenate([speech, noise]), sr)
+    daemon = EmotionDaemon(EmotionModel(), FileSource(path, realtime=False), PipelineConfig(vad=VadConfig()),
+                           ServerConfig(port=0, wait_for_subscribers=1))
+    received = []
+    with daemon_thread(daemon) as running, connect(running.url) as ws:
+        while (m := json.loads(ws.recv(timeout=30)))["type"] != "end":
+            received.append(m)
+    sent = [m for m in received if m["type"] == "scores"]
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl")
+    ours = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(ours) == len(sent)
+    for d, s in zip(sent, ours, strict=True):
+        assert (d["seq"], d["silence"], d["speech"]) == (s["seq"], s["silence"], s["speech"])
+        if d["speech"]:
+            np.testing.assert_allclose(list(d["probabilities"].values()), list(s["probabilities"].values()), atol=1e-5)
+    noise_rows = [s for s in ours if s["start_s"] >= speech.size / sr]
+    assert noise_rows and all(not s["silence"] and not s["speech"] and s["top"] is None for s in noise_rows)
+    assert sum(s["speech"] for s in ours) > len(ours) // 2  # the sample itself is speech
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl", "--no-vad")
+    assert code == 0 and all(s["speech"] and s["top"] for s in map(json.loads, out.splitlines())
+                             if s["start_s"] >= speech.size / sr)
+
+
+def test_a_voice_gate_no_window_can_meet_is_refused_before_any_file(capsys, caplog, folder):
+    root, _ = folder
+    code, out, _ = run(capsys, root, "--vad-min-speech", "5")
+    assert code == 2 and out == ""
+    assert any("min_speech_s" in r.getMessage() and "\n" not in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.data
@@ -128,7 +177,7 @@ def test_speechlike_at_the_model_rate_needs_no_resampling(capsys, write_clip, re
     path = write_clip("m.wav", speechlike(4.0, seed=44))
     y, sr = sf.read(path, dtype="float32")
     assert sr == SR
-    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl")
+    code, out, _ = run(capsys, path, "--per", "window", "--format", "jsonl", "--no-vad")
     streamed = list(recognizer.iter_scores([y], SR))
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["probabilities"] for r in rows] == [w.probabilities for w in streamed]

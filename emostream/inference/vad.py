@@ -57,6 +57,24 @@ class VadConfig:
         return {"backend": self.backend, "threshold": self.threshold, "min_speech_s": self.min_speech_s}
 
 
+def add_vad_arguments(parser) -> None:
+    """The voice gate's flags, one definition for every CLI that streams audio (daemon, ``emostream-score``)."""
+    from emostream.options import add_ranged
+
+    v = VadConfig()
+    add_ranged(parser, "--vad-threshold", float, v.threshold, 0.0, 1.0, low_open=True, high_open=True,
+               help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
+    add_ranged(parser, "--vad-min-speech", float, v.min_speech_s, 0.0, 10.0, unit="s",
+               help="voice-activity gate: speech a window must hold to be classified")
+    parser.add_argument("--no-vad", action="store_true",
+                        help="level gate only: classify every loud window, speech or not")
+
+
+def vad_from_args(args) -> VadConfig | None:
+    """``add_vad_arguments``' flags → the gate (None with ``--no-vad``)."""
+    return None if args.no_vad else VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
+
+
 class _Silero:
     frame_samples = 512  # 32 ms at 16 kHz, fixed by the model
 

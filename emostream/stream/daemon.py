@@ -36,7 +36,7 @@ from emostream.inference.pipeline import (
     EmotionPipeline,
     PipelineConfig,
 )
-from emostream.inference.vad import VadConfig, VadUnavailable
+from emostream.inference.vad import VadUnavailable, add_vad_arguments, vad_from_args
 from emostream.options import add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
@@ -441,12 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                help="EMA share of the previous scores")
     add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, *SILENCE_RANGE_DBFS, unit="dBFS",
                help="gate: quieter windows are silence")
-    v = VadConfig()
-    add_ranged(p, "--vad-threshold", float, v.threshold, 0.0, 1.0, low_open=True, high_open=True,
-               help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
-    add_ranged(p, "--vad-min-speech", float, v.min_speech_s, 0.0, 10.0, unit="s",
-               help="voice-activity gate: speech a window must hold to be classified")
-    p.add_argument("--no-vad", action="store_true", help="level gate only: classify every loud window, speech or not")
+    add_vad_arguments(p)
     s = ServerConfig()
     p.add_argument("--host", default=s.host)
     add_ranged(p, "--port", int, s.port, 0, 65535, help="TCP port (0: any free port)")
@@ -536,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             broadcast=args.broadcast_listeners)
         if listen_config is not None:
             listen_config.check()
-        vad = None if args.no_vad else VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
+        vad = vad_from_args(args)
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs,
                                          vad=vad)
         sinks = make_sinks(args.publish, SinkOptions(queue_messages=args.publish_queue,
