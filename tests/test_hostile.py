@@ -401,6 +401,30 @@ def test_real_speech_gets_labelled_windows(model, ravdess_dir):
     assert len(speech) >= len(gated) // 2 and all(m["top"] in model.labels for m in speech)
 
 
+def test_a_stream_shorter_than_a_window_passes_the_voice_gate_only_with_speech(model):
+    """1.5 s of loud pink noise: the level gate alone gives it a short utterance; the voice gate, none. 1.5 s
+    of real speech (the embedded sample) gets its short utterance either way."""
+    import soundfile as sf
+
+    from emostream.inference.pipeline import EmotionPipeline
+    from emostream.inference.vad import VadConfig
+    from emostream.paths import DEFAULT_SAMPLE
+
+    def utterances(y, config):
+        pipeline = EmotionPipeline(model, config, SR)
+        out = pipeline.process(y[:, None]) + pipeline.finish()
+        assert not [m for m in out if m["type"] == "scores"]  # never a whole window
+        return [m for m in out if m["type"] == "utterance"]
+
+    noise = pink_noise(1.5, -30)
+    assert [m["short"] for m in utterances(noise, PipelineConfig())] == [True]
+    assert utterances(noise, PipelineConfig(vad=VadConfig())) == []
+    speech, sr = sf.read(DEFAULT_SAMPLE, dtype="float32", frames=int(1.5 * SR))
+    assert sr == SR
+    voiced = utterances(speech, PipelineConfig(vad=VadConfig()))
+    assert [m["short"] for m in voiced] == [True] and voiced[0]["top"] in model.labels
+
+
 def test_the_hello_carries_the_voice_gate(model, audio):
     from emostream.inference.vad import VadConfig
 

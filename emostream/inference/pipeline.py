@@ -221,6 +221,8 @@ class EmotionPipeline:
         """Fewer samples than one window: laid into the noise floor and scored as evaluation scores a clip."""
         if level_dbfs(audio) < self.config.silence_dbfs:
             return []  # silence stays silence, however short
+        if self.vad is not None and not self.vad.is_speech(0, audio.size):
+            return []  # loud but no speech: the voice gate holds for short streams too
         _, voiced = scoring.stream_windows(audio, self.context, 0, self.features)
         model = self.model
         p = model.predict(self.model_input(voiced, model)).mean(axis=0)
