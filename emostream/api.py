@@ -10,11 +10,13 @@ plain results come out:
 - ``score_file(path)`` — a file streamed through the daemon's path → ``FileScores``: the window timeline,
   the utterances (speech segments, averaged) and a whole-file summary.
 
-A clip shorter than one 2.3 s window is scored too (laid into the noise floor) and flagged ``short``.
+A clip shorter than one 2.3 s window is scored too (laid into the noise floor) and flagged ``short``, if it
+passes the gates: the level gate, and the voice gate when one is set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +47,7 @@ class WindowScore:
     probabilities: dict[str, float] | None
     top: str | None
     top_p: float | None
-    speech: bool = True
+    speech: bool
 
     @classmethod
     def from_message(cls, m: dict) -> WindowScore:
@@ -156,8 +158,8 @@ class EmotionRecognizer:
         self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
         self._pipeline(self.sample_rate_hz, 1)  # settings the model cannot honour fail here, not on the first file
 
-    def _pipeline(self, sample_rate_hz: int, channels: int) -> EmotionPipeline:
-        return EmotionPipeline(self.model, self.config, sample_rate_hz, channels)
+    def _pipeline(self, sample_rate_hz: int, channels: int, config: PipelineConfig | None = None) -> EmotionPipeline:
+        return EmotionPipeline(self.model, config or self.config, sample_rate_hz, channels)
 
     def stream(self, sample_rate_hz: int, channels: int = 1) -> EmotionStream:
         """A live stream: ``push`` chunks of any size; each call returns the windows they completed."""
@@ -179,7 +181,8 @@ class EmotionRecognizer:
         x = np.asarray(samples, dtype=np.float32)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
             raise ValueError(f"expected (frames,) or (frames, channels) samples, got shape {x.shape}")
-        pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1])
+        level_only = dataclasses.replace(self.config, vad=None)  # evaluation's clip score: no detector to build
+        pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1], level_only)
         mono = pipeline.to_model_rate(x, last=True)
         _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
         model = self.model
@@ -199,18 +202,30 @@ class EmotionRecognizer:
         path = Path(path)
         if not path.is_file():
             raise AudioDecodeError(f"audio file {path} not found")
-        try:
-            with sf.SoundFile(path) as f:
-                try:
-                    s = self.stream(f.samplerate, f.channels)
-                except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels
-                    raise AudioDecodeError(f"cannot score audio file {path}: {exc}") from None
-                windows = []
-                for block in f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True):
-                    windows += s.push(block)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        decode_errors = (sf.LibsndfileError, RuntimeError, TypeError)  # soundfile's; not the pipeline's
+
+        def unreadable(exc: Exception) -> AudioDecodeError:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AudioDecodeError(f"cannot read audio file {path}: {reason}") from None
+            return AudioDecodeError(f"cannot read audio file {path}: {reason}")
+
+        try:
+            f = sf.SoundFile(path)
+        except decode_errors as exc:
+            raise unreadable(exc) from None
+        with f:
+            try:
+                s = self.stream(f.samplerate, f.channels)
+            except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels
+                raise AudioDecodeError(f"cannot score audio file {path}: {exc}") from None
+            blocks, windows = f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True), []
+            while True:  # only the reads are decode errors; the pipeline's own errors propagate as they are
+                try:
+                    block = next(blocks)
+                except StopIteration:
+                    break
+                except decode_errors as exc:
+                    raise unreadable(exc) from None
+                windows += s.push(block)
         if s.pipeline.input_frames == 0:
             raise AudioDecodeError(f"audio file {path} holds no samples")
         windows += s.finish()

@@ -2,7 +2,8 @@
 
 Each file streams through the daemon's own path (``EmotionRecognizer.score_file``) with the daemon's gates
 (level, and the voice gate unless ``--no-vad``), so its window scores equal what ``emostream-daemon --file F
---fast`` sends with the same flags. ``--per window`` writes the timeline,
+--fast`` sends with the same ``--hop``, ``--silence-dbfs`` and voice-gate flags (and no ``--smoothing``: the
+scores here are raw). ``--per window`` writes the timeline,
 ``--per utterance`` one row per speech segment (mean probabilities), ``--per file`` one summary row.
 An unreadable file gets a one-line reason on stderr and a non-zero exit; the others are still scored.
 """

@@ -122,3 +122,32 @@ def test_score_file_refuses_what_it_cannot_read_in_one_line(recognizer, tmp_path
         with pytest.raises(AudioDecodeError, match=match) as err:
             recognizer.score_file(path)
         assert "\n" not in str(err.value)
+
+
+def test_the_voice_gate_is_opt_in_and_marks_windows_without_speech(recognizer):
+    """``vad=VadConfig()``: the sample's speech is classified, loud pink noise after it is not (``speech``
+    False, no label) in ``iter_scores``; ``predict`` stays the evaluation's level-gate score; a ``vad`` that
+    is not a VadConfig is a ValueError at once."""
+    import soundfile as sf
+
+    from emostream import EmotionRecognizer, VadConfig
+    from emostream.paths import DEFAULT_SAMPLE
+
+    speech, sr = sf.read(DEFAULT_SAMPLE, dtype="float32", frames=5 * SR)
+    white = np.random.default_rng(3).standard_normal(3 * sr)
+    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, white.size // 2 + 2)), white.size)
+    y = np.concatenate([speech, (0.2 * pink / np.abs(pink).max()).astype(np.float32)])
+    gated = EmotionRecognizer(vad=VadConfig())
+    windows = list(gated.iter_scores([y[i:i + 4096] for i in range(0, y.size, 4096)], sr))
+    plain = list(recognizer.iter_scores([y], sr))
+    assert [w.seq for w in windows] == [w.seq for w in plain]
+    noise = [w for w in windows if w.start_s >= speech.size / sr]
+    assert noise and all(not w.speech and not w.silence and w.top is None for w in noise)
+    assert all(w.speech and w.top for w in plain if w.start_s >= speech.size / sr)
+    assert any(w.speech for w in windows)
+    for g, p in zip(windows, plain, strict=True):  # where both classify, the same scores
+        if g.speech:
+            np.testing.assert_allclose(list(g.probabilities.values()), list(p.probabilities.values()), atol=1e-6)
+    assert gated.predict(y, sr) == recognizer.predict(y, sr)
+    with pytest.raises(ValueError, match="vad"):
+        EmotionRecognizer(vad=True)

@@ -71,6 +71,21 @@ def test_audio_shorter_than_a_window_ends_cleanly_and_says_why(model, tmp_path, 
     assert "shorter than one 2.30 s window" in caplog.text
 
 
+def test_audio_shorter_than_a_window_that_a_gate_stops_says_which(model, tmp_path, caplog):
+    from emostream.inference.vad import VadConfig
+
+    path = tmp_path / "short-synthetic.wav"
+    sf.write(path, speechlike(1.0, seed=4), SR)  # loud, but no speech to Silero
+    code, _, daemon = run_file(model, path, vad=VadConfig())
+    assert code == 0 and [m["type"] for m in daemon.captured] == ["end"]
+    assert "not scored, no speech in it (voice gate)" in caplog.text
+    sf.write(path, 0.001 * speechlike(1.0, seed=4), SR)  # −60 dBFS or so
+    caplog.clear()
+    code, _, daemon = run_file(model, path)
+    assert code == 0 and [m["type"] for m in daemon.captured] == ["end"]
+    assert "not scored, quieter than the level gate" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["clipping", "dc-offset", "nan-inf"])
 def test_damaged_signals_still_give_valid_scores(model, tmp_path, kind):
     y = speechlike(5.0, seed=5)

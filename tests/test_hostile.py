@@ -401,18 +401,21 @@ def test_real_speech_gets_labelled_windows(model, ravdess_dir):
     assert len(speech) >= len(gated) // 2 and all(m["top"] in model.labels for m in speech)
 
 
-def test_a_stream_shorter_than_a_window_passes_the_voice_gate_only_with_speech(model):
+@pytest.mark.parametrize("rate", [16000, SR, 48000])
+def test_a_stream_shorter_than_a_window_passes_the_voice_gate_only_with_speech(model, rate):
     """1.5 s of loud pink noise: the level gate alone gives it a short utterance; the voice gate, none. 1.5 s
-    of real speech (the embedded sample) gets its short utterance either way."""
+    of real speech (the embedded sample) gets its short utterance either way — at any input rate (the
+    resamplers' tails are flushed before the gate looks)."""
     import soundfile as sf
+    import soxr
 
     from emostream.inference.pipeline import EmotionPipeline
     from emostream.inference.vad import VadConfig
     from emostream.paths import DEFAULT_SAMPLE
 
     def utterances(y, config):
-        pipeline = EmotionPipeline(model, config, SR)
-        out = pipeline.process(y[:, None]) + pipeline.finish()
+        pipeline = EmotionPipeline(model, config, rate)
+        out = pipeline.process(soxr.resample(y, SR, rate)[:, None]) + pipeline.finish()
         assert not [m for m in out if m["type"] == "scores"]  # never a whole window
         return [m for m in out if m["type"] == "utterance"]
 

@@ -68,12 +68,15 @@ def test_per_window_and_per_utterance_csv(capsys, speech_with_pause, recognizer,
         [(u.start_s, u.top) for u in scored.utterances] and len(rows) == 2
 
 
-def test_jobs_give_the_same_table_in_the_same_order(capsys, folder):
+@pytest.mark.parametrize("gate", [[], ["--no-vad"]], ids=["voice-gate", "level-gate"])
+def test_jobs_give_the_same_table_in_the_same_order(capsys, folder, gate):
     root, _ = folder
-    one = run(capsys, root, "--per", "window", "--format", "jsonl", "--no-vad")
-    two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2", "--no-vad")
+    one = run(capsys, root, "--per", "window", "--format", "jsonl", *gate)
+    two = run(capsys, root, "--per", "window", "--format", "jsonl", "--jobs", "2", *gate)
     assert one[0] == two[0] == 0 and one[1] == two[1]
-    assert one[1].count("\n") == 5  # 3 + 2 windows; the short clip has none
+    rows = [json.loads(line) for line in one[1].splitlines()]
+    assert len(rows) == 5  # 3 + 2 windows; the short clip has none
+    assert [r["speech"] for r in rows] == [bool(gate)] * 5  # synthetic chirps are no speech to the voice gate
 
 
 @pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),

@@ -54,6 +54,8 @@ class PipelineConfig:
         check_range("hop_s", self.hop_s, *HOP_RANGE_S)
         check_range("smoothing", self.smoothing, *SMOOTHING_RANGE, high_open=True)
         check_range("silence_dbfs", self.silence_dbfs, *SILENCE_RANGE_DBFS)  # NaN here once reached the hello
+        if self.vad is not None and not isinstance(self.vad, VadConfig):
+            raise ValueError(f"vad must be a VadConfig or None, got {self.vad!r}")
 
     def hop_frames(self, sample_rate_hz: int, stft_hop_samples: int) -> int:
         return max(1, round(self.hop_s * sample_rate_hz / stft_hop_samples))
@@ -107,6 +109,7 @@ class EmotionPipeline:
         self.input_frames = 0
         self.utterances_out = 0
         self.short = False  # the stream ended before one window was full and was scored embedded
+        self.short_skipped: str | None = None  # why such a stream was not scored (the level or the voice gate)
         self._sum: np.ndarray | None = None  # raw probabilities of every classified window, for summary()
         self._classified = 0
         self._resampler = None
@@ -220,9 +223,11 @@ class EmotionPipeline:
     def _short_clip(self, audio: np.ndarray) -> list[dict]:
         """Fewer samples than one window: laid into the noise floor and scored as evaluation scores a clip."""
         if level_dbfs(audio) < self.config.silence_dbfs:
-            return []  # silence stays silence, however short
+            self.short_skipped = "quieter than the level gate"  # silence stays silence, however short
+            return []
         if self.vad is not None and not self.vad.is_speech(0, audio.size):
-            return []  # loud but no speech: the voice gate holds for short streams too
+            self.short_skipped = "no speech in it (voice gate)"  # the gate holds for short streams too
+            return []
         _, voiced = scoring.stream_windows(audio, self.context, 0, self.features)
         model = self.model
         p = model.predict(self.model_input(voiced, model)).mean(axis=0)

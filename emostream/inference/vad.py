@@ -28,6 +28,8 @@ class VadUnavailable(RuntimeError):
     """The detector's package is not installed; the message says what to install (one line)."""
 
 BACKENDS = ("silero", "webrtc")
+VAD_THRESHOLD_RANGE = (0.0, 1.0)  # open at both ends: 0 would call every frame speech, 1 none
+VAD_MIN_SPEECH_RANGE_S = (0.0, 10.0)  # the pipeline also refuses more than one window holds (2.32 s)
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,10 @@ class VadConfig:
     floor_dbfs: float = -60.0  # frames quieter than this are not speech, without running the detector (idle CPU)
 
     def __post_init__(self):
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"VAD threshold must be in (0, 1), got {self.threshold}")
-        if not 0.0 <= self.min_speech_s <= 10.0:
-            raise ValueError(f"VAD min_speech_s must be in [0, 10] s, got {self.min_speech_s}")
+        from emostream.options import check_range
+
+        check_range("VAD threshold", self.threshold, *VAD_THRESHOLD_RANGE, low_open=True, high_open=True)
+        check_range("VAD min_speech_s", self.min_speech_s, *VAD_MIN_SPEECH_RANGE_S)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown VAD backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
         if not -200.0 <= self.floor_dbfs <= 0.0:
@@ -62,10 +64,11 @@ def add_vad_arguments(parser) -> None:
     from emostream.options import add_ranged
 
     v = VadConfig()
-    add_ranged(parser, "--vad-threshold", float, v.threshold, 0.0, 1.0, low_open=True, high_open=True,
+    add_ranged(parser, "--vad-threshold", float, v.threshold, *VAD_THRESHOLD_RANGE, low_open=True, high_open=True,
                help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
-    add_ranged(parser, "--vad-min-speech", float, v.min_speech_s, 0.0, 10.0, unit="s",
-               help="voice-activity gate: speech a window must hold to be classified")
+    add_ranged(parser, "--vad-min-speech", float, v.min_speech_s, *VAD_MIN_SPEECH_RANGE_S, unit="s",
+               help="voice-activity gate: speech a window must hold to be classified (at most one window, "
+                    "2.32 s for the shipped model)")
     parser.add_argument("--no-vad", action="store_true",
                         help="level gate only: classify every loud window, speech or not")
 

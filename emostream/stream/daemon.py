@@ -412,7 +412,7 @@ class EmotionDaemon:
                 not isinstance(self.source, NoSource):
             logger.warning("the input ended after %.2f s, shorter than one %.2f s window: %s", heard_s,
                            self.pipeline.features.window_s, "scored inside a noise floor (utterance flagged short)"
-                           if self.pipeline.short else "nothing to score")
+                           if self.pipeline.short else f"not scored, {self.pipeline.short_skipped or 'no audio'}")
         logger.info("stopped after %d windows, %.1f s of audio (%d overrun frames)", self.broadcaster.published,
                     heard_s, self.ring.overrun_frames)
         return 0
