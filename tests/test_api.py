@@ -131,12 +131,11 @@ def test_the_voice_gate_is_opt_in_and_marks_windows_without_speech(recognizer):
     import soundfile as sf
 
     from emostream import EmotionRecognizer, VadConfig
+    from emostream.bench.vadcheck import coloured_noise
     from emostream.paths import DEFAULT_SAMPLE
 
     speech, sr = sf.read(DEFAULT_SAMPLE, dtype="float32", frames=5 * SR)
-    white = np.random.default_rng(3).standard_normal(3 * sr)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, white.size // 2 + 2)), white.size)
-    y = np.concatenate([speech, (0.2 * pink / np.abs(pink).max()).astype(np.float32)])
+    y = np.concatenate([speech, coloured_noise(3.0, 1.0, -24, seed=3).astype(np.float32)])  # loud pink noise
     gated = EmotionRecognizer(vad=VadConfig())
     windows = list(gated.iter_scores([y[i:i + 4096] for i in range(0, y.size, 4096)], sr))
     plain = list(recognizer.iter_scores([y], sr))

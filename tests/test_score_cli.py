@@ -124,6 +124,7 @@ def test_default_gates_are_the_daemons_speech_scored_and_noise_not(capsys, write
     as the daemon sends them — and ``--no-vad`` classifies them."""
     import soundfile as sf
 
+    from emostream.bench.vadcheck import coloured_noise
     from emostream.inference.model import EmotionModel
     from emostream.inference.pipeline import PipelineConfig
     from emostream.inference.vad import VadConfig
@@ -132,9 +133,7 @@ def test_default_gates_are_the_daemons_speech_scored_and_noise_not(capsys, write
     from emostream.stream.sources import FileSource
 
     speech, sr = sf.read(DEFAULT_SAMPLE, dtype="float32")
-    white = np.random.default_rng(7).standard_normal(3 * sr)
-    pink = np.fft.irfft(np.fft.rfft(white) / np.sqrt(np.arange(1, white.size // 2 + 2)), white.size)
-    noise = (0.2 * pink / np.abs(pink).max()).astype(np.float32)
+    noise = coloured_noise(3.0, 1.0, -24, seed=7).astype(np.float32)  # loud pink noise
     path = write_clip("speech-then-noise.wav", np.concatenate([speech, noise]), sr)
     daemon = EmotionDaemon(EmotionModel(), FileSource(path, realtime=False), PipelineConfig(vad=VadConfig()),
                            ServerConfig(port=0, wait_for_subscribers=1))
