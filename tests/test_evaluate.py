@@ -340,6 +340,8 @@ def test_a_speaker_adversarial_run_trains_both_heads_and_hands_back_the_emotion_
     strengths = [h["reversal_strength"] for h in result["history"]]
     assert strengths[0] == 0.0 and strengths[0] < strengths[1] < strengths[2] <= 0.5
     assert all(np.isfinite(h["speaker_loss"]) and np.isfinite(h["accuracy"]) for h in result["history"])
+    # "loss" is the sum of both heads' losses; the emotion part is recorded on its own
+    assert all(np.isclose(h["loss"], h["emotion_loss"] + h["speaker_loss"], rtol=1e-4) for h in result["history"])
     assert len(model.outputs) == 1 and model.output_shape == (None, len(classes))
     _, plain_model, _ = evaluate.run_fold(plain, fold, y, classes, {"orig": bank}, seed=1, log_prefix="[t]",
                                           progress=False)

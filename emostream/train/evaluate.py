@@ -558,7 +558,9 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
             targets = {"probabilities": targets[:, :n_classes], "speaker": targets[:, n_classes:]}
         fit = trained.fit(x, targets, batch_size=preset.batch_size, epochs=1, verbose=0, shuffle=False)
         fit.history.setdefault("accuracy", fit.history.get("probabilities_accuracy", [float("nan")]))
-        adversary = {} if reversal is None else {"speaker_loss": float(fit.history["speaker_loss"][0]),
+        # With a speaker head, "loss" is the sum of both; "emotion_loss" is the one comparable with plain runs.
+        adversary = {} if reversal is None else {"emotion_loss": float(fit.history["probabilities_loss"][0]),
+                                                 "speaker_loss": float(fit.history["speaker_loss"][0]),
                                                  "reversal_strength": float(reversal.strength.numpy())}
         if preset.early_stopping_patience is not None and epoch < min(preset.min_epochs, preset.epochs):
             # No checkpoint is chosen before min_epochs (or the last epoch): skip the validation pass there.
