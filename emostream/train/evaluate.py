@@ -208,7 +208,7 @@ PRESETS["wideband-90ep-smooth"] = dataclasses.replace(PRESETS["wideband-90ep"], 
                                                       label_smoothing=0.1)
 # wideband-90ep trained against a speaker classifier (gradient reversal, strength ramped to 0.5): what tells the 16
 # training voices apart is pushed out of the representation the emotion layer reads. Tied (EmoBox folds 3–6, two
-# seeds, 0.504 vs 0.500, bar 0.505): more EmoDB (UAR 0.423 vs 0.411), as many unseen actors (0.585 vs 0.588).
+# seeds, 0.504 vs 0.500, bar 0.505): more EmoDB (UAR 0.422 vs 0.411), as many unseen actors (0.585 vs 0.588).
 PRESETS["wideband-90ep-speaker-adversarial"] = dataclasses.replace(
     PRESETS["wideband-90ep"], name="wideband-90ep-speaker-adversarial", speaker_adversarial=0.5)
 # The same speaker head on feature version 4 (the recipe of the shipped model's version 4 members): version 4 gained
