@@ -43,6 +43,7 @@ def test_compare_reads_the_chosen_checkpoints_validation_and_diffs_settings_per_
     runs = json.loads(out.with_suffix(".json").read_text())
     assert [r["val_uar"] for r in runs] == pytest.approx([0.82, 0.85, 0.69, 0.7])
     assert out.with_suffix(".png").stat().st_size > 0
+    assert not (out.parent / "ablation-transfer.png").exists()  # no run has a cross-corpus figure to place
 
 
 def test_compare_refuses_a_folder_without_results_in_one_line(tmp_path, capsys):
@@ -68,3 +69,24 @@ def test_a_run_with_tail_averaged_weights_gets_a_second_row_compared_with_its_ch
     assert cells[3] == "weights averaged over epochs 30–40 (Δ against this run's checkpoints)"
     assert cells[5] == "49.00% ± 7.0%" and cells[6] == "+4.0 pt"  # fold by fold against the checkpoints
     assert cells[9] == "0.350" and cells[10] == f"{(0.51 + 0.35) / 2:.3f}"  # cross UAR, selection
+    assert (tmp_path / "ablation-transfer.png").stat().st_size > 0 and "![transfer chart](ablation-transfer.png)" in \
+        out.read_text()
+
+
+def test_the_transfer_chart_places_only_runs_on_the_fold_set_most_of_them_share():
+    def row(name, folds, cross):
+        return {"name": name, "cross_uar": cross, "fold_accuracy": dict.fromkeys(folds, 0.5)}
+
+    runs = [row("a", ["fold 3", "fold 4"], 0.40), row("b", ["fold 1"], 0.30), row("c", ["fold 4", "fold 3"], 0.41),
+            row("d", ["fold 3", "fold 4"], None), row("e", ["fold 1"], 0.35), row("f", ["fold 3", "fold 4"], 0.42)]
+    folds, placed = compare.transfer_points(runs)
+    assert folds == ["fold 3", "fold 4"] and [r["name"] for r in placed] == ["a", "c", "f"]
+    assert compare.transfer_points([row("d", ["fold 3"], None)]) == ([], [])
+    # numbered on the chart and keyed in the table: seed ensembles' tail averages only
+    tail = {**row("g-ensemble-2 (tail average)", ["fold 3"], 0.4), "uar": 0.6, "selection": 0.5, "folder": "runs/g",
+            "change": "seed ensemble of 2 runs of these settings (probabilities averaged), each weights averaged"}
+    checkpoints = {**tail, "name": "g-ensemble-2"}
+    single_tail = {**tail, "change": "weights averaged over epochs 68–90"}
+    assert compare.decision_points([checkpoints, single_tail, tail]) == [tail]
+    assert compare.transfer_key([checkpoints, tail])[2:] == [
+        "| 1 | `g-ensemble-2 (tail average)` (g) | 0.600 | 0.400 | 0.5000 |"]

@@ -129,22 +129,87 @@ def table(runs: list[dict], baselines: dict[str, dict]) -> list[str]:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    """Validation UAR (what chooses) beside test accuracy (what is reported), one pair of bars per run."""
+    """Validation UAR (what chooses) beside test accuracy (what is reported), one pair of bars per run; horizontal,
+    so a table of a hundred runs still reads as a chart."""
     plt = report._pyplot()
-    names = [f"{r['name']}\n({r['protocol']})" for r in runs]
-    x = np.arange(len(runs))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(runs)), 4.2))
-    ax.bar(x - 0.2, [r["val_uar"] for r in runs], 0.4, label="validation UAR (chooses)")
-    ax.bar(x + 0.2, [r["accuracy"] for r in runs], 0.4, yerr=[r["accuracy_std"] for r in runs],
-           label="test accuracy (reported)")
+    names = [Path(r["folder"]).name + (" · tail average" if r["name"].endswith("(tail average)") else "") for r in runs]
+    y = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(12.0, 1.2 + 0.3 * len(runs)))
+    ax.barh(y - 0.2, [r["val_uar"] for r in runs], 0.4, label="validation UAR (chooses)")
+    ax.barh(y + 0.2, [r["accuracy"] for r in runs], 0.4, xerr=[r["accuracy_std"] for r in runs],
+            label="test accuracy (reported)")
     for i, r in enumerate(runs):
-        ax.text(i + 0.2, r["accuracy"] + 0.01, f"{r['accuracy']:.1%}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, names, fontsize=8)
-    ax.set(ylim=(0.4, 1.0), ylabel="score", title="Ablation: each run against the baseline")
+        ax.text(r["accuracy"] + r["accuracy_std"] + 0.01, i + 0.2, f"{r['accuracy']:.1%}", va="center", fontsize=7)
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_ylim(len(runs) - 0.4, -0.6)  # the table's order, top to bottom
+    ax.set(xlim=(0.0, 1.3), xlabel="score", title="Ablation: each run (its folder) against the baseline")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def transfer_points(runs: list[dict]) -> tuple[list[str], list[dict]]:
+    """The runs the transfer chart can place side by side: those with a cross-corpus figure, on the set of test
+    folds most of them share (figures on other folds are not comparable). → (those folds, those runs)."""
+    crossed = [r for r in runs if r.get("cross_uar") is not None]
+    if not crossed:
+        return [], []
+    sets = [tuple(sorted(r["fold_accuracy"])) for r in crossed]
+    common = max(dict.fromkeys(sets), key=sets.count)  # ties: the first seen
+    return list(common), [r for r, s in zip(crossed, sets, strict=True) if s == common]
+
+
+def decision_points(runs: list[dict]) -> list[dict]:
+    """The transfer chart's numbered points: seed ensembles' tail averages, the figures the selection rule reads."""
+    return [r for r in runs if "ensemble" in (r.get("change") or "") and r["name"].endswith("(tail average)")]
+
+
+def plot_transfer(runs: list[dict], folds: list[str], path: Path) -> None:
+    """Unseen-actor UAR (x) against cross-corpus UAR (y), one point per run: the selection figure is their mean, so
+    its lines run diagonally. Seed ensembles' tail averages are numbered (``decision_points``; the key is a table
+    beside the chart); every other run is a grey dot."""
+    plt = report._pyplot()
+    fig, ax = plt.subplots(figsize=(9.0, 7.0))
+    numbered = decision_points(runs)
+    others = [r for r in runs if not any(r is n for n in numbered)]
+    x = np.array([r["uar"] for r in runs])
+    y = np.array([r["cross_uar"] for r in runs])
+    x_lim = (x.min() - 0.01, x.max() + 0.01)
+    y_lim = (y.min() - 0.01, max(y.max(), 0.5) + 0.01)
+    for level in np.arange(np.floor((x_lim[0] + y_lim[0]) * 20) / 40, (x_lim[1] + y_lim[1]) / 2, 0.025):
+        ax.plot(x_lim, [2 * level - x_lim[0], 2 * level - x_lim[1]], color="0.85", lw=0.8, zorder=0)
+        top, left = 2 * level - y_lim[1], 2 * level - x_lim[0]  # where the line meets the top or the left edge
+        if x_lim[0] < top < x_lim[1]:
+            ax.text(top + 0.002, y_lim[1] - 0.002, f"{level:.3f}", fontsize=7, color="0.5", va="top")
+        elif y_lim[0] < left < y_lim[1]:
+            ax.text(x_lim[0] + 0.002, left - 0.002, f"{level:.3f}", fontsize=7, color="0.5", va="top")
+    ax.axhline(0.5, color="tab:red", lw=0.8, ls="--")
+    ax.text(x_lim[1] - 0.002, 0.501, "cross-corpus target (UAR 0.50)", fontsize=7, color="tab:red", va="bottom",
+            ha="right")
+    ax.scatter([r["uar"] for r in others], [r["cross_uar"] for r in others], s=12, color="0.65",
+               label="one seed, or an ensemble's checkpoints")
+    ax.scatter([r["uar"] for r in numbered], [r["cross_uar"] for r in numbered], s=28, color="tab:blue",
+               label="seed ensemble, tail average (numbered: the key below the chart)")
+    for i, r in enumerate(numbered, start=1):
+        ax.annotate(str(i), (r["uar"], r["cross_uar"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set(xlim=x_lim, ylim=y_lim, xlabel="unseen actors: UAR (mean over folds)",
+           ylabel="cross-corpus: UAR (mean over the same fold models)")
+    ax.set_title(f"Transfer: {len(runs)} runs on {', '.join(folds)}\ngrey diagonals: the selection figure "
+                 "(their mean)", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def transfer_key(runs: list[dict]) -> list[str]:
+    """The numbered points of the transfer chart as a Markdown table."""
+    lines = ["| # | run | unseen-actor UAR | cross-corpus UAR | selection |", "|---|---|---|---|---|"]
+    for i, r in enumerate(decision_points(runs), start=1):
+        lines.append(f"| {i} | `{r['name']}` ({Path(r['folder']).name}) | {r['uar']:.3f} | {r['cross_uar']:.3f} | "
+                     f"{r['selection']:.4f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,12 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     chart = args.out.with_suffix(".png")
     plot(runs, chart)
+    transfer_folds, transfer_runs = transfer_points(runs)
+    transfer_chart = args.out.with_name(f"{args.out.stem}-transfer.png")
+    if transfer_runs:
+        plot_transfer(transfer_runs, transfer_folds, transfer_chart)
     named = ", ".join(f"`{b['name']}` for {protocol} ({b['folder']})" for protocol, b in baselines.items())
     lines = [f"# {args.title}", "", f"Baselines: {named}. Validation UAR is the mean over folds of the checkpoint's "
              "validation UAR; test figures are means over folds, reported but never used to choose. A checkpoint's "
              "validation UAR is the best of the epochs it was chosen from (biased upward); a tail average's is one "
              "scoring, so the two are not comparable on that column.", "",
-             *table(runs, baselines), "", f"![ablation chart]({chart.name})", ""]
+             *table(runs, baselines), "", f"![ablation chart]({chart.name})", "",
+             *([f"Unseen-actor UAR against cross-corpus UAR, the {len(transfer_runs)} runs with both on "
+                f"{', '.join(transfer_folds)}:", "", f"![transfer chart]({transfer_chart.name})", "",
+                *transfer_key(transfer_runs), ""]
+               if transfer_runs else [])]
     args.out.write_text("\n".join(lines))
     report.write_json(args.out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "against"} for r in runs])
     logger.info("compared %d runs → %s", len(runs), args.out)
