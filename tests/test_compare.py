@@ -73,7 +73,7 @@ def test_a_run_with_tail_averaged_weights_gets_a_second_row_compared_with_its_ch
         out.read_text()
 
 
-def test_the_transfer_chart_places_only_runs_on_the_fold_set_most_of_them_share():
+def test_the_transfer_chart_places_only_runs_on_the_fold_set_most_of_them_share(tmp_path):
     def row(name, folds, cross):
         return {"name": name, "cross_uar": cross, "fold_accuracy": dict.fromkeys(folds, 0.5)}
 
@@ -90,3 +90,7 @@ def test_the_transfer_chart_places_only_runs_on_the_fold_set_most_of_them_share(
     assert compare.decision_points([checkpoints, single_tail, tail]) == [tail]
     assert compare.transfer_key([checkpoints, tail])[2:] == [
         "| 1 | `g-ensemble-2 (tail average)` (g) | 0.600 | 0.400 | 0.5000 |"]
+    compare.plot_transfer([checkpoints, single_tail, tail], ["fold 3"], tmp_path / "t.png")
+    compare.plot_transfer([single_tail], ["fold 3"], tmp_path / "single.png")  # nothing numbered
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "single.png").stat().st_size > 0
+    assert compare.transfer_points([{**row("h", [], 0.4)}]) == ([], [])  # no folds: nothing to place

@@ -152,7 +152,7 @@ def plot(runs: list[dict], path: Path) -> None:
 def transfer_points(runs: list[dict]) -> tuple[list[str], list[dict]]:
     """The runs the transfer chart can place side by side: those with a cross-corpus figure, on the set of test
     folds most of them share (figures on other folds are not comparable). → (those folds, those runs)."""
-    crossed = [r for r in runs if r.get("cross_uar") is not None]
+    crossed = [r for r in runs if r.get("cross_uar") is not None and r["fold_accuracy"]]
     if not crossed:
         return [], []
     sets = [tuple(sorted(r["fold_accuracy"])) for r in crossed]
@@ -161,14 +161,15 @@ def transfer_points(runs: list[dict]) -> tuple[list[str], list[dict]]:
 
 
 def decision_points(runs: list[dict]) -> list[dict]:
-    """The transfer chart's numbered points: seed ensembles' tail averages, the figures the selection rule reads."""
+    """The transfer chart's numbered points: seed ensembles' tail averages — the form in which the selection rule
+    has judged candidates since two-seed ensembles became its unit (single seeds are views, grey dots)."""
     return [r for r in runs if "ensemble" in (r.get("change") or "") and r["name"].endswith("(tail average)")]
 
 
 def plot_transfer(runs: list[dict], folds: list[str], path: Path) -> None:
     """Unseen-actor UAR (x) against cross-corpus UAR (y), one point per run: the selection figure is their mean, so
     its lines run diagonally. Seed ensembles' tail averages are numbered (``decision_points``; the key is a table
-    beside the chart); every other run is a grey dot."""
+    below the chart); every other row (single seeds, checkpoints) is a grey dot."""
     plt = report._pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 7.0))
     numbered = decision_points(runs)
@@ -189,14 +190,15 @@ def plot_transfer(runs: list[dict], folds: list[str], path: Path) -> None:
             ha="right")
     ax.scatter([r["uar"] for r in others], [r["cross_uar"] for r in others], s=12, color="0.65",
                label="one seed, or an ensemble's checkpoints")
-    ax.scatter([r["uar"] for r in numbered], [r["cross_uar"] for r in numbered], s=28, color="tab:blue",
-               label="seed ensemble, tail average (numbered: the key below the chart)")
+    if numbered:
+        ax.scatter([r["uar"] for r in numbered], [r["cross_uar"] for r in numbered], s=28, color="tab:blue",
+                   label="seed ensemble, tail average (numbered: the key below the chart)")
     for i, r in enumerate(numbered, start=1):
         ax.annotate(str(i), (r["uar"], r["cross_uar"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax.set(xlim=x_lim, ylim=y_lim, xlabel="unseen actors: UAR (mean over folds)",
            ylabel="cross-corpus: UAR (mean over the same fold models)")
-    ax.set_title(f"Transfer: {len(runs)} runs on {', '.join(folds)}\ngrey diagonals: the selection figure "
-                 "(their mean)", fontsize=10)
+    ax.set_title(f"Transfer: {len(runs)} rows on {', '.join(folds)}\n(a run's checkpoints and its tail average are "
+                 "two rows); grey diagonals: the selection figure (their mean)", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -242,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
              "validation UAR is the best of the epochs it was chosen from (biased upward); a tail average's is one "
              "scoring, so the two are not comparable on that column.", "",
              *table(runs, baselines), "", f"![ablation chart]({chart.name})", "",
-             *([f"Unseen-actor UAR against cross-corpus UAR, the {len(transfer_runs)} runs with both on "
+             *([f"Unseen-actor UAR against cross-corpus UAR, the {len(transfer_runs)} rows with both on "
                 f"{', '.join(transfer_folds)}:", "", f"![transfer chart]({transfer_chart.name})", "",
-                *transfer_key(transfer_runs), ""]
+                *(transfer_key(transfer_runs) if decision_points(transfer_runs) else []), ""]
                if transfer_runs else [])]
     args.out.write_text("\n".join(lines))
     report.write_json(args.out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "against"} for r in runs])
