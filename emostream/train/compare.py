@@ -132,7 +132,7 @@ def plot(runs: list[dict], path: Path) -> None:
     """Validation UAR (what chooses) beside test accuracy (what is reported), one pair of bars per run; horizontal,
     so a table of a hundred runs still reads as a chart."""
     plt = report._pyplot()
-    names = [Path(r["folder"]).name + (" · tail average" if r["name"].endswith("(tail average)") else "") for r in runs]
+    names = [Path(r["folder"]).name + (" · tail average" if is_tail_average(r) else "") for r in runs]
     y = np.arange(len(runs))
     fig, ax = plt.subplots(figsize=(12.0, 1.2 + 0.3 * len(runs)))
     ax.barh(y - 0.2, [r["val_uar"] for r in runs], 0.4, label="validation UAR (chooses)")
@@ -149,6 +149,11 @@ def plot(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def is_tail_average(row: dict) -> bool:
+    """Whether a row is a run's tail-averaged weights (``tail_average_row``), not its checkpoints."""
+    return row["name"].endswith("(tail average)")
+
+
 def transfer_points(runs: list[dict]) -> tuple[list[str], list[dict]]:
     """The runs the transfer chart can place side by side: those with a cross-corpus figure, on the set of test
     folds most of them share (figures on other folds are not comparable). → (those folds, those runs)."""
@@ -163,7 +168,7 @@ def transfer_points(runs: list[dict]) -> tuple[list[str], list[dict]]:
 def decision_points(runs: list[dict]) -> list[dict]:
     """The transfer chart's numbered points: seed ensembles' tail averages — the form in which the selection rule
     has judged candidates since two-seed ensembles became its unit (single seeds are views, grey dots)."""
-    return [r for r in runs if "ensemble" in (r.get("change") or "") and r["name"].endswith("(tail average)")]
+    return [r for r in runs if "ensemble" in (r.get("change") or "") and is_tail_average(r)]
 
 
 def plot_transfer(runs: list[dict], folds: list[str], path: Path) -> None:
@@ -206,9 +211,12 @@ def plot_transfer(runs: list[dict], folds: list[str], path: Path) -> None:
 
 
 def transfer_key(runs: list[dict]) -> list[str]:
-    """The numbered points of the transfer chart as a Markdown table."""
+    """The numbered points of the transfer chart as a Markdown table; no lines when nothing is numbered."""
+    numbered = decision_points(runs)
+    if not numbered:
+        return []
     lines = ["| # | run | unseen-actor UAR | cross-corpus UAR | selection |", "|---|---|---|---|---|"]
-    for i, r in enumerate(decision_points(runs), start=1):
+    for i, r in enumerate(numbered, start=1):
         lines.append(f"| {i} | `{r['name']}` ({Path(r['folder']).name}) | {r['uar']:.3f} | {r['cross_uar']:.3f} | "
                      f"{r['selection']:.4f} |")
     return lines
@@ -246,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
              *table(runs, baselines), "", f"![ablation chart]({chart.name})", "",
              *([f"Unseen-actor UAR against cross-corpus UAR, the {len(transfer_runs)} rows with both on "
                 f"{', '.join(transfer_folds)}:", "", f"![transfer chart]({transfer_chart.name})", "",
-                *(transfer_key(transfer_runs) if decision_points(transfer_runs) else []), ""]
+                *transfer_key(transfer_runs), ""]
                if transfer_runs else [])]
     args.out.write_text("\n".join(lines))
     report.write_json(args.out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "against"} for r in runs])
