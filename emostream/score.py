@@ -98,7 +98,7 @@ class Writer:
 _recognizer = None
 
 
-def _init(model: str, hop_s: float, silence_dbfs: float, vad) -> None:
+def _init(model: str, hop_s: float, silence_dbfs: float, vad, classes: tuple[str, ...] | None = None) -> None:
     global _recognizer
     from emostream.api import EmotionRecognizer
 
@@ -108,7 +108,7 @@ def _init(model: str, hop_s: float, silence_dbfs: float, vad) -> None:
         threadpool_limits(1)
     except ImportError:
         pass
-    _recognizer = EmotionRecognizer(model, hop_s=hop_s, silence_dbfs=silence_dbfs, vad=vad)
+    _recognizer = EmotionRecognizer(model, hop_s=hop_s, silence_dbfs=silence_dbfs, vad=vad, classes=classes)
 
 
 def _score(path: Path):
@@ -122,6 +122,7 @@ def _score(path: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from emostream.inference.model import add_classes_argument
     from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig
     from emostream.inference.vad import add_vad_arguments
     from emostream.options import add_ranged
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
     add_ranged(p, "--jobs", int, 1, 1, MAX_JOBS, help="files scored at once (processes)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
+    add_classes_argument(p)
     add_ranged(p, "--hop", float, d.hop_s, *HOP_RANGE_S, unit="s",
                help="seconds between windows (rounded to 512 samples, as the daemon's)")
     add_ranged(p, "--silence-dbfs", float, d.silence_dbfs, *SILENCE_RANGE_DBFS, unit="dBFS",
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s: no such file, or no audio files in it", target)
     try:
         vad = vad_from_args(args)
-        _init(str(args.model), args.hop, args.silence_dbfs, vad)
+        _init(str(args.model), args.hop, args.silence_dbfs, vad, args.classes)
     except (ModelError, ValueError, VadUnavailable) as exc:
         logger.error("%s", exc)
         if out is not sys.stdout:
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
         # forkserver: workers never inherit this process's onnxruntime session or threads through fork()
         pool = ProcessPoolExecutor(min(args.jobs, len(files)), mp_context=multiprocessing.get_context("forkserver"),
-                                   initializer=_init, initargs=(str(args.model), args.hop, args.silence_dbfs, vad)) \
+                                   initializer=_init,
+                                   initargs=(str(args.model), args.hop, args.silence_dbfs, vad, args.classes)) \
             if args.jobs > 1 and len(files) > 1 else None
         results = pool.map(_score, files, chunksize=1) if pool else map(_score, files)
         with logging_redirect_tqdm(), tqdm(total=len(files), unit="file", file=sys.stderr, disable=not show) as bar:

@@ -50,6 +50,38 @@ def test_predict_takes_any_rate_and_channel_count(recognizer):
     assert np.abs(p_of(misread, recognizer.labels) - p_of(mono, recognizer.labels)).max() > 1e-3
 
 
+def test_classes_restrict_the_output_to_the_argmax_over_them(recognizer, speech_with_pause):
+    from emostream import EmotionRecognizer
+    from emostream.inference.model import ModelError
+
+    four = EmotionRecognizer(classes=["sad", "neutral", "happy", "angry"])  # any order in; the model's order out
+    assert four.labels == [c for c in recognizer.labels if c in ("angry", "happy", "neutral", "sad")]
+    y = speechlike(3.5, seed=5)
+    full, kept = recognizer.predict(y, SR), four.predict(y, SR)
+    p_full = p_of(full, four.labels)
+    np.testing.assert_allclose(p_of(kept, four.labels), p_full / p_full.sum(), rtol=1e-4)
+    assert set(kept.probabilities) == set(four.labels) and kept.top == four.labels[int(np.argmax(p_full))]
+    assert abs(sum(kept.probabilities.values()) - 1) < 1e-5
+    path, _ = speech_with_pause  # the stream path too: every window, utterance and the summary
+    scored = four.score_file(path)
+    for part in [w for w in scored.windows if w.probabilities] + list(scored.utterances) + [scored.summary]:
+        assert set(part.probabilities) == set(four.labels) and part.top in four.labels
+    with pytest.raises(ModelError, match=r"\['joy'\] are not classes of this model \(angry, calm"):
+        EmotionRecognizer(classes=["angry", "joy"])
+    for bad in ("angry", ["angry"], ["sad", "sad"]):
+        with pytest.raises(ValueError, match="classes"):
+            EmotionRecognizer(classes=bad)
+
+
+def test_restricting_never_divides_by_zero():
+    from emostream.inference.model import restrict
+
+    p = np.array([[1.0, 0.0, 0.0], [0.2, 0.6, 0.2]], np.float32)  # row 0: all mass on a class left out
+    out = restrict(p, np.array([1, 2]))
+    assert np.isfinite(out).all() and out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.5, 0.5], [0.75, 0.25]])
+
+
 @pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),
                                               (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole")])
 def test_predict_refuses_bad_input_with_a_clear_error(recognizer, bad, rate, match):

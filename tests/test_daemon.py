@@ -193,10 +193,24 @@ def test_no_microphone_is_a_clear_one_line_error(caplog):
     assert "PortAudio" in message or "no audio input device" in message
 
 
+def test_classes_set_the_hello_labels_and_every_score(tiny_onnx, clip, daemon_thread):
+    from emostream.inference.model import InferenceConfig
+
+    path, _ = clip
+    kept = EmotionModel(tiny_onnx, InferenceConfig(classes=("sad", "angry")))
+    with daemon_thread(make_daemon(kept, path, wait_for_subscribers=1)) as running, connect(running.url) as ws:
+        hello, messages, _ = receive_all(ws, kinds=("scores", "utterance"))
+    assert hello["labels"] == kept.labels == ["angry", "sad"]
+    classified = [m for m in messages if m.get("probabilities")]
+    assert classified and all(list(m["probabilities"]) == ["angry", "sad"] and m["top"] in ("angry", "sad")
+                              for m in classified)
+    assert all(abs(sum(m["probabilities"].values()) - 1) < 1e-4 for m in classified)
+
+
 @pytest.mark.parametrize(
     "args,match",
-    [(["--mic"], "--file"), (["--model", "/nonexistent/model.onnx"], "not found"),
-     (["--file", "/nonexistent/a.wav"], "not found")],
+    [(["--mic"], "--file"), (["--classes", "angry,joy"], "'joy'"),
+     (["--model", "/nonexistent/model.onnx"], "not found"), (["--file", "/nonexistent/a.wav"], "not found")],
 )
 def test_daemon_command_fails_cleanly(tiny_onnx, caplog, args, match):
     full = ["--model", str(tiny_onnx), "--port", "0", *args]

@@ -79,6 +79,21 @@ def test_jobs_give_the_same_table_in_the_same_order(capsys, folder, gate):
     assert [r["speech"] for r in rows] == [bool(gate)] * 5  # synthetic chirps are no speech to the voice gate
 
 
+def test_classes_give_only_their_columns_and_unknown_ones_are_refused(capsys, caplog, folder):
+    root, (a, _, _) = folder
+    code, out, _ = run(capsys, a, "--classes", "sad,angry", "--no-vad")
+    assert code == 0
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert [k for k in row if k.startswith("p_")] == ["p_angry", "p_sad"]  # the model's order
+    assert row["top"] in ("angry", "sad") and abs(float(row["p_angry"]) + float(row["p_sad"]) - 1) < 1e-5
+    assert run(capsys, a, "--classes", "angry,joy")[0] == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "'joy'" in errors[0] and "\n" not in errors[0]
+    with pytest.raises(SystemExit) as exited:
+        score_main([str(a), "--classes", "angry"])
+    assert exited.value.code == 2 and "--classes" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, match", [(["--jobs", "0"], "--jobs"), (["--hop", "-0.1"], "--hop"),
                                          (["--silence-dbfs", "3"], "--silence-dbfs"),
                                          (["--vad-threshold", "1"], "--vad-threshold"),

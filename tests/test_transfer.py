@@ -171,6 +171,25 @@ def test_full_scores_show_a_collapse_and_the_four_class_view():
     assert s["four_class"]["uar"] == 1.0
 
 
+def test_shared_classes_view_takes_the_argmax_over_the_classes_the_set_has():
+    classes = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    y = np.array([5, 5, 6, 0])  # neutral, neutral, sad, angry: no calm in this set
+    p = np.full((4, 8), 0.01)
+    p[0, [1, 5]] = 0.5, 0.3  # "calm" wins over all 8; "neutral" among the classes the set has
+    p[1, [1, 6]] = 0.5, 0.3  # "calm" wins; "sad" among the set's classes — still wrong
+    p[2, 6] = p[3, 0] = 0.9
+    s = ev.full_scores(y, p, classes)
+    assert s["uar"] == pytest.approx((0 + 1 + 1) / 3) and s["predicted_share"]["calm"] == 0.5
+    assert s["shared_classes"]["uar"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert s["shared_classes"]["accuracy"] == 0.75
+    assert "shared_classes" not in ev.full_scores(np.arange(8), np.eye(8), classes)  # every class present: no view
+    crossed = {"fold": "f", "val": {"uar": 0.5}, "cross": s, "tail_average": {"cross": s}}
+    summary = ev.summarise([crossed])
+    assert summary["cross_shared_classes_uar"]["mean"] == pytest.approx(2.5 / 3)
+    assert summary["tail_average"]["cross_shared_classes_uar"]["mean"] == pytest.approx(2.5 / 3)
+    assert summary["cross_uar"]["mean"] == pytest.approx(2 / 3)  # the figure the rule uses is untouched
+
+
 def test_tiny_corpus_run_writes_every_output(ravdess_dir, emodb_dir, tmp_path):
     out = tmp_path / "run"
     code = ev.main(["--protocol", "corpus", "--preset", "transfer", "--epochs", "1", "--max-clips-per-class", "5",

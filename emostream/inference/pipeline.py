@@ -195,14 +195,16 @@ class EmotionPipeline:
                 p = self._smoothed
             messages.append(msg.scores(seq=w.index, start_s=w.start_sample / sr, end_s=w.end_sample / sr,
                                        ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
-                                       p=p, features_ms=features_ms, inference_ms=inference_ms,
+                                       p=None if p is None else self.model.report(p), features_ms=features_ms,
+                                       inference_ms=inference_ms,
                                        silence=w.level_dbfs < self.config.silence_dbfs))
         self.windows_out += len(messages)
         return self._with_utterances(messages, scores)
 
     def _with_utterances(self, messages: list[dict], raw: dict[int, np.ndarray]) -> list[dict]:
         """Each score message, followed by an utterance message where it ends a run of classified windows.
-        ``raw``: the unsmoothed probabilities by window index (classified windows only)."""
+        ``raw``: the unsmoothed probabilities over every class of the model, by window index (classified windows
+        only); the means are taken over them and restricted to the reported classes last."""
         out = []
         for m in messages:
             out.append(m)
@@ -235,7 +237,7 @@ class EmotionPipeline:
         self._add(p, len(voiced))
         self.utterances_out += 1
         return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
-                              labels=self.model.labels, p=p, short=True)]
+                              labels=self.model.labels, p=model.report(p), short=True)]
 
     def model_input(self, windows: list, model: EmotionModel | None = None):
         """Classified windows, in stream order → what ``model`` (default: the pipeline's) takes: (n, n_mels, frames)
@@ -257,11 +259,12 @@ class EmotionPipeline:
             return []
         start_s, end_s, n, p = finished
         self.utterances_out += 1
-        return [msg.utterance(start_s=start_s, end_s=end_s, windows=n, labels=self.model.labels, p=p)]
+        return [msg.utterance(start_s=start_s, end_s=end_s, windows=n, labels=self.model.labels,
+                              p=self.model.report(p))]
 
     def summary(self) -> dict:
         """The whole stream: mean raw probabilities of its classified windows (None when all was silence)."""
-        p = None if self._sum is None else (self._sum / self._classified).astype(np.float32)
+        p = None if self._sum is None else self.model.report((self._sum / self._classified).astype(np.float32))
         top, top_p = msg.top_of(self.model.labels, p)
         return {"top": top, "top_p": top_p,
                 "probabilities": None if p is None else msg.probabilities_dict(self.model.labels, p),

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
 from emostream import messages as msg
-from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError
+from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError, add_classes_argument
 from emostream.inference.pipeline import (
     HOP_RANGE_S,
     INPUT_CHANNELS_RANGE,
@@ -153,7 +153,7 @@ class EmotionDaemon:
         self.hello = {
             "type": "hello",
             "version": VERSION,
-            "labels": list(c.labels),
+            "labels": list(model.labels),  # what the scores hold: the model's classes, or those --classes kept
             "sample_rate_hz": c.sample_rate_hz,
             "hop_s": round(self.pipeline.hop_s, 6),
             "window_s": round(c.feature_config().window_s, 6),
@@ -434,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
     add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, *THREADS_RANGE,
                help="onnxruntime intra-op threads")
+    add_classes_argument(p)
     d = PipelineConfig()
     add_ranged(p, "--hop", float, d.hop_s, *HOP_RANGE_S, unit="s",
                help="seconds between windows (rounded to 512 samples; 0: every one)")
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_id = check_stream_id(args.stream_id) if args.stream_id is not None else None
         if args.mqtt_discovery and not any(s.kind == "mqtt" for s in sinks):
             raise ValueError("--mqtt-discovery needs an mqtt:// or mqtts:// --publish URL")
-        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
+        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads, classes=args.classes))
         source = make_source(args)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config, listen_config, sinks, stream_id)
         return asyncio.run(daemon.run())

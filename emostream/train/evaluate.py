@@ -436,7 +436,9 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 def full_scores(y_true: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
     """``scores`` of the argmax over all outputs, the share of predictions per class (a collapse onto one
-    class shows as a large ``max_share``), and the 4-class view (angry/happy/neutral/sad, argmax over those)."""
+    class shows as a large ``max_share``), the 4-class view (angry/happy/neutral/sad, argmax over those) and, for a
+    set that lacks some of the model's classes (EmoDB has no calm or surprised), ``shared_classes``: the argmax over
+    the classes the set has — what a user who restricts the output to those classes (``--classes``) is given."""
     from emostream.train.emodb import FOUR_CLASSES
 
     y_pred = p.argmax(axis=1)
@@ -448,6 +450,9 @@ def full_scores(y_true: np.ndarray, p: np.ndarray, classes: list[str]) -> dict:
     if rows.any():
         pred4 = np.array(four)[p[rows][:, four].argmax(axis=1)]
         out["four_class"] = scores(y_true[rows], pred4)
+    present = np.unique(y_true)
+    if 0 < len(present) < len(classes):
+        out["shared_classes"] = scores(y_true, present[p[:, present].argmax(axis=1)])
     return out
 
 
@@ -704,6 +709,8 @@ def summarise(results: list[dict], classes: list[str] | None = None) -> dict:
         for key in ("accuracy", "macro_f1", "uar", "max_share"):
             out[f"cross_{key}"] = _mean_std([r["cross"][key] for r in crossed])
         out["cross_four_class_uar"] = _mean_std([r["cross"]["four_class"]["uar"] for r in crossed])
+        if all("shared_classes" in r["cross"] for r in crossed):
+            out["cross_shared_classes_uar"] = _mean_std([r["cross"]["shared_classes"]["uar"] for r in crossed])
         if classes and {"calm", "neutral"} <= set(classes) and all("cross_y_pred" in r for r in crossed) and \
                 classes.index("calm") not in {y for r in crossed for y in r["cross_y_true"]}:
             out["cross_calm_as_neutral_uar"] = _mean_std(
@@ -716,6 +723,9 @@ def summarise(results: list[dict], classes: list[str] | None = None) -> dict:
         tail = {f"{part}_{key}": _mean_std([r["tail_average"][part][key] for r in averaged])
                 for part in ("val", "test", "cross") if all(part in r["tail_average"] for r in averaged)
                 for key in ("accuracy", "uar", "max_share")}
+        if all("shared_classes" in r["tail_average"].get("cross", {}) for r in averaged):
+            tail["cross_shared_classes_uar"] = _mean_std([r["tail_average"]["cross"]["shared_classes"]["uar"]
+                                                          for r in averaged])
         if "test_uar" in tail and "cross_uar" in tail:
             tail["selection"] = (tail["test_uar"]["mean"] + tail["cross_uar"]["mean"]) / 2
             checkpoints = [(r["test"]["uar"] + r["cross"]["uar"]) / 2 for r in averaged]
@@ -775,6 +785,11 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     if "cross_calm_as_neutral_uar" in s:
         lines += [f"Cross-corpus UAR with \"calm\" answers counted as \"neutral\" (that corpus has no calm; a view, "
                   f"never a choice): {_pct(s, 'cross_calm_as_neutral_uar', False)}.", ""]
+    shared = [f"{name} {_pct(d, 'cross_shared_classes_uar', False)}" for name, d in
+              (("checkpoint", s), ("weights averaged", s.get("tail_average", {}))) if "cross_shared_classes_uar" in d]
+    if shared:
+        lines += ["Cross-corpus UAR with the argmax over the classes that corpus has (the output restricted to them, "
+                  f"`--classes`; a view like the 4-class one, never a choice): {'; '.join(shared)}.", ""]
     if "tail_average" in s:
         t = s["tail_average"]
         spans = sorted({tail_span(r["tail_average"]) for r in results if "tail_average" in r})
