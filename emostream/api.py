@@ -138,8 +138,8 @@ class EmotionRecognizer:
     the raw scores); ``silence_dbfs``: windows quieter than this (−200..0) are silence, not classified; ``vad``:
     the daemon's voice gate for ``stream``/``iter_scores``/``score_file`` (``VadConfig()`` is the daemon's
     default; None, the default here, keeps the level gate alone — ``predict`` always does, as evaluation).
-    ``classes``: report only these of the model's classes, renormalised (e.g. ``("angry", "happy", "neutral",
-    "sad")``; see ``InferenceConfig``). The ranges are the daemon's (``emostream.inference.pipeline``); the input
+    ``classes``: report only these of the model's classes, renormalised (e.g. ``["angry", "happy", "neutral",
+    "sad"]``; ``pipeline.restrict``). The ranges are the daemon's (``emostream.inference.pipeline``); the input
     may be 1000..384000 Hz and 1..64 channels.
 
     >>> rec = EmotionRecognizer()
@@ -150,14 +150,14 @@ class EmotionRecognizer:
     def __init__(self, model: str | Path | None = None, hop_s: float = PipelineConfig.hop_s,
                  smoothing: float = PipelineConfig.smoothing, silence_dbfs: float = PipelineConfig.silence_dbfs,
                  threads: int = 1, vad: VadConfig | None = None, classes: Iterable[str] | None = None):
-        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs,
-                                     vad=vad)  # checks ranges
+        self.config = PipelineConfig(hop_s=hop_s, smoothing=smoothing, silence_dbfs=silence_dbfs, vad=vad,
+                                     classes=classes)  # checks ranges
         check_range("threads", threads, *THREADS_RANGE)
         self.model = EmotionModel(DEFAULT_MODEL_PATH if model is None else model,
-                                  InferenceConfig(intra_op_threads=threads, classes=classes))
-        self.labels: list[str] = list(self.model.labels)
+                                  InferenceConfig(intra_op_threads=threads))
         self.sample_rate_hz: int = self.model.contract.sample_rate_hz  # the model's; any input rate is accepted
-        self._pipeline(self.sample_rate_hz, 1)  # settings the model cannot honour fail here, not on the first file
+        # settings the model cannot honour fail here, not on the first file
+        self.labels: list[str] = self._pipeline(self.sample_rate_hz, 1).labels  # classes= kept, or every one
 
     def _pipeline(self, sample_rate_hz: int, channels: int, config: PipelineConfig | None = None) -> EmotionPipeline:
         return EmotionPipeline(self.model, config or self.config, sample_rate_hz, channels)
@@ -187,7 +187,7 @@ class EmotionRecognizer:
         mono = pipeline.to_model_rate(x, last=True)
         _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
         model = self.model
-        p = model.report(model.predict(pipeline.model_input(voiced, model)).mean(axis=0))  # v4: from the prior
+        p = pipeline.report(model.predict(pipeline.model_input(voiced, model)).mean(axis=0))  # v4: from the prior
         top = int(np.argmax(p))
         return ClipScore(top=self.labels[top], top_p=float(p[top]),
                          probabilities={k: float(v) for k, v in zip(self.labels, p, strict=True)},

@@ -122,8 +122,7 @@ def _score(path: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from emostream.inference.model import add_classes_argument
-    from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig
+    from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig, add_classes_argument
     from emostream.inference.vad import add_vad_arguments
     from emostream.options import add_ranged
     from emostream.paths import DEFAULT_MODEL_PATH

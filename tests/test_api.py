@@ -52,7 +52,6 @@ def test_predict_takes_any_rate_and_channel_count(recognizer):
 
 def test_classes_restrict_the_output_to_the_argmax_over_them(recognizer, speech_with_pause):
     from emostream import EmotionRecognizer
-    from emostream.inference.model import ModelError
 
     four = EmotionRecognizer(classes=["sad", "neutral", "happy", "angry"])  # any order in; the model's order out
     assert four.labels == [c for c in recognizer.labels if c in ("angry", "happy", "neutral", "sad")]
@@ -63,10 +62,18 @@ def test_classes_restrict_the_output_to_the_argmax_over_them(recognizer, speech_
     assert set(kept.probabilities) == set(four.labels) and kept.top == four.labels[int(np.argmax(p_full))]
     assert abs(sum(kept.probabilities.values()) - 1) < 1e-5
     path, _ = speech_with_pause  # the stream path too: every window, utterance and the summary
-    scored = four.score_file(path)
+    scored, every = four.score_file(path), recognizer.score_file(path)
     for part in [w for w in scored.windows if w.probabilities] + list(scored.utterances) + [scored.summary]:
-        assert set(part.probabilities) == set(four.labels) and part.top in four.labels
-    with pytest.raises(ModelError, match=r"\['joy'\] are not classes of this model \(angry, calm"):
+        assert list(part.probabilities) == four.labels and part.top in four.labels
+    # Means over windows are taken over every class and restricted last, not averaged from restricted windows.
+    assert len(scored.utterances) == len(every.utterances) == 2
+    for kept_u, every_u in zip(scored.utterances, every.utterances, strict=True):
+        p = p_of(every_u, four.labels)
+        np.testing.assert_allclose(p_of(kept_u, four.labels), p / p.sum(), rtol=1e-4)
+    windows = [p_of(w, four.labels) for w in every.windows if w.probabilities]
+    mean_of_restricted = np.mean([w / w.sum() for w in windows], axis=0)
+    assert np.abs(p_of(scored.summary, four.labels) - mean_of_restricted).max() > 1e-3
+    with pytest.raises(ValueError, match=r"\['joy'\] are not classes of this model \(angry, calm"):
         EmotionRecognizer(classes=["angry", "joy"])
     for bad in ("angry", ["angry"], ["sad", "sad"]):
         with pytest.raises(ValueError, match="classes"):
@@ -74,12 +81,14 @@ def test_classes_restrict_the_output_to_the_argmax_over_them(recognizer, speech_
 
 
 def test_restricting_never_divides_by_zero():
-    from emostream.inference.model import restrict
+    from emostream.inference.pipeline import restrict
 
     p = np.array([[1.0, 0.0, 0.0], [0.2, 0.6, 0.2]], np.float32)  # row 0: all mass on a class left out
     out = restrict(p, np.array([1, 2]))
     assert np.isfinite(out).all() and out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.5, 0.5], [0.75, 0.25]])
+    np.testing.assert_allclose(restrict(p[1], np.array([0, 1])), [0.25, 0.75])  # one row as (k,)
+    assert np.isnan(restrict(np.array([0.1, np.nan, 0.2]), np.array([1, 2]))).all()  # NaN stays NaN: sent as null
 
 
 @pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),

@@ -177,7 +177,7 @@ def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thr
     a = load(CLIP, 16000)[:, None]
     b = load(CLIP_2, 48000)[:, None]
     want_a = offline(model, heard(a, "s16le"), 16000, PipelineConfig(smoothing=0.5))
-    want_b = offline(model, heard(b, "f32le"), 48000, PipelineConfig(hop_s=0.1))
+    want_b = offline(model, heard(b, "f32le"), 48000, PipelineConfig(hop_s=0.1, classes=("sad", "angry")))
     results = {}
 
     def go(name, *args, **kw):
@@ -187,7 +187,8 @@ def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thr
         threads = [threading.Thread(target=go, args=("a", running.url, a, 16000, "s16le", 800),
                                     kwargs={"start_extra": {"smoothing": 0.5}, "pace_s": 0.002}),
                    threading.Thread(target=go, args=("b", running.url, b, 48000, "f32le", 2400),
-                                    kwargs={"start_extra": {"hop_s": 0.1}, "pace_s": 0.002})]
+                                    kwargs={"start_extra": {"hop_s": 0.1, "classes": ["sad", "angry"]},
+                                            "pace_s": 0.002})]
         for t in threads:
             t.start()
         for t in threads:
@@ -200,8 +201,11 @@ def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thr
         assert len(scores) == len(want)
         for got, w in zip(scores, want, strict=True):
             if not w["silence"]:
-                np.testing.assert_allclose([got["probabilities"][k] for k in model.labels],
-                                           [w["probabilities"][k] for k in model.labels], atol=TOLERANCE)
+                assert list(got["probabilities"]) == hello["labels"]
+                np.testing.assert_allclose([got["probabilities"][k] for k in hello["labels"]],
+                                           [w["probabilities"][k] for k in hello["labels"]], atol=TOLERANCE)
+    assert results["a"][0]["labels"] == model.labels  # b's classes are b's alone
+    assert results["b"][0]["labels"] == ["angry", "sad"]  # in the model's order
     assert results["a"][0]["stream_id"] != results["b"][0]["stream_id"]
     assert results["b"][0]["hop_s"] < results["a"][0]["hop_s"]
 
@@ -284,18 +288,30 @@ def test_parse_start_ranges():
     spec = parse_start({"type": "start", "sample_rate_hz": 48000.0, "format": "f32le", "channels": 2,
                         "hop_s": 0.5, "smoothing": 0.3, "stream_id": "call-7"}, d, cfg, "s1")
     assert (spec.sample_rate_hz, spec.channels, spec.frame_bytes, spec.stream_id) == (48000, 2, 8, "call-7")
-    assert spec.pipeline.hop_s == 0.5 and spec.pipeline.smoothing == 0.3
+    assert spec.pipeline.hop_s == 0.5 and spec.pipeline.smoothing == 0.3 and spec.pipeline.classes is None
+    kept = parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "classes": ["sad", "angry"]},
+                       d, cfg, "s1")
+    assert kept.pipeline.classes == ("sad", "angry")
     for bad, text in [({"sample_rate_hz": True}, "must be an integer"), ({"sample_rate_hz": 16000.5}, "integer"),
                       ({"hop_s": 0.01}, "hop_s 0.01 out of range"), ({"smoothing": 1.0}, "smoothing 1.0 out of range"),
                       ({"stream_id": "a b"}, "stream_id must be"), ({"volume": 3}, "unknown field(s) volume"),
                       ({"format": [1]}, "format [1] not supported"), ({"format": None}, "format None not supported"),
                       ({"sample_rate_hz": 10**400}, "sample_rate_hz 1000"), ({"hop_s": 10**400}, "hop_s 1000"),
-                      ({"channels": 1e300}, "channels 1e+300 out of range"), ({"smoothing": "0.5"}, "a number")]:
+                      ({"channels": 1e300}, "channels 1e+300 out of range"), ({"smoothing": "0.5"}, "a number"),
+                      ({"classes": "angry,sad"}, "classes must be a list"), ({"classes": ["sad"]}, "two distinct"),
+                      ({"classes": ["sad", 3]}, "class names")]:
         with pytest.raises(ListenError, match=re.escape(text)) as info:
             parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", **bad}, d, cfg, "s1")
         assert info.value.code == CLOSE_POLICY
     with pytest.raises(ValueError, match="--max-realtime-factor"):
         ListenConfig(max_realtime_factor=0.5).check()
+
+
+def test_classes_the_model_lacks_are_one_line_errors(model, daemon_thread):
+    start = json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "classes": ["angry", "joy"]})
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0), ListenConfig())
+    with daemon_thread(daemon) as running:
+        expect_error(running.url, start, code=CLOSE_POLICY, contains="['joy'] are not classes of this model")
 
 
 def test_realtime_limiter_allows_the_factor_and_a_burst():

@@ -10,8 +10,10 @@ quiet noise floor, ``scoring.stream_windows``) and flagged ``short``. ``summary(
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +51,8 @@ class PipelineConfig:
     # Voice-activity gate: loud windows without speech are sent with "speech": false and no label. The
     # daemon turns it on by default (--no-vad to drop it); None here keeps the level gate alone.
     vad: VadConfig | None = None
+    # Report only these of the model's classes (two or more), renormalised: ``restrict``. None: every class.
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self):
         check_range("hop_s", self.hop_s, *HOP_RANGE_S)
@@ -56,9 +60,66 @@ class PipelineConfig:
         check_range("silence_dbfs", self.silence_dbfs, *SILENCE_RANGE_DBFS)  # NaN here once reached the hello
         if self.vad is not None and not isinstance(self.vad, VadConfig):
             raise ValueError(f"vad must be a VadConfig or None, got {self.vad!r}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", checked_classes(self.classes))
 
     def hop_frames(self, sample_rate_hz: int, stft_hop_samples: int) -> int:
         return max(1, round(self.hop_s * sample_rate_hz / stft_hop_samples))
+
+
+def checked_classes(classes) -> tuple[str, ...]:
+    """``classes`` as a tuple of two or more distinct, non-empty names; ``ValueError`` (one line) otherwise."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+        raise ValueError(f"classes must be a list of class names, got {classes!r:.60}")
+    names = tuple(classes)
+    if not all(isinstance(c, str) and c for c in names):
+        raise ValueError(f"classes must be class names, got {list(names)!r:.60}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"classes must name at least two distinct classes, got {list(names)}")
+    return names
+
+
+def class_columns(labels: list[str], classes: tuple[str, ...] | None) -> np.ndarray | None:
+    """The columns of ``labels`` (the model's, in its order) that ``classes`` keeps; None keeps every one."""
+    if classes is None:
+        return None
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not classes of this model ({', '.join(labels)})")
+    return np.array(sorted(labels.index(c) for c in classes))
+
+
+def restrict(p: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """Probabilities over every class, (n, k) or (k,) → over ``columns``, renormalised to sum to 1.
+
+    Applied last, after any mean over windows, so an utterance's or a clip's answer is the argmax over the kept
+    classes of the mean over all of them — what evaluation's 4-class and shared-class views score. A row whose
+    kept mass is zero (float32 underflow: the model sure of a class left out) becomes uniform, never 0/0; a row
+    holding NaN stays NaN, so the messages send it as null like any non-finite score."""
+    if columns is None:
+        return p
+    kept = np.asarray(p, dtype=np.float64)[..., columns]
+    total = kept.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, kept / total, np.where(np.isnan(total), np.nan, 1.0 / len(columns)))
+    return out.astype(np.float32)
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    """``--classes angry,happy,neutral,sad`` → a tuple of names (an argparse ``type=``; the pipeline checks them
+    against the model)."""
+    try:
+        return checked_classes([n.strip() for n in text.split(",") if n.strip()])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two or more distinct class names separated by commas, "
+                                         f"got {text!r:.60}") from None
+
+
+def add_classes_argument(parser) -> None:
+    """The one ``--classes`` flag of the daemon and ``emostream-score``."""
+    parser.add_argument("--classes", type=parse_classes, metavar="A,B,...",
+                        help="report only these classes, renormalised (e.g. angry,happy,neutral,sad); "
+                             "default: every class of the model")
 
 
 def check_input(sample_rate_hz, channels) -> tuple[int, int]:
@@ -81,6 +142,7 @@ class EmotionPipeline:
     def __init__(self, model: EmotionModel, config: PipelineConfig, input_rate_hz: int, input_channels: int = 1):
         input_rate_hz, input_channels = check_input(input_rate_hz, input_channels)
         self.model, self.config = model, config
+        self.columns = class_columns(model.labels, config.classes)  # reload keeps the labels, so these hold
         self.features = model.contract.feature_config()
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
         self.stream = LogMelStream(self.features.per_window(), config.hop_frames(self.features.sample_rate_hz,
@@ -156,7 +218,12 @@ class EmotionPipeline:
 
     @property
     def labels(self) -> list[str]:
-        return self.model.labels
+        """What the messages hold: the model's classes, or those ``config.classes`` kept (in the model's order)."""
+        return self.model.labels if self.columns is None else [self.model.labels[i] for i in self.columns]
+
+    def report(self, p: np.ndarray) -> np.ndarray:
+        """Probabilities over the model's classes → over ``labels`` (``restrict``)."""
+        return restrict(p, self.columns)
 
     @property
     def duration_s(self) -> float:
@@ -194,8 +261,8 @@ class EmotionPipeline:
                 self._smoothed = p if self._smoothed is None else s * self._smoothed + (1 - s) * p
                 p = self._smoothed
             messages.append(msg.scores(seq=w.index, start_s=w.start_sample / sr, end_s=w.end_sample / sr,
-                                       ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.model.labels,
-                                       p=None if p is None else self.model.report(p), features_ms=features_ms,
+                                       ready_time=ready_time, level_dbfs=w.level_dbfs, labels=self.labels,
+                                       p=None if p is None else self.report(p), features_ms=features_ms,
                                        inference_ms=inference_ms,
                                        silence=w.level_dbfs < self.config.silence_dbfs))
         self.windows_out += len(messages)
@@ -237,7 +304,7 @@ class EmotionPipeline:
         self._add(p, len(voiced))
         self.utterances_out += 1
         return [msg.utterance(start_s=0.0, end_s=audio.size / self.features.sample_rate_hz, windows=len(voiced),
-                              labels=self.model.labels, p=model.report(p), short=True)]
+                              labels=self.labels, p=self.report(p), short=True)]
 
     def model_input(self, windows: list, model: EmotionModel | None = None):
         """Classified windows, in stream order → what ``model`` (default: the pipeline's) takes: (n, n_mels, frames)
@@ -259,15 +326,14 @@ class EmotionPipeline:
             return []
         start_s, end_s, n, p = finished
         self.utterances_out += 1
-        return [msg.utterance(start_s=start_s, end_s=end_s, windows=n, labels=self.model.labels,
-                              p=self.model.report(p))]
+        return [msg.utterance(start_s=start_s, end_s=end_s, windows=n, labels=self.labels, p=self.report(p))]
 
     def summary(self) -> dict:
         """The whole stream: mean raw probabilities of its classified windows (None when all was silence)."""
-        p = None if self._sum is None else self.model.report((self._sum / self._classified).astype(np.float32))
-        top, top_p = msg.top_of(self.model.labels, p)
+        p = None if self._sum is None else self.report((self._sum / self._classified).astype(np.float32))
+        top, top_p = msg.top_of(self.labels, p)
         return {"top": top, "top_p": top_p,
-                "probabilities": None if p is None else msg.probabilities_dict(self.model.labels, p),
+                "probabilities": None if p is None else msg.probabilities_dict(self.labels, p),
                 "duration_s": round(self.duration_s, 6), "windows": self._classified, "short": self.short}
 
     def end_message(self, reason: str = "source ended") -> dict:

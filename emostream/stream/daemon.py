@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
 from emostream import messages as msg
-from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError, add_classes_argument
+from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import (
     HOP_RANGE_S,
     INPUT_CHANNELS_RANGE,
@@ -35,6 +35,7 @@ from emostream.inference.pipeline import (
     SMOOTHING_RANGE,
     EmotionPipeline,
     PipelineConfig,
+    add_classes_argument,
 )
 from emostream.inference.vad import VadUnavailable, add_vad_arguments, vad_from_args
 from emostream.options import add_ranged, check_range
@@ -153,7 +154,7 @@ class EmotionDaemon:
         self.hello = {
             "type": "hello",
             "version": VERSION,
-            "labels": list(model.labels),  # what the scores hold: the model's classes, or those --classes kept
+            "labels": self.pipeline.labels,  # what the scores hold: the model's classes, or those --classes kept
             "sample_rate_hz": c.sample_rate_hz,
             "hop_s": round(self.pipeline.hop_s, 6),
             "window_s": round(c.feature_config().window_s, 6),
@@ -534,13 +535,13 @@ def main(argv: list[str] | None = None) -> int:
             listen_config.check()
         vad = vad_from_args(args)
         pipeline_config = PipelineConfig(hop_s=args.hop, smoothing=args.smoothing, silence_dbfs=args.silence_dbfs,
-                                         vad=vad)
+                                         vad=vad, classes=args.classes)
         sinks = make_sinks(args.publish, SinkOptions(queue_messages=args.publish_queue,
                                                      mqtt_discovery=args.mqtt_discovery))
         stream_id = check_stream_id(args.stream_id) if args.stream_id is not None else None
         if args.mqtt_discovery and not any(s.kind == "mqtt" for s in sinks):
             raise ValueError("--mqtt-discovery needs an mqtt:// or mqtts:// --publish URL")
-        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads, classes=args.classes))
+        model = EmotionModel(args.model, InferenceConfig(intra_op_threads=args.threads))
         source = make_source(args)
         daemon = EmotionDaemon(model, source, pipeline_config, server_config, listen_config, sinks, stream_id)
         return asyncio.run(daemon.run())

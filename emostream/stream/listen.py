@@ -1,7 +1,7 @@
 """``/listen``: clients stream their own audio to the daemon and get their own scores back, many at once.
 
 Protocol (README "Audio in: /listen"): the first message is text JSON ``{"type": "start", "sample_rate_hz":
-16000, "format": "s16le" | "f32le", "channels": 1}`` (optional ``hop_s``, ``smoothing``, ``stream_id``);
+16000, "format": "s16le" | "f32le", "channels": 1}`` (optional ``hop_s``, ``smoothing``, ``classes``, ``stream_id``);
 the daemon answers ``hello``; then binary messages of raw interleaved PCM (whole frames, any count up to
 the size limit); the daemon sends ``scores`` per window (tagged with ``stream_id``), ``utterance`` when a
 speech segment ends, and after ``{"type": "stop"}`` the last windows, ``end``, and close 1000.
@@ -39,6 +39,7 @@ from emostream.inference.pipeline import (
     SMOOTHING_RANGE,
     EmotionPipeline,
     PipelineConfig,
+    checked_classes,
 )
 from emostream.options import check_range
 from emostream.stream.sources import PCM_FORMATS
@@ -124,7 +125,7 @@ class StreamSpec:
         return self.channels * FORMATS[self.sample_format].itemsize
 
 
-START_FIELDS = ("type", "sample_rate_hz", "format", "channels", "hop_s", "smoothing", "stream_id")
+START_FIELDS = ("type", "sample_rate_hz", "format", "channels", "hop_s", "smoothing", "classes", "stream_id")
 
 
 def _number(message: dict, key: str, kind=float):
@@ -173,6 +174,13 @@ def parse_start(message, defaults: PipelineConfig, config: ListenConfig, stream_
             raise ListenError(f"start: smoothing {smoothing} out of range [{SMOOTHING_RANGE[0]:g}, "
                               f"{SMOOTHING_RANGE[1]:g})")
         pipeline = replace(pipeline, smoothing=smoothing)
+    if "classes" in message:  # names the model lacks are refused when the stream's pipeline is built
+        if not isinstance(message["classes"], list):
+            raise ListenError("start: classes must be a list of class names")
+        try:
+            pipeline = replace(pipeline, classes=checked_classes(message["classes"]))
+        except ValueError as exc:
+            raise ListenError(f"start: {exc}") from None
     if "stream_id" in message:
         stream_id = message["stream_id"]
         if not isinstance(stream_id, str) or not msg.STREAM_ID.fullmatch(stream_id):
@@ -430,7 +438,8 @@ class ListenServer:
             raise ListenError(f"start: {exc}") from None
         self.sessions[spec.stream_id] = session
         self.accepted += 1
-        hello = {**self.hello, "hop_s": round(session.pipeline.hop_s, 6), "smoothing": spec.pipeline.smoothing,
+        hello = {**self.hello, "labels": session.pipeline.labels, "hop_s": round(session.pipeline.hop_s, 6),
+                 "smoothing": spec.pipeline.smoothing,
                  "source": f"listen {spec.sample_format} {spec.sample_rate_hz} Hz, {spec.channels} ch",
                  "input": {"sample_rate_hz": spec.sample_rate_hz, "format": spec.sample_format,
                            "channels": spec.channels},
