@@ -72,6 +72,32 @@ def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
         combine([[two_members[0]], [elsewhere]], CLASSES)
 
 
+def test_a_mixed_ensemble_may_differ_in_the_training_only_speaker_head_and_nothing_else(two_members, tmp_path):
+    import dataclasses
+
+    from emostream.train.evaluate import PRESETS
+
+    def run(name, preset, members):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "evaluation.json").write_text(json.dumps({"protocol": "emobox", "classes": CLASSES,
+                                                            "preset": dataclasses.asdict(preset)}))
+        (folder / "folds.json").write_text(json.dumps(members))
+        return folder
+
+    v3, v4_head = PRESETS["wideband-90ep"], PRESETS["wideband-90ep-baseline-speaker-adversarial"]
+    plain, head = run("v3", v3, [two_members[0]]), run("v4-head", v4_head, [two_members[1]])
+    header, _ = ensemble.load_members([plain, head])
+    assert header["input_versions"] == ["3", "4"]
+    assert header["preset"]["name"] == "wideband-90ep+wideband-90ep-baseline-speaker-adversarial"
+    other = run("v4-lr", dataclasses.replace(v4_head, learning_rate=1e-3), [two_members[1]])
+    with pytest.raises(EnsembleError, match="differ"):  # any other setting still refuses
+        ensemble.load_members([plain, other])
+    v3_head = run("v3-head", PRESETS["wideband-90ep-speaker-adversarial"], [two_members[1]])
+    with pytest.raises(EnsembleError, match="differ"):  # one version: a seed ensemble is one recipe
+        ensemble.load_members([plain, v3_head])
+
+
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():
     import keras
 

@@ -74,8 +74,11 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     versions = [Preset.from_record(h["preset"]).feature_version for h in headers]
     inputs = mixed_inputs(versions)
     first = headers[0]["preset"]
-    # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name).
-    alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"]}}
+    # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name) and the
+    # speaker head's strength: a head used in training only, absent from the graph that scores (both show in the
+    # ensemble's name, which joins its members' preset names).
+    alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"],
+                              "speaker_adversarial": first.get("speaker_adversarial", 0.0)}}
              for h in headers] if inputs else headers
     try:
         check_same_recipe(folders, alike, "form an ensemble")
