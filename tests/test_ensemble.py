@@ -90,6 +90,7 @@ def test_a_mixed_ensemble_may_differ_in_the_training_only_speaker_head_and_nothi
     header, _ = ensemble.load_members([plain, head])
     assert header["input_versions"] == ["3", "4"]
     assert header["preset"]["name"] == "wideband-90ep+wideband-90ep-baseline-speaker-adversarial"
+    assert header["member_speaker_adversarial"] == [0.0, 0.5]  # recorded: the preset holds the first member's
     other = run("v4-lr", dataclasses.replace(v4_head, learning_rate=1e-3), [two_members[1]])
     with pytest.raises(EnsembleError, match="differ"):  # any other setting still refuses
         ensemble.load_members([plain, other])

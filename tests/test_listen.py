@@ -337,6 +337,10 @@ def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, daemon_th
             m = json.loads(sub.recv(timeout=10))
             if m["type"] == "scores":
                 seen.append(m)
+        # Broadcast subscribers were told the daemon's labels: a stream may not bring other classes to them.
+        expect_error(running.url, json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le",
+                                              "classes": ["angry", "sad"]}),
+                     code=CLOSE_POLICY, contains="classes must be the daemon's")
     assert code == 1000
     assert [m["stream_id"] for m in seen] == ["room-2"] * len(mine)
     assert [m["probabilities"] for m in seen] == [m["probabilities"] for m in mine]

@@ -29,6 +29,13 @@ def test_lines_show_top_emotion_bars_and_silence():
     assert "(silence)" in quiet and "-71.2 dBFS" in quiet
     assert "dropped 3" in format_line({"end_s": 1.0, "silence": False, "probabilities": p, "top": "sad",
                                       "top_p": 0.75, "dropped": 3}, LABELS)
+    # A probability the message lacks or holds as null (non-finite) is a blank bar, never a crash.
+    gappy = {k: v for k, v in p.items() if k != "angry"} | {"calm": None}
+    line = format_line({"end_s": 1.0, "silence": False, "probabilities": gappy, "top": "sad", "top_p": 0.75},
+                       LABELS)
+    bars = line.split("75%  ", 1)[1]
+    assert len(bars) == 8 and bars[LABELS.index("angry")] == bars[LABELS.index("calm")] == " "
+    assert bars[LABELS.index("sad")] == "▆"
 
 
 def test_subscriber_reconnects_when_the_daemon_restarts(tiny_onnx, tmp_path, daemon_thread):

@@ -75,7 +75,7 @@ def checked_classes(classes) -> tuple[str, ...]:
     if not all(isinstance(c, str) and c for c in names):
         raise ValueError(f"classes must be class names, got {list(names)!r:.60}")
     if len(names) < 2 or len(set(names)) != len(names):
-        raise ValueError(f"classes must name at least two distinct classes, got {list(names)}")
+        raise ValueError(f"classes must name at least two distinct classes, got {list(names)!r:.80}")
     return names
 
 
@@ -85,7 +85,7 @@ def class_columns(labels: list[str], classes: tuple[str, ...] | None) -> np.ndar
         return None
     unknown = [c for c in classes if c not in labels]
     if unknown:
-        raise ValueError(f"classes {unknown} are not classes of this model ({', '.join(labels)})")
+        raise ValueError(f"classes {unknown!r:.80} are not classes of this model ({', '.join(labels)})")
     return np.array(sorted(labels.index(c) for c in classes))
 
 
@@ -219,7 +219,7 @@ class EmotionPipeline:
     @property
     def labels(self) -> list[str]:
         """What the messages hold: the model's classes, or those ``config.classes`` kept (in the model's order)."""
-        return self.model.labels if self.columns is None else [self.model.labels[i] for i in self.columns]
+        return list(self.model.labels) if self.columns is None else [self.model.labels[i] for i in self.columns]
 
     def report(self, p: np.ndarray) -> np.ndarray:
         """Probabilities over the model's classes → over ``labels`` (``restrict``)."""

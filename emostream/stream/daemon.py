@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ranged(g, "--listen-workers", int, ls.workers, 0, 256,
                help="analysis threads shared by all streams (0 = one per core)")
     g.add_argument("--broadcast-listeners", action="store_true",
-                   help="also send every stream's scores, tagged with stream_id, to the broadcast subscribers")
+                   help="also send every stream's scores, tagged with stream_id, to the broadcast subscribers "
+                        "(streams then keep the daemon's --classes)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

@@ -436,6 +436,10 @@ class ListenServer:
             session = ListenSession(self, websocket, spec)
         except ValueError as exc:
             raise ListenError(f"start: {exc}") from None
+        if self.on_broadcast is not None and session.pipeline.labels != self.hello["labels"]:
+            # the broadcast subscribers were told the daemon's labels: every score they get must hold exactly those
+            raise ListenError("start: classes must be the daemon's while it broadcasts listeners' scores "
+                              f"({', '.join(self.hello['labels'])})")
         self.sessions[spec.stream_id] = session
         self.accepted += 1
         hello = {**self.hello, "labels": session.pipeline.labels, "hop_s": round(session.pipeline.hop_s, 6),

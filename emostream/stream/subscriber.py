@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 BARS = "▁▂▃▄▅▆▇█"
 
 
+def bar(p) -> str:
+    """One probability as a bar character; a blank for one the message lacks or holds as null (non-finite)."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+        return " "
+    return BARS[min(len(BARS) - 1, int(round(p * (len(BARS) - 1))))]
+
+
 def format_line(message: dict, labels: list[str]) -> str:
     """``  12.35 s  angry     71%  ▁▁▇▁▁▂▁▁`` — one bar per label in the hello's order."""
     t = f"{message['end_s']:8.2f} s"
@@ -32,7 +39,7 @@ def format_line(message: dict, labels: list[str]) -> str:
         what = "(silence)" if message.get("silence") else "(no speech)"
         return f"{t}  {what:<11} {level}".rstrip()
     p = message["probabilities"]
-    bars = "".join(BARS[min(len(BARS) - 1, int(round(p[name] * (len(BARS) - 1))))] for name in labels)
+    bars = "".join(bar(p.get(name)) for name in labels)
     dropped = f"  dropped {message['dropped']}" if message.get("dropped") else ""
     return f"{t}  {message['top']:<10} {message['top_p']:4.0%}  {bars}{dropped}"
 

@@ -87,8 +87,10 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     if not inputs:
         return headers[0], members
     names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
+    heads = [h["preset"].get("speaker_adversarial", 0.0) for h in headers]
+    differ = {"member_speaker_adversarial": heads} if len(set(heads)) > 1 else {}  # the preset shows the first's
     return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
-            "input_versions": list(inputs), "member_versions": versions}, members
+            "input_versions": list(inputs), "member_versions": versions, **differ}, members
 
 
 def mixed_inputs(versions: list[str]) -> tuple[str, ...]:
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.models_only:
             results = combine(members, classes, header.get("member_versions"))
             report.write_folds(args.out / "folds.json", results)
-            mixed = {"input_versions": header["input_versions"]} if header.get("input_versions") else {}
+            mixed = {k: header[k] for k in ("input_versions", "member_speaker_adversarial") if header.get(k)}
             write_outputs(args.out, header["protocol"], preset, results, classes,
                           {**preparation, "members": [str(f) for f in args.runs], **mixed})
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
