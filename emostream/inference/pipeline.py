@@ -143,6 +143,8 @@ class EmotionPipeline:
         input_rate_hz, input_channels = check_input(input_rate_hz, input_channels)
         self.model, self.config = model, config
         self.columns = class_columns(model.labels, config.classes)  # reload keeps the labels, so these hold
+        #: what the messages hold: the model's classes, or those ``config.classes`` kept (in the model's order)
+        self.labels = list(model.labels) if self.columns is None else [model.labels[i] for i in self.columns]
         self.features = model.contract.feature_config()
         self.input_rate_hz, self.input_channels = input_rate_hz, input_channels
         self.stream = LogMelStream(self.features.per_window(), config.hop_frames(self.features.sample_rate_hz,
@@ -215,11 +217,6 @@ class EmotionPipeline:
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono, last=last)
         return mono
-
-    @property
-    def labels(self) -> list[str]:
-        """What the messages hold: the model's classes, or those ``config.classes`` kept (in the model's order)."""
-        return list(self.model.labels) if self.columns is None else [self.model.labels[i] for i in self.columns]
 
     def report(self, p: np.ndarray) -> np.ndarray:
         """Probabilities over the model's classes → over ``labels`` (``restrict``)."""

@@ -71,14 +71,15 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     nested = [str(f) for f, h in zip(folders, headers, strict=True) if h.get("input_versions")]
     if nested:
         raise EnsembleError(f"{nested[0]} is itself a mixed ensemble: combine its members instead")
-    versions = [Preset.from_record(h["preset"]).feature_version for h in headers]
+    presets = [Preset.from_record(h["preset"]) for h in headers]  # older records: the defaults filled in
+    versions = [p.feature_version for p in presets]
     inputs = mixed_inputs(versions)
     first = headers[0]["preset"]
     # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name) and the
     # speaker head's strength: a head used in training only, absent from the graph that scores (both show in the
     # ensemble's name, which joins its members' preset names).
     alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"],
-                              "speaker_adversarial": first.get("speaker_adversarial", 0.0)}}
+                              "speaker_adversarial": presets[0].speaker_adversarial}}
              for h in headers] if inputs else headers
     try:
         check_same_recipe(folders, alike, "form an ensemble")
@@ -87,7 +88,7 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     if not inputs:
         return headers[0], members
     names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
-    heads = [h["preset"].get("speaker_adversarial", 0.0) for h in headers]
+    heads = [p.speaker_adversarial for p in presets]
     differ = {"member_speaker_adversarial": heads} if len(set(heads)) > 1 else {}  # the preset shows the first's
     return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
             "input_versions": list(inputs), "member_versions": versions, **differ}, members
