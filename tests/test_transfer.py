@@ -134,6 +134,48 @@ def test_mel_axis_warp_moves_formants_and_keeps_identity():
     assert np.argmax(ev.warp_mel_axis(db, 1.1)[:, 0]) > 40 > np.argmax(ev.warp_mel_axis(db, 0.9)[:, 0])
 
 
+def test_time_stretch_changes_tempo_and_keeps_the_spectrum():
+    ramp = np.tile(np.arange(120, dtype=np.float32), (128, 1))  # each frame holds its own index
+    assert np.allclose(ev.resample_time_axis(ramp[:, :100], 100), ramp[:, :100])
+    fast = ev.resample_time_axis(ramp, 100)  # 120 frames of speech in 100: 1.2 times as fast
+    assert np.allclose(np.diff(fast[0]), 119 / 99)
+    bands = np.zeros((128, 120), np.float32)
+    bands[40] = 1.0  # a formant stays in its band whatever the tempo
+    assert np.array_equal(np.flatnonzero(ev.resample_time_axis(bands, 100).any(axis=1)), [40])
+
+
+def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reproduces_earlier_draws():
+    from emostream.train.clipbank import ClipBank
+
+    t = np.arange(400)
+    db = np.tile(-40 + 10 * np.sin(2 * np.pi * (t + 0.25) / 10), (128, 1))  # a 10-frame rhythm in every band
+    banks = {"orig": ClipBank(["a.wav"], [db.astype(np.float16)], None)}
+    plain = dataclasses.replace(ev.PRESETS["wideband-90ep"], augment_share=0.0, spec_augment=False)
+    stretch = dataclasses.replace(plain, time_stretch=0.2)
+    assert ev.PRESETS["wideband-90ep-stretch"].time_stretch == 0.2
+
+    def beats(window):  # crossings of band 0's mean, two per period: 20 at the clip's own tempo
+        row = window[0] - window[0].mean()
+        return int(np.sum(np.signbit(row[1:]) != np.signbit(row[:-1])))
+
+    plain_windows, stretched = ev.TrainingWindows(plain, banks, seed=3), ev.TrainingWindows(stretch, banks, seed=3)
+    counts = []
+    for _ in range(200):
+        w, x = plain_windows.window(0), stretched.window(0)
+        assert x.shape == w.shape == (128, 100) and np.all(np.isfinite(x))
+        assert 19 <= beats(w) <= 21
+        counts.append(beats(x))
+    assert min(counts) <= 17 and max(counts) >= 23  # ×0.83 … ×1.2: about 16.7 … 24
+    assert 15 <= min(counts) and max(counts) <= 25
+    from emostream.features import standardise_db
+
+    start = int(np.random.default_rng(5).integers(0, 400 - 100 + 1))  # off: the crop is the only draw, as before
+    expected = standardise_db(db.astype(np.float16).astype(np.float32)[:, start : start + 100], plain.features)
+    np.testing.assert_array_equal(ev.TrainingWindows(plain, banks, seed=5).window(0), expected)
+    with pytest.raises(ValueError, match="time_stretch"):
+        dataclasses.replace(plain, time_stretch=0.7)
+
+
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
     """Version 3 holds the bands above 7.1 kHz at the floor; a SpecAugment mask there sets them to 0, a pattern
     the daemon never produces. With the preset's ``mask_kept_bands`` the masks stay below; without it they do
