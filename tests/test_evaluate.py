@@ -190,6 +190,28 @@ def test_merging_runs_over_different_folds_gives_one_evaluation_and_refuses_mixe
         evaluate.merge_runs([a, other], tmp_path / "bad")
     with pytest.raises(ValueError, match="twice"):
         evaluate.merge_runs([a, a], tmp_path / "bad2")
+    c = run(tmp_path / "c2", [("actors 09-12", 0.5)], preset)
+    kept = evaluate.merge_runs([a, b, c], tmp_path / "kept", folds=[3, 1])  # e.g. folds 1–2 of a six-fold run
+    assert kept["accuracy"]["mean"] == pytest.approx(0.75)
+    assert [f["fold"] for f in json.loads((tmp_path / "kept" / "folds.json").read_text())] == ["actors 01-04",
+                                                                                                "actors 09-12"]
+    with pytest.raises(ValueError, match="fold 4 not in"):
+        evaluate.merge_runs([a, b], tmp_path / "bad3", folds=[1, 4])
+
+
+def test_fold_numbers_are_checked_and_name_the_folds_the_builders_make():
+    assert evaluate.parse_fold_numbers("1,2") == [1, 2] and evaluate.parse_fold_numbers(None) is None
+    for bad in ("0", "7", "1,1", "a"):
+        with pytest.raises(ValueError, match="--folds"):
+            evaluate.parse_fold_numbers(bad)
+    actors = np.repeat(np.arange(1, 25), 2)
+    assert [f["name"] for f in evaluate.emobox_folds(actors)] == [evaluate.fold_name("emobox", k) for k in range(1, 7)]
+    assert [f["name"] for f in evaluate.actor_folds(actors)] == [evaluate.fold_name("actors", k) for k in range(1, 7)]
+    with pytest.raises(ValueError, match="one fold"):
+        evaluate.fold_name("random", 1)
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--protocol", "random", "--folds", "1", "--out", "x"])
+    assert refused.value.code == 2
 
 
 def test_weight_average_is_the_mean_of_the_epochs_given_in_the_models_dtypes():

@@ -227,6 +227,15 @@ PRESETS["wideband-90ep-stretch"] = dataclasses.replace(PRESETS["wideband-90ep"],
                                                        time_stretch=0.2)
 
 
+def fold_name(protocol: str, number: int) -> str:
+    """Fold ``number`` (1–6) of a protocol with several folds, as its results name it."""
+    if protocol == "actors":
+        return f"actors {FOLDS[number - 1][0]:02d}-{FOLDS[number - 1][-1]:02d}"
+    if protocol == "emobox":
+        return f"emobox fold {number}"
+    raise ValueError(f"protocol {protocol!r} has one fold; fold numbers apply to actors and emobox")
+
+
 def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Row indices per fold: test = fold k's actors, validation = fold k+1's, train = the rest (rows with
     actor ≤ 0 belong to another corpus and are in none of them)."""
@@ -234,7 +243,7 @@ def actor_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
     for k in range(len(FOLDS)):
         test = np.isin(actors, FOLDS[k])
         val = np.isin(actors, FOLDS[(k + 1) % len(FOLDS)])
-        folds.append({"name": f"actors {FOLDS[k][0]:02d}-{FOLDS[k][-1]:02d}", "number": k + 1,
+        folds.append({"name": fold_name("actors", k + 1), "number": k + 1,
                       "test": np.flatnonzero(test),
                       "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val & (actors > 0))})
     return folds
@@ -246,7 +255,7 @@ def emobox_folds(actors: np.ndarray) -> list[dict[str, np.ndarray]]:
     for k, test_actors in enumerate(EMOBOX_FOLDS):
         test = np.isin(actors, test_actors)
         val = np.isin(actors, EMOBOX_FOLDS[(k + 1) % len(EMOBOX_FOLDS)])
-        folds.append({"name": f"emobox fold {k + 1}", "number": k + 1, "test": np.flatnonzero(test),
+        folds.append({"name": fold_name("emobox", k + 1), "number": k + 1, "test": np.flatnonzero(test),
                       "val": np.flatnonzero(val), "train": np.flatnonzero(~test & ~val & (actors > 0))})
     return folds
 
@@ -898,8 +907,22 @@ def check_same_recipe(folders: list[Path], runs: list[dict], doing: str) -> None
                              f"cannot {doing}")
 
 
-def merge_runs(folders: list[Path], out: Path) -> dict:
-    """One evaluation from runs of the same preset and protocol over different folds (e.g. run side by side)."""
+def parse_fold_numbers(text: str | None) -> list[int] | None:
+    """``--folds``: "1,2" → [1, 2]; None when not given."""
+    if not text:
+        return None
+    try:
+        numbers = [int(k) for k in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--folds {text!r}: expected comma-separated fold numbers 1-{len(FOLDS)}") from None
+    if not all(1 <= k <= len(FOLDS) for k in numbers) or len(set(numbers)) != len(numbers):
+        raise ValueError(f"--folds {text!r}: expected distinct fold numbers 1-{len(FOLDS)}")
+    return numbers
+
+
+def merge_runs(folders: list[Path], out: Path, folds: list[int] | None = None) -> dict:
+    """One evaluation from runs of the same preset and protocol over different folds (e.g. run side by side);
+    ``folds``: only these fold numbers (e.g. a six-fold run's folds 1–2, to compare with runs of those folds)."""
     runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
     first = runs[0]
     check_same_recipe(folders, runs, "merge")
@@ -907,6 +930,12 @@ def merge_runs(folders: list[Path], out: Path) -> dict:
     names = [r["fold"] for r in results]
     if len(set(names)) != len(names):
         raise ValueError(f"the same fold appears twice among {', '.join(map(str, folders))}")
+    if folds is not None:
+        wanted = [fold_name(first["protocol"], k) for k in folds]
+        missing = [k for k, name in zip(folds, wanted, strict=True) if name not in names]
+        if missing:
+            raise ValueError(f"fold {', '.join(map(str, missing))} not in {', '.join(map(str, folders))}")
+        results = [r for r in results if r["fold"] in wanted]
     results.sort(key=lambda r: r["fold"])
     out.mkdir(parents=True, exist_ok=True)
     report.write_folds(out / "folds.json", results)
@@ -1167,7 +1196,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=PROTOCOLS, default="actors")
     p.add_argument("--preset", choices=sorted(PRESETS), default="improved")
-    p.add_argument("--folds", help="comma-separated fold numbers 1-6 to run (actors/emobox; default all)")
+    p.add_argument("--folds", help="comma-separated fold numbers 1-6 to run, or with --merge to keep "
+                                   "(actors/emobox; default all)")
     p.add_argument("--emodb-dir", help="EmoDB root (default: $EMODB_DIR or ../shared/data/emodb)")
     p.add_argument("--no-cross", action="store_true", help="emobox: do not score EmoDB with each fold's model")
     p.add_argument("--epochs", type=int, help="override the preset's epoch count")
@@ -1193,9 +1223,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="save each fold's model with labels, summary and test files (ready for emostream-export)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        folds_wanted = parse_fold_numbers(args.folds)
+    except ValueError as exc:
+        p.error(str(exc))
+    if folds_wanted and not args.merge and args.protocol not in ("actors", "emobox"):
+        p.error(f"--folds: protocol {args.protocol} has one fold")
     if args.merge:
         try:
-            merge_runs(args.merge, args.out)
+            merge_runs(args.merge, args.out, folds_wanted)
         except (OSError, ValueError, KeyError) as exc:
             p.error(f"--merge: {exc}")
         return 0
@@ -1213,7 +1249,6 @@ def main(argv: list[str] | None = None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    folds_wanted = [int(k) for k in args.folds.split(",")] if args.folds else None
     data = prepare(args.protocol, preset, args.data_dir, args.emodb_dir, args.seed, args.cache_dir,
                    args.max_clips_per_class, folds_wanted, args.no_cross)
     frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
