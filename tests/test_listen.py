@@ -9,6 +9,7 @@ resampler and float32 sums are the only differences chunking can make).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -292,6 +293,9 @@ def test_parse_start_ranges():
     kept = parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "classes": ["sad", "angry"]},
                        d, cfg, "s1")
     assert kept.pipeline.classes == ("sad", "angry")
+    every = parse_start({"type": "start", "sample_rate_hz": 16000, "format": "s16le", "classes": None},
+                        dataclasses.replace(d, classes=("sad", "angry")), cfg, "s1")
+    assert every.pipeline.classes is None  # null: every class, though the daemon reports two
     for bad, text in [({"sample_rate_hz": True}, "must be an integer"), ({"sample_rate_hz": 16000.5}, "integer"),
                       ({"hop_s": 0.01}, "hop_s 0.01 out of range"), ({"smoothing": 1.0}, "smoothing 1.0 out of range"),
                       ({"stream_id": "a b"}, "stream_id must be"), ({"volume": 3}, "unknown field(s) volume"),

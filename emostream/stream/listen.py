@@ -174,9 +174,11 @@ def parse_start(message, defaults: PipelineConfig, config: ListenConfig, stream_
             raise ListenError(f"start: smoothing {smoothing} out of range [{SMOOTHING_RANGE[0]:g}, "
                               f"{SMOOTHING_RANGE[1]:g})")
         pipeline = replace(pipeline, smoothing=smoothing)
-    if "classes" in message:  # names the model lacks are refused when the stream's pipeline is built
+    if message.get("classes", ...) is None:  # every class of the model, whatever the daemon's --classes
+        pipeline = replace(pipeline, classes=None)
+    elif "classes" in message:  # names the model lacks are refused when the stream's pipeline is built
         if not isinstance(message["classes"], list):
-            raise ListenError("start: classes must be a list of class names")
+            raise ListenError("start: classes must be a list of class names (or null: every class)")
         try:
             pipeline = replace(pipeline, classes=checked_classes(message["classes"]))
         except ValueError as exc:
