@@ -72,7 +72,7 @@ def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
         combine([[two_members[0]], [elsewhere]], CLASSES)
 
 
-def test_a_mixed_ensemble_may_differ_in_the_training_only_speaker_head_and_nothing_else(two_members, tmp_path):
+def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(two_members, tmp_path):
     import dataclasses
 
     from emostream.train.evaluate import PRESETS
@@ -94,6 +94,10 @@ def test_a_mixed_ensemble_may_differ_in_the_training_only_speaker_head_and_nothi
     other = run("v4-lr", dataclasses.replace(v4_head, learning_rate=1e-3), [two_members[1]])
     with pytest.raises(EnsembleError, match="differ"):  # any other setting still refuses
         ensemble.load_members([plain, other])
+    stretch = run("v3-stretch", PRESETS["wideband-90ep-stretch"], [two_members[0]])
+    header, _ = ensemble.load_members([stretch, head])  # the tempo of training crops: training only as well
+    assert header["member_time_stretch"] == [0.2, 0.0] and header["member_speaker_adversarial"] == [0.0, 0.5]
+    assert "member_time_stretch" not in ensemble.load_members([plain, head])[0]
     v3_head = run("v3-head", PRESETS["wideband-90ep-speaker-adversarial"], [two_members[1]])
     with pytest.raises(EnsembleError, match="differ"):  # one version: a seed ensemble is one recipe
         ensemble.load_members([plain, v3_head])

@@ -52,6 +52,11 @@ class EnsembleError(ValueError):
     """Runs that cannot be combined (different recipes, folds or clips; no per-clip probabilities)."""
 
 
+#: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
+#: training crops) and leave the graph that scores, and its input, as every member's.
+TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch")
+
+
 def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, list[list[dict]]]:
     """The first member's ``evaluation.json`` header and every member's fold results (``folds.json``)."""
     if len(folders) < 2:
@@ -76,10 +81,11 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     inputs = mixed_inputs(versions)
     first = headers[0]["preset"]
     # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name) and the
-    # speaker head's strength: a head used in training only, absent from the graph that scores (both show in the
-    # ensemble's name, which joins its members' preset names).
+    # settings that shape training only, absent from the graph that scores (both show in the ensemble's name, which
+    # joins its members' preset names).
+    training_only = {k: getattr(presets[0], k) for k in TRAINING_ONLY_SETTINGS}
     alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"],
-                              "speaker_adversarial": presets[0].speaker_adversarial}}
+                              **training_only}}
              for h in headers] if inputs else headers
     try:
         check_same_recipe(folders, alike, "form an ensemble")
@@ -88,8 +94,11 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     if not inputs:
         return headers[0], members
     names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
-    heads = [p.speaker_adversarial for p in presets]
-    differ = {"member_speaker_adversarial": heads} if len(set(heads)) > 1 else {}  # the preset shows the first's
+    differ = {}  # the preset shows the first member's; where members differ, each one's is recorded
+    for setting in TRAINING_ONLY_SETTINGS:
+        values = [getattr(p, setting) for p in presets]
+        if len(set(values)) > 1:
+            differ[f"member_{setting}"] = values
     return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
             "input_versions": list(inputs), "member_versions": versions, **differ}, members
 
@@ -451,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.models_only:
             results = combine(members, classes, header.get("member_versions"))
             report.write_folds(args.out / "folds.json", results)
-            mixed = {k: header[k] for k in ("input_versions", "member_speaker_adversarial") if header.get(k)}
+            mixed = {k: header[k] for k in ("input_versions", *(f"member_{t}" for t in TRAINING_ONLY_SETTINGS))
+                     if header.get(k)}
             write_outputs(args.out, header["protocol"], preset, results, classes,
                           {**preparation, "members": [str(f) for f in args.runs], **mixed})
         data_dirs = {"ravdess": args.data_dir, "emodb": args.emodb_dir}
