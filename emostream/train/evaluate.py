@@ -229,6 +229,9 @@ PRESETS["wideband-90ep-stretch"] = dataclasses.replace(PRESETS["wideband-90ep"],
                                                        time_stretch=0.2)
 
 
+FOLDED_PROTOCOLS = ("actors", "emobox")  # the protocols with six folds; the others have one
+
+
 def fold_name(protocol: str, number: int) -> str:
     """Fold ``number`` (1–6) of a protocol with several folds, as its results name it."""
     if protocol == "actors":
@@ -372,26 +375,25 @@ def mask_bands_and_frames(x: np.ndarray, rng: np.random.Generator, n_bands: int)
     return x
 
 
+def interpolate_rows(db: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Rows of ``db`` read at the fractional row positions ``source`` (linear interpolation, float32 weights)."""
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, db.shape[0] - 1)
+    w = (source - low)[:, None].astype(np.float32)
+    return (1 - w) * db[low] + w * db[high]
+
+
 def resample_time_axis(db: np.ndarray, frames: int) -> np.ndarray:
     """dB frames (n_mels, n) read back onto ``frames`` frames by linear interpolation in time: speech ``n / frames``
     times as fast, with its spectrum — pitch and formants — where it was."""
-    n = db.shape[1]
-    source = np.linspace(0.0, n - 1, frames)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, n - 1)
-    w = (source - low)[None, :].astype(np.float32)
-    return (1 - w) * db[:, low] + w * db[:, high]
+    return interpolate_rows(db.T, np.linspace(0.0, db.shape[1] - 1, frames)).T
 
 
 def warp_mel_axis(db: np.ndarray, factor: float) -> np.ndarray:
     """Stretch (factor > 1) or squeeze the mel axis of dB frames: formants move as with a longer or shorter
     vocal tract. Bins past the top repeat the last bin."""
     n = db.shape[0]
-    source = np.clip(np.arange(n) / factor, 0, n - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, n - 1)
-    w = (source - low)[:, None].astype(np.float32)
-    return (1 - w) * db[low] + w * db[high]
+    return interpolate_rows(db, np.clip(np.arange(n) / factor, 0, n - 1))
 
 
 def share_calm_neutral(targets: np.ndarray, classes: list[str], share: float) -> np.ndarray:
@@ -1229,7 +1231,7 @@ def main(argv: list[str] | None = None) -> int:
         folds_wanted = parse_fold_numbers(args.folds)
     except ValueError as exc:
         p.error(str(exc))
-    if folds_wanted and not args.merge and args.protocol not in ("actors", "emobox"):
+    if folds_wanted and not args.merge and args.protocol not in FOLDED_PROTOCOLS:
         p.error(f"--folds: protocol {args.protocol} has one fold")
     if args.merge:
         try:
