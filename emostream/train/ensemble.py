@@ -53,8 +53,8 @@ class EnsembleError(ValueError):
 
 
 #: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
-#: training crops) and leave the graph that scores, and its input, as every member's.
-TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch")
+#: training crops, the dropout rate) and leave the graph that scores, and its input, as every member's.
+TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout")
 
 
 def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, list[list[dict]]]:
