@@ -101,6 +101,9 @@ def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(
     v3_head = run("v3-head", PRESETS["wideband-90ep-speaker-adversarial"], [two_members[1]])
     with pytest.raises(EnsembleError, match="differ"):  # one version: a seed ensemble is one recipe
         ensemble.load_members([plain, v3_head])
+    dropout = run("v3-dropout", PRESETS["wideband-90ep-dropout"], [two_members[0]])
+    header, _ = ensemble.load_members([dropout, plain, head])  # dropout is inert when scoring: training only
+    assert header["member_dropout"] == [0.5, 0.3, 0.3] and header["input_versions"] == ["3", "4"]
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():

@@ -174,6 +174,8 @@ def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reprodu
     np.testing.assert_array_equal(ev.TrainingWindows(plain, banks, seed=5).window(0), expected)
     with pytest.raises(ValueError, match="time_stretch"):
         dataclasses.replace(plain, time_stretch=0.7)
+    with pytest.raises(ValueError, match="dropout"):
+        dataclasses.replace(plain, dropout=0.9)
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
