@@ -53,7 +53,7 @@ from emostream.features import (
     standardise_db,
     windows_for_inputs,
 )
-from emostream.options import add_ranged
+from emostream.options import add_ranged, check_range
 from emostream.train import report
 from emostream.train.baselines import ClipProfiles, FoldBaselines, clip_profiles, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
@@ -111,12 +111,9 @@ class Preset:
                              "(each window's own class must stay its answer)")
         if self.features.needs_baseline and self.vtlp:
             raise ValueError("vtlp with feature version 4: the baseline subtracted would be the unwarped voice's")
-        if not 0.0 <= self.speaker_adversarial <= 10.0:
-            raise ValueError(f"speaker_adversarial {self.speaker_adversarial}: expected 0 ≤ strength ≤ 10")
-        if not 0.0 <= self.dropout <= 0.8:
-            raise ValueError(f"dropout {self.dropout}: expected 0 ≤ rate ≤ 0.8")
-        if not 0.0 <= self.time_stretch <= 0.5:
-            raise ValueError(f"time_stretch {self.time_stretch}: expected 0 ≤ s ≤ 0.5 (rates 1/(1+s) … 1+s)")
+        check_range("speaker_adversarial", self.speaker_adversarial, 0.0, 10.0)
+        check_range("dropout", self.dropout, 0.0, 0.8)
+        check_range("time_stretch", self.time_stretch, 0.0, 0.5)  # rates 1/(1+s) … 1+s
         self.features  # noqa: B018 — an unknown feature version fails here, before any training
 
     @property
