@@ -104,6 +104,9 @@ def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(
     dropout = run("v3-dropout", PRESETS["wideband-90ep-dropout"], [two_members[0]])
     header, _ = ensemble.load_members([dropout, plain, head])  # dropout is inert when scoring: training only
     assert header["member_dropout"] == [0.5, 0.3, 0.3] and header["input_versions"] == ["3", "4"]
+    augment = run("v3-augment", PRESETS["wideband-90ep-more-augment"], [two_members[0]])
+    header, _ = ensemble.load_members([augment, plain, head])  # the share of augmented windows: training only
+    assert header["member_augment_share"] == [0.8, 0.5, 0.5] and "member_dropout" not in header
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():

@@ -53,8 +53,9 @@ class EnsembleError(ValueError):
 
 
 #: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
-#: training crops, the dropout rate) and leave the graph that scores, and its input, as every member's.
-TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout")
+#: training crops, the dropout rate, how often a window comes from an augmented copy) and leave the graph that
+#: scores, and its input, as every member's.
+TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share")
 
 
 def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, list[list[dict]]]:
