@@ -299,7 +299,9 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                               "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy"),
                               **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")},
                               # a mixed ensemble's members differ in recipe: each keeps its own
-                              **({"preset_name": s["preset"]["name"], "features": s.get("features")} if inputs else {})}
+                              **({"preset_name": s["preset"]["name"], "features": s.get("features"),
+                                  "training_only": {k: s["preset"][k] for k in TRAINING_ONLY_SETTINGS
+                                                    if k in s["preset"]}} if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
@@ -342,15 +344,17 @@ def member_summary(summary: dict, i: int) -> dict:
 
 
 def own_recipe(summary: dict, member: dict) -> dict:
-    """A member of a mixed ensemble: its own preset name and features (and the prior, if it hears a baseline); a
-    member of a one-recipe ensemble: the ensemble's prior, if any (its features are the ensemble's)."""
+    """A member of a mixed ensemble: its own preset name, features and training-only settings (and the prior, if it
+    hears a baseline); a member of a one-recipe ensemble: the ensemble's prior, if any (its features are the
+    ensemble's). Ensembles saved before members kept their training-only settings give the first member's."""
     features = member.get("features") or summary.get("features") or {}
     stateful = features.get("feature_version") in STATEFUL_BASE
     prior = {"baseline_prior": summary["baseline_prior"]} if stateful and "baseline_prior" in summary else {}
     if "preset_name" not in member:
         return prior
     return {"preset": {**summary["preset"], "name": member["preset_name"],
-                       "feature_version": features["feature_version"]}, "features": features, **prior}
+                       "feature_version": features["feature_version"], **member.get("training_only", {})},
+            "features": features, **prior}
 
 
 def unpack_members(folder: Path, out: Path) -> list[Path]:

@@ -807,13 +807,18 @@ def _pct(d: dict, key: str, pct: bool = True) -> str:
 
 
 def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str],
-               exported: dict | None = None, input_versions: list[str] | None = None):
+               exported: dict | None = None, input_versions: list[str] | None = None,
+               member_settings: dict | None = None):
     """``exported`` (file, run_id, feature_version): an ONNX model scored as it is, whose training settings are
     in its own run's summary, not in the preset named on this command line. ``input_versions``: a mixed ensemble's
-    (its members of each version get their own input)."""
+    (its members of each version get their own input). ``member_settings`` (``member_dropout``: one value per
+    member, …): the training-only settings its members differ in, which the settings line shows for the first."""
     inputs = input_versions or (exported or {}).get("input_versions") or []
     mixed = (f" A mixed ensemble: members of feature versions {' and '.join(inputs)}, each on its own version's "
              "input (one stream computes both)." if len(inputs) > 1 else "")
+    if member_settings:
+        differ = "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
+        mixed += f" Its members differ in training only — {differ} (in member order; the settings show the first's)."
     settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
                 f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
                 "that run's summary and card." if exported else
@@ -906,7 +911,8 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
     write_card(out, protocol, preset, results, summary, classes, (preparation or {}).get("exported_model"),
-               (preparation or {}).get("input_versions"))
+               (preparation or {}).get("input_versions"),
+               {k: v for k, v in (preparation or {}).items() if k.startswith("member_") and k != "member_versions"})
     def rounded(figures: dict) -> dict:
         return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
                 for k, v in figures.items() if k != "tail_average"}
