@@ -176,8 +176,9 @@ def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reprodu
         dataclasses.replace(plain, time_stretch=0.7)
     with pytest.raises(ValueError, match="dropout"):
         dataclasses.replace(plain, dropout=0.9)
-    with pytest.raises(ValueError, match="augment_share"):  # a chance: a share above 1 would be every window
-        dataclasses.replace(plain, augment_share=1.5)
+    for share in (1.5, -0.1):  # a chance of drawing an augmented copy: 0 … 1
+        with pytest.raises(ValueError, match="augment_share"):
+            dataclasses.replace(plain, augment_share=share)
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
