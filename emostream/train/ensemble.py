@@ -31,6 +31,7 @@ from emostream.features.logmel import STATEFUL_BASE, LogMelConfig
 from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.evaluate import (
+    TRAINING_ONLY_SETTINGS,
     Preset,
     check_same_recipe,
     full_scores,
@@ -50,12 +51,6 @@ PARTS = ("val", "test", "cross")
 
 class EnsembleError(ValueError):
     """Runs that cannot be combined (different recipes, folds or clips; no per-clip probabilities)."""
-
-
-#: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
-#: training crops, the dropout rate, how often a window comes from an augmented copy) and leave the graph that
-#: scores, and its input, as every member's.
-TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share")
 
 
 def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, list[list[dict]]]:

@@ -161,6 +161,10 @@ class Preset:
 
 
 ARCHITECTURES = ("crnn", "cnn")
+#: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
+#: training crops, the dropout rate, how often a window comes from an augmented copy) and leave the graph that
+#: scores, and its input, as every member's. An ensemble records each as ``member_<setting>`` (one value per member).
+TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share")
 SPEECH_ONLY_PROTOCOLS = ("emobox", "ship")  # users speak to the model: these learn from speech unless train_song
 
 PRESETS = {
@@ -912,9 +916,10 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
                                                 "classes": classes, **(preparation or {}), "summary": summary,
                                                 "folds": [{k: v for k, v in r.items() if k not in POOLED_KEYS}
                                                           for r in results]})
-    write_card(out, protocol, preset, results, summary, classes, (preparation or {}).get("exported_model"),
-               (preparation or {}).get("input_versions"),
-               {k: v for k, v in (preparation or {}).items() if k.startswith("member_") and k != "member_versions"})
+    prepared = preparation or {}
+    write_card(out, protocol, preset, results, summary, classes, prepared.get("exported_model"),
+               prepared.get("input_versions"),
+               {f"member_{t}": prepared[f"member_{t}"] for t in TRAINING_ONLY_SETTINGS if f"member_{t}" in prepared})
     def rounded(figures: dict) -> dict:
         return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
                 for k, v in figures.items() if k != "tail_average"}
