@@ -107,6 +107,9 @@ def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(
     augment = run("v3-augment", PRESETS["wideband-90ep-more-augment"], [two_members[0]])
     header, _ = ensemble.load_members([augment, plain, head])  # the share of augmented windows: training only
     assert header["member_augment_share"] == [0.8, 0.5, 0.5] and "member_dropout" not in header
+    blended = run("v3-mixup", PRESETS["wideband-90ep-more-mixup"], [two_members[0]])
+    header, _ = ensemble.load_members([blended, plain, head])  # the mixup weight's spread: training only
+    assert header["member_mixup_alpha"] == [0.4, 0.2, 0.2] and "member_augment_share" not in header
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():

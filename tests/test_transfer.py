@@ -179,6 +179,10 @@ def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reprodu
     for share in (1.5, -0.1):  # a chance of drawing an augmented copy: 0 … 1
         with pytest.raises(ValueError, match="augment_share"):
             dataclasses.replace(plain, augment_share=share)
+    for alpha in (4.5, -0.2):  # Beta(α, α) needs α > 0 when on; 0 = off
+        with pytest.raises(ValueError, match="mixup_alpha"):
+            dataclasses.replace(plain, mixup_alpha=alpha)
+    dataclasses.replace(plain, mixup_alpha=0.0)  # off stays allowed
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
