@@ -110,6 +110,9 @@ def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(
     blended = run("v3-mixup", PRESETS["wideband-90ep-more-mixup"], [two_members[0]])
     header, _ = ensemble.load_members([blended, plain, head])  # the mixup weight's spread: training only
     assert header["member_mixup_alpha"] == [0.4, 0.2, 0.2] and "member_augment_share" not in header
+    unmasked = run("v3-unmasked", PRESETS["wideband-90ep-no-specaugment"], [two_members[0]])
+    header, _ = ensemble.load_members([unmasked, plain, head])  # SpecAugment's masks: training only
+    assert header["member_spec_augment"] == [False, True, True] and "member_mixup_alpha" not in header
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():
