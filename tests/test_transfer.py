@@ -172,6 +172,10 @@ def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reprodu
     start = int(np.random.default_rng(5).integers(0, 400 - 100 + 1))  # off: the crop is the only draw, as before
     expected = standardise_db(db.astype(np.float16).astype(np.float32)[:, start : start + 100], plain.features)
     np.testing.assert_array_equal(ev.TrainingWindows(plain, banks, seed=5).window(0), expected)
+
+
+def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
+    plain = ev.PRESETS["wideband-90ep"]
     with pytest.raises(ValueError, match="time_stretch"):
         dataclasses.replace(plain, time_stretch=0.7)
     with pytest.raises(ValueError, match="dropout"):
@@ -182,7 +186,7 @@ def test_stretched_training_windows_draw_slower_and_faster_tempi_and_off_reprodu
     for alpha in (4.5, -0.2):  # Beta(α, α) needs α > 0 when on; 0 = off
         with pytest.raises(ValueError, match="mixup_alpha"):
             dataclasses.replace(plain, mixup_alpha=alpha)
-    dataclasses.replace(plain, mixup_alpha=0.0)  # off stays allowed
+    assert dataclasses.replace(plain, mixup_alpha=0.0).mixup_alpha == 0.0  # off stays allowed
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():
