@@ -113,6 +113,9 @@ def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(
     unmasked = run("v3-unmasked", PRESETS["wideband-90ep-no-specaugment"], [two_members[0]])
     header, _ = ensemble.load_members([unmasked, plain, head])  # SpecAugment's masks: training only
     assert header["member_spec_augment"] == [False, True, True] and "member_mixup_alpha" not in header
+    pooled = run("v3-mean-pool", PRESETS["wideband-90ep-mean-pool"], [two_members[0]])
+    header, _ = ensemble.load_members([pooled, plain, head])  # a member's own layers: its graph is its own
+    assert header["member_time_pooling"] == ["mean", "last", "last"] and "member_spec_augment" not in header
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():

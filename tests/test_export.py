@@ -51,6 +51,16 @@ def test_onnx_matches_keras_on_every_window(small_crnn, onnx_proto, windows):
     assert parity.holds
 
 
+def test_a_crnn_pooled_over_time_converts_with_parity(contract, windows):
+    """The mean over the second LSTM's steps (a recipe's ``time_pooling``) is a graph tf2onnx must convert too."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    pooled = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8), time_pooling="mean"), compile=False)
+    parity = check_parity(pooled, convert(pooled, contract).SerializeToString(), windows, np.arange(len(windows)) % 8)
+    assert parity.max_abs_diff < 1e-5 and parity.holds
+
+
 def test_graph_has_named_io_and_dynamic_batch(onnx_proto):
     (inp,), (out,) = onnx_proto.graph.input, onnx_proto.graph.output
     assert inp.name == "log_mel" and out.name == "probabilities"

@@ -176,7 +176,7 @@ def test_a_mixed_ensemble_of_runs_scores_its_listed_clips_as_its_evaluation_did_
     assert evaluation["input_versions"] == ["3", "4"] and evaluation["preset"]["feature_version"] == "4"
     assert evaluation["preset"]["name"] == "wideband-90ep+wideband-90ep-baseline-ensemble-2"
     assert evaluation["member_dropout"] == [0.3, 0.2]
-    assert "differ in training only — dropout: 0.3, 0.2" in (out / "evaluation.md").read_text()
+    assert "differ in dropout: 0.3, 0.2" in (out / "evaluation.md").read_text()
     members = [json.loads((r / "folds.json").read_text())[0]["clip_probabilities"]["tail_average"]["test"]
                for r in runs]
     fold = evaluation["folds"][0]

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from emostream.train.model import build_crnn
+from emostream.train.model import CrnnConfig, build_crnn
 
 
 def test_reference_crnn_layers_and_parameter_count():
@@ -25,3 +26,12 @@ def test_outputs_are_probabilities():
     assert p.shape == (3, 8)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
     assert np.all(p > 0)
+
+
+def test_mean_pooling_over_time_reads_every_step_of_the_second_lstm_with_the_same_weights():
+    mean = build_crnn(CrnnConfig(time_pooling="mean"), compile=False)
+    assert mean.count_params() == 1_118_216
+    assert tuple(mean.get_layer("mean_over_time").input.shape) == (None, 23, 64)  # all 23 steps, not the last
+    assert tuple(mean.output.shape) == (None, 8)
+    with pytest.raises(ValueError, match="time_pooling"):
+        CrnnConfig(time_pooling="max")

@@ -187,6 +187,10 @@ def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
         with pytest.raises(ValueError, match="mixup_alpha"):
             dataclasses.replace(plain, mixup_alpha=alpha)
     assert dataclasses.replace(plain, mixup_alpha=0.0).mixup_alpha == 0.0  # off stays allowed
+    with pytest.raises(ValueError, match="time_pooling"):
+        dataclasses.replace(plain, time_pooling="max")
+    with pytest.raises(ValueError, match="time_pooling"):  # the compact CNN has no final state to choose
+        dataclasses.replace(ev.PRESETS["cnn"], time_pooling="mean")
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():

@@ -31,7 +31,7 @@ from emostream.features.logmel import STATEFUL_BASE, LogMelConfig
 from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.evaluate import (
-    TRAINING_ONLY_SETTINGS,
+    MEMBER_SETTINGS,
     Preset,
     check_same_recipe,
     full_scores,
@@ -77,11 +77,11 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     inputs = mixed_inputs(versions)
     first = headers[0]["preset"]
     # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name) and the
-    # settings that shape training only, absent from the graph that scores (both show in the ensemble's name, which
-    # joins its members' preset names).
-    training_only = {k: getattr(presets[0], k) for k in TRAINING_ONLY_SETTINGS}
+    # member settings, which shape training or a member's own layers, not the ensemble's input or output (both show
+    # in the ensemble's name, which joins its members' preset names).
+    own = {k: getattr(presets[0], k) for k in MEMBER_SETTINGS}
     alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"],
-                              **training_only}}
+                              **own}}
              for h in headers] if inputs else headers
     try:
         check_same_recipe(folders, alike, "form an ensemble")
@@ -91,7 +91,7 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
         return headers[0], members
     names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
     differ = {}  # the preset shows the first member's; where members differ, each one's is recorded
-    for setting in TRAINING_ONLY_SETTINGS:
+    for setting in MEMBER_SETTINGS:
         values = [getattr(p, setting) for p in presets]
         if len(set(values)) > 1:
             differ[f"member_{setting}"] = values
@@ -295,7 +295,7 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                               **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")},
                               # a mixed ensemble's members differ in recipe: each keeps its own
                               **({"preset_name": s["preset"]["name"], "features": s.get("features"),
-                                  "training_only": {k: s["preset"][k] for k in TRAINING_ONLY_SETTINGS
+                                  "training_only": {k: s["preset"][k] for k in MEMBER_SETTINGS
                                                     if k in s["preset"]}} if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
@@ -339,9 +339,10 @@ def member_summary(summary: dict, i: int) -> dict:
 
 
 def own_recipe(summary: dict, member: dict) -> dict:
-    """A member of a mixed ensemble: its own preset name, features and training-only settings (and the prior, if it
-    hears a baseline); a member of a one-recipe ensemble: the ensemble's prior, if any (its features are the
-    ensemble's). Ensembles saved before members kept their training-only settings give the first member's."""
+    """A member of a mixed ensemble: its own preset name, features and member settings (``MEMBER_SETTINGS``, kept
+    under ``training_only``; and the prior, if it hears a baseline); a member of a one-recipe ensemble: the
+    ensemble's prior, if any (its features are the ensemble's). Ensembles saved before members kept their own
+    settings give the first member's."""
     features = member.get("features") or summary.get("features") or {}
     stateful = features.get("feature_version") in STATEFUL_BASE
     prior = {"baseline_prior": summary["baseline_prior"]} if stateful and "baseline_prior" in summary else {}
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.models_only:
             results = combine(members, classes, header.get("member_versions"))
             report.write_folds(args.out / "folds.json", results)
-            mixed = {k: header[k] for k in ("input_versions", *(f"member_{t}" for t in TRAINING_ONLY_SETTINGS))
+            mixed = {k: header[k] for k in ("input_versions", *(f"member_{t}" for t in MEMBER_SETTINGS))
                      if header.get(k)}
             write_outputs(args.out, header["protocol"], preset, results, classes,
                           {**preparation, "members": [str(f) for f in args.runs], **mixed})

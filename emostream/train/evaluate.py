@@ -58,6 +58,7 @@ from emostream.train import report
 from emostream.train.baselines import ClipProfiles, FoldBaselines, clip_profiles, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
+from emostream.train.model import TIME_POOLINGS
 from emostream.train.prepare import encode_labels
 
 logger = logging.getLogger(__name__)
@@ -102,10 +103,14 @@ class Preset:
     # Tempo without pitch: each training crop spans ``frames × rate`` dB frames read back onto 100, the rate drawn
     # log-uniformly from [1 / (1 + s), 1 + s] per window; 0 = off (earlier runs reproduce).
     time_stretch: float = 0.0
+    time_pooling: str = "last"  # the CRNN's emotion layer reads the second LSTM's "last" state or its "mean" over time
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture {self.architecture!r}: expected one of {', '.join(ARCHITECTURES)}")
+        if self.time_pooling not in TIME_POOLINGS or (self.architecture != "crnn" and self.time_pooling != "last"):
+            raise ValueError(f"time_pooling {self.time_pooling!r}: expected one of {', '.join(TIME_POOLINGS)} "
+                             "(the compact CNN pools over time always: \"last\" only)")
         if not 0.0 <= self.calm_neutral_share < 0.5:
             raise ValueError(f"calm_neutral_share {self.calm_neutral_share}: expected 0 ≤ share < 0.5 "
                              "(each window's own class must stay its answer)")
@@ -131,7 +136,7 @@ class Preset:
         from emostream.train.model import CrnnConfig
 
         return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
-                          n_classes=n_classes)
+                          n_classes=n_classes, time_pooling=self.time_pooling)
 
     def build(self, n_classes: int):
         """The untrained, uncompiled model of this preset's architecture."""
@@ -164,10 +169,11 @@ class Preset:
 ARCHITECTURES = ("crnn", "cnn")
 #: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
 #: training crops, the dropout rate, how often a window comes from an augmented copy, how far windows are blended,
-#: whether SpecAugment masks them) and leave the graph that scores, and its input, as every member's. An ensemble
-#: records each as ``member_<setting>`` (one value per member).
-TRAINING_ONLY_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share", "mixup_alpha",
-                          "spec_augment")
+#: whether SpecAugment masks them) or one member's own layers (how the CRNN pools over time; each member's graph is
+#: its own Keras config), and leave the ensemble's input and output as every member's. An ensemble records each as
+#: ``member_<setting>`` (one value per member).
+MEMBER_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share", "mixup_alpha", "spec_augment",
+                   "time_pooling")
 SPEECH_ONLY_PROTOCOLS = ("emobox", "ship")  # users speak to the model: these learn from speech unless train_song
 
 PRESETS = {
@@ -269,6 +275,12 @@ PRESETS["wideband-90ep-more-mixup"] = dataclasses.replace(PRESETS["wideband-90ep
 # otherwise" — never run since. Zeroed bands of a standardised version 3 window are a pattern no stream presents.
 PRESETS["wideband-90ep-no-specaugment"] = dataclasses.replace(PRESETS["wideband-90ep"],
                                                               name="wideband-90ep-no-specaugment", spec_augment=False)
+# wideband-90ep with the emotion layer reading the mean of the second LSTM's outputs over the window's 23 steps
+# instead of its final state (the same 1,118,216 weights). The final state leans on the window's last frames: in a
+# stream most windows end in the middle of a word or in the pause after one, and RAVDESS's two sentences end the same
+# way in every take — a template no other sentence, language or speaker repeats. The mean hears every step alike.
+PRESETS["wideband-90ep-mean-pool"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-mean-pool",
+                                                         time_pooling="mean")
 
 
 FOLDED_PROTOCOLS = ("actors", "emobox")  # the protocols with six folds; the others have one
@@ -834,13 +846,13 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     """``exported`` (file, run_id, feature_version): an ONNX model scored as it is, whose training settings are
     in its own run's summary, not in the preset named on this command line. ``input_versions``: a mixed ensemble's
     (its members of each version get their own input). ``member_settings`` (``member_dropout``: one value per
-    member, …): the training-only settings its members differ in, which the settings line shows for the first."""
+    member, …): the member settings (``MEMBER_SETTINGS``) its members differ in; the settings line shows the first's."""
     inputs = input_versions or (exported or {}).get("input_versions") or []
     mixed = (f" A mixed ensemble: members of feature versions {' and '.join(inputs)}, each on its own version's "
              "input (one stream computes both)." if len(inputs) > 1 else "")
     if member_settings:
         differ = "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
-        mixed += f" Its members differ in training only — {differ} (in member order; the settings show the first's)."
+        mixed += f" Its members differ in {differ} (in member order; the settings show the first's)."
     settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
                 f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
                 "that run's summary and card." if exported else
@@ -935,7 +947,7 @@ def write_outputs(out: Path, protocol: str, preset: Preset, results: list[dict],
     prepared = preparation or {}
     write_card(out, protocol, preset, results, summary, classes, prepared.get("exported_model"),
                prepared.get("input_versions"),
-               {f"member_{t}": prepared[f"member_{t}"] for t in TRAINING_ONLY_SETTINGS if f"member_{t}" in prepared})
+               {f"member_{t}": prepared[f"member_{t}"] for t in MEMBER_SETTINGS if f"member_{t}" in prepared})
     def rounded(figures: dict) -> dict:
         return {k: round(v["mean"], 4) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
                 for k, v in figures.items() if k != "tail_average"}

@@ -16,6 +16,16 @@ class CrnnConfig:
     dropout: float = 0.3
     n_classes: int = 8
     learning_rate: float = 1e-4
+    # What the emotion layer reads of the second LSTM: "last", its final state (the reference), or "mean", the mean
+    # of its outputs over the window's 23 time steps (every part of the window counts alike; same weights).
+    time_pooling: str = "last"
+
+    def __post_init__(self):
+        if self.time_pooling not in TIME_POOLINGS:
+            raise ValueError(f"time_pooling {self.time_pooling!r}: expected one of {', '.join(TIME_POOLINGS)}")
+
+
+TIME_POOLINGS = ("last", "mean")
 
 
 def build_crnn(
@@ -24,7 +34,8 @@ def build_crnn(
     use_cudnn: bool | str = "auto",
     compile: bool = True,
 ):
-    """Conv2D→BN→MaxPool ×2 → Permute(time first) → Reshape → LSTM→Dropout ×2 → Dense softmax.
+    """Conv2D→BN→MaxPool ×2 → Permute(time first) → Reshape → LSTM→Dropout ×2 → Dense softmax (with
+    ``time_pooling="mean"`` the second LSTM returns every step and their mean feeds the dropout).
 
     Input: (n_mels, window_frames, 1) standardised log-Mel. ``use_cudnn=False`` gives LSTMs that
     export to ONNX from a GPU-trained model. ``compile=False`` gives an inference-only model
@@ -43,7 +54,10 @@ def build_crnn(
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.LSTM(model_config.lstm_units[0], return_sequences=True, use_cudnn=use_cudnn)(x)
     x = layers.Dropout(model_config.dropout)(x)
-    x = layers.LSTM(model_config.lstm_units[1], use_cudnn=use_cudnn)(x)
+    mean_over_time = model_config.time_pooling == "mean"
+    x = layers.LSTM(model_config.lstm_units[1], return_sequences=mean_over_time, use_cudnn=use_cudnn)(x)
+    if mean_over_time:
+        x = layers.GlobalAveragePooling1D(name="mean_over_time")(x)
     x = layers.Dropout(model_config.dropout)(x)
     outputs = layers.Dense(model_config.n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="crnn")
