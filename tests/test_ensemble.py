@@ -72,7 +72,7 @@ def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
         combine([[two_members[0]], [elsewhere]], CLASSES)
 
 
-def test_a_mixed_ensemble_may_differ_in_training_only_settings_and_nothing_else(two_members, tmp_path):
+def test_a_mixed_ensemble_may_differ_in_member_settings_and_nothing_else(two_members, tmp_path):
     import dataclasses
 
     from emostream.train.evaluate import PRESETS
@@ -261,3 +261,14 @@ def test_the_command_refuses_a_single_run_a_repeated_run_and_mixed_recipes_in_on
     with pytest.raises(SystemExit):
         ensemble.main([str(runs[0]), str(runs[1]), "--out", str(tmp_path / "out")])
     assert "data preparation" in capsys.readouterr().err
+
+
+def test_an_unpacked_member_saved_before_a_member_setting_existed_gets_its_default_not_the_first_members():
+    """Members unpacked from the shipped model's summary predate ``time_pooling``: their graphs are "last" even when
+    the ensemble's preset (its first member's) says "mean"."""
+    summary = {"preset": {"name": "a+b", "feature_version": "4", "time_pooling": "mean", "dropout": 0.3}}
+    old = {"preset_name": "b", "features": {"feature_version": "4"}, "training_only": {"dropout": 0.2}}
+    recipe = ensemble.own_recipe(summary, old)["preset"]
+    assert recipe["time_pooling"] == "last" and recipe["dropout"] == 0.2 and recipe["name"] == "b"
+    new = {**old, "training_only": {"dropout": 0.2, "time_pooling": "mean"}}
+    assert ensemble.own_recipe(summary, new)["preset"]["time_pooling"] == "mean"

@@ -57,6 +57,7 @@ def test_a_crnn_pooled_over_time_converts_with_parity(contract, windows):
 
     keras.utils.set_random_seed(2)
     pooled = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8), time_pooling="mean"), compile=False)
+    assert pooled.get_layer("mean_over_time")
     parity = check_parity(pooled, convert(pooled, contract).SerializeToString(), windows, np.arange(len(windows)) % 8)
     assert parity.max_abs_diff < 1e-5 and parity.holds
 

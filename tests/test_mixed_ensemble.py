@@ -157,16 +157,18 @@ def test_a_mixed_ensemble_of_runs_scores_its_listed_clips_as_its_evaluation_did_
     """A tiny version 3 run and a tiny version 4 run on one EmoBox fold, combined: the evaluation averages their
     per-clip probabilities; the ensemble model, scored afresh on its listed clips (version 4 with the speaker's
     other listed clips, as evaluated), matches it; the export carries both inputs and the version 4 member's prior;
-    the members unpack with their own recipes, training-only settings (here dropout) included."""
+    the members unpack with their own recipes, member settings (here dropout and time pooling) included."""
     from emostream.export.cli import main as export_main
     from emostream.train import ensemble, evaluate
 
     runs = []
-    for preset, offset, dropout in (("wideband-90ep", 0, 0.3), ("wideband-90ep-baseline", 1000, 0.2)):
+    for preset, offset, dropout, pooling in (("wideband-90ep", 0, 0.3, "mean"),
+                                             ("wideband-90ep-baseline", 1000, 0.2, "last")):
         runs.append(tmp_path / preset)
         assert evaluate.main(["--protocol", "emobox", "--folds", "1", "--no-cross", "--preset", preset,
                               "--epochs", "2", "--set", "min_epochs=1", "--set", "augment_share=0", "--set",
-                              "conv_filters=8,16", "--set", f"dropout={dropout}", "--max-clips-per-class", "12",
+                              "conv_filters=8,16", "--set", f"dropout={dropout}", "--set", f"time_pooling={pooling}",
+                              "--max-clips-per-class", "12",
                               "--data-dir", str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"), "--save-model",
                               "--seed-offset", str(offset), "--out", str(runs[-1])]) == 0
     out = tmp_path / "mixed"
@@ -175,8 +177,8 @@ def test_a_mixed_ensemble_of_runs_scores_its_listed_clips_as_its_evaluation_did_
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["input_versions"] == ["3", "4"] and evaluation["preset"]["feature_version"] == "4"
     assert evaluation["preset"]["name"] == "wideband-90ep+wideband-90ep-baseline-ensemble-2"
-    assert evaluation["member_dropout"] == [0.3, 0.2]
-    assert "differ in dropout: 0.3, 0.2" in (out / "evaluation.md").read_text()
+    assert evaluation["member_dropout"] == [0.3, 0.2] and evaluation["member_time_pooling"] == ["mean", "last"]
+    assert "differ in dropout: 0.3, 0.2; time_pooling: mean, last" in (out / "evaluation.md").read_text()
     members = [json.loads((r / "folds.json").read_text())[0]["clip_probabilities"]["tail_average"]["test"]
                for r in runs]
     fold = evaluation["folds"][0]
@@ -202,5 +204,6 @@ def test_a_mixed_ensemble_of_runs_scores_its_listed_clips_as_its_evaluation_did_
     recipes = [json.loads((u / "model-fold1-tail-average" / "summary.json").read_text()) for u in unpacked]
     assert [r["preset"]["name"] for r in recipes] == ["wideband-90ep", "wideband-90ep-baseline"]
     assert [r["preset"]["dropout"] for r in recipes] == [0.3, 0.2]  # each its own, not the first member's
+    assert [r["preset"]["time_pooling"] for r in recipes] == ["mean", "last"]
     assert [r["features"]["feature_version"] for r in recipes] == ["3", "4"]
     assert "baseline_prior" not in recipes[0] and recipes[1]["baseline_prior"] == v4_member["baseline_prior"]

@@ -33,5 +33,10 @@ def test_mean_pooling_over_time_reads_every_step_of_the_second_lstm_with_the_sam
     assert mean.count_params() == 1_118_216
     assert tuple(mean.get_layer("mean_over_time").input.shape) == (None, 23, 64)  # all 23 steps, not the last
     assert tuple(mean.output.shape) == (None, 8)
+    from emostream.train.evaluate import PRESETS
+
+    assert PRESETS["wideband-90ep-mean-pool"].build(8).get_layer("mean_over_time")  # the preset reaches the model
+    with pytest.raises(ValueError):
+        PRESETS["wideband-90ep"].build(8).get_layer("mean_over_time")
     with pytest.raises(ValueError, match="time_pooling"):
         CrnnConfig(time_pooling="max")

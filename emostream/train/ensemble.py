@@ -294,9 +294,11 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                               "training_seed": s.get("training_seed"), "listed_accuracy": s.get("listed_accuracy"),
                               **{k: s.get(k) for k in ("epoch", "averaged_epochs", "epochs_run")},
                               # a mixed ensemble's members differ in recipe: each keeps its own
+                              # (under "training_only", the key files have used since before member settings
+                              # took layers too; a record older than a setting holds that setting's default)
                               **({"preset_name": s["preset"]["name"], "features": s.get("features"),
-                                  "training_only": {k: s["preset"][k] for k in MEMBER_SETTINGS
-                                                    if k in s["preset"]}} if inputs else {})}
+                                  "training_only": {k: getattr(Preset.from_record(s["preset"]), k)
+                                                    for k in MEMBER_SETTINGS}} if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
@@ -342,15 +344,23 @@ def own_recipe(summary: dict, member: dict) -> dict:
     """A member of a mixed ensemble: its own preset name, features and member settings (``MEMBER_SETTINGS``, kept
     under ``training_only``; and the prior, if it hears a baseline); a member of a one-recipe ensemble: the
     ensemble's prior, if any (its features are the ensemble's). Ensembles saved before members kept their own
-    settings give the first member's."""
+    settings give the first member's; a member record older than one setting gives that setting's default."""
     features = member.get("features") or summary.get("features") or {}
     stateful = features.get("feature_version") in STATEFUL_BASE
     prior = {"baseline_prior": summary["baseline_prior"]} if stateful and "baseline_prior" in summary else {}
     if "preset_name" not in member:
         return prior
+    own = member.get("training_only", {})
+    if own:  # a setting missing here was added after the member was saved: it trained at its default
+        own = {**MEMBER_DEFAULTS, **own}
     return {"preset": {**summary["preset"], "name": member["preset_name"],
-                       "feature_version": features["feature_version"], **member.get("training_only", {})},
+                       "feature_version": features["feature_version"], **own},
             "features": features, **prior}
+
+
+#: The member settings that have a default (a record saved before the setting existed trained at it).
+MEMBER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Preset)
+                   if f.name in MEMBER_SETTINGS and f.default is not dataclasses.MISSING}
 
 
 def unpack_members(folder: Path, out: Path) -> list[Path]:
