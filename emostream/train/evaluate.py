@@ -276,7 +276,8 @@ PRESETS["wideband-90ep-more-mixup"] = dataclasses.replace(PRESETS["wideband-90ep
 # (UAR 0.839 without, 0.828 with; the `improved` ablation) and stayed "until a run on the unseen-actor folds says
 # otherwise" — never run since. Zeroed bands of a standardised version 3 window are a pattern no stream presents.
 # Lost (all six EmoBox folds, seed 0: 0.457 vs `wideband-90ep` seed 0's 0.472, both halves down); yet in the shipped
-# mix in that seed's place 0.5021 vs 0.4987, both halves up, within noise (a view; candidate 20 tests it).
+# mix in that seed's place 0.5021 vs 0.4987, within noise: candidate 20 (seed 1000, and both version 3 members
+# unmasked) lost both ways (0.4977 and 0.4963 vs 0.4987). Kept for the record.
 PRESETS["wideband-90ep-no-specaugment"] = dataclasses.replace(PRESETS["wideband-90ep"],
                                                               name="wideband-90ep-no-specaugment", spec_augment=False)
 # wideband-90ep with the emotion layer reading the mean of the second LSTM's outputs over the window's 23 steps
