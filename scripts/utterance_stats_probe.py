@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import sys
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.features import load_audio
+from emostream.inference.scoring import DEFAULT_CONTEXT, clip_seed, embed_in_noise_floor, stream_windows
 from emostream.train.evaluate import EMOBOX_FOLDS, full_scores, load_frame
 from emostream.train.featurize import default_cache_dir
 from emostream.train.prepare import encode_labels
@@ -44,6 +46,8 @@ PITCH_RANGE_HZ = (65.0, 500.0)
 GROUPS = {"level": range(0, 5), "pitch": range(5, 10), "centroid": range(10, 15), "tilt": range(15, 20),
           "timing": range(20, 23), "mfcc": range(23, 47)}
 N_STATISTICS = 47
+DATA_SEED = 42  # data-preparation seed: the noise floor under each clip, the order of a speaker's clips
+PRIOR_CLIPS = 5.0  # candidate 21: how many clips the prior is worth in a running speaker reference
 
 
 def summary(x: np.ndarray) -> list[float]:
@@ -69,11 +73,26 @@ def autocorrelation_pitch(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_statistics(path: str) -> np.ndarray:
-    """The clip's 47 statistics (``GROUPS`` gives their columns)."""
+    """The bare clip's 47 statistics (the probe)."""
+    return signal_statistics(load_audio(path))
+
+
+def stream_statistics(path: str) -> np.ndarray:
+    """The 47 statistics as the daemon meets the clip (candidate 21): the clip inside the scoring's noise floor
+    (``inference.scoring``, the same floor and seed as its scored windows), over the stretch its classified windows
+    (those the level gate passes) cover."""
+    y = load_audio(path)
+    seed = clip_seed(Path(path).name, DATA_SEED)
+    stream = embed_in_noise_floor(y, DEFAULT_CONTEXT, seed)
+    _, classified = stream_windows(y, DEFAULT_CONTEXT, seed)
+    return signal_statistics(stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)])
+
+
+def signal_statistics(y: np.ndarray) -> np.ndarray:
+    """47 statistics of a signal at 22050 Hz (``GROUPS`` gives their columns)."""
     import librosa
     from scipy.signal import find_peaks
 
-    y = load_audio(path)
     level_db = librosa.amplitude_to_db(librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0], ref=1.0)
     f0_hz, clarity = autocorrelation_pitch(y)
     n = min(len(f0_hz), len(level_db))
@@ -110,6 +129,31 @@ def speaker_relative(statistics: np.ndarray, speaker: np.ndarray) -> np.ndarray:
     return out
 
 
+def running_relative(statistics: np.ndarray, speaker: np.ndarray, prior_mean: np.ndarray, prior_var: np.ndarray,
+                     prior_clips: float = PRIOR_CLIPS) -> np.ndarray:
+    """Each clip z-normalised by its speaker's clips *before it* in a fixed random order per speaker (a stream's
+    history), shrunk towards a prior worth ``prior_clips`` clips: the first clip is heard against the prior alone."""
+    out = np.empty_like(statistics)
+    for key in np.unique(speaker):
+        rows = np.flatnonzero(speaker == key)
+        rows = rows[np.random.default_rng([DATA_SEED, zlib.crc32(str(key).encode())]).permutation(len(rows))]
+        total, squares = prior_clips * prior_mean, prior_clips * (prior_var + prior_mean ** 2)
+        for n, i in enumerate(rows):
+            mean = total / (n + prior_clips)
+            std = np.sqrt(np.maximum(squares / (n + prior_clips) - mean ** 2, 0.0))
+            out[i] = (statistics[i] - mean) / (std + 1e-6)
+            total, squares = total + statistics[i], squares + statistics[i] ** 2
+    return out
+
+
+def speaker_prior(statistics: np.ndarray, speaker: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over ``rows``' speakers of each speaker's mean, and of each speaker's variance."""
+    keys = np.unique(speaker[rows])
+    means = np.stack([statistics[rows][speaker[rows] == k].mean(0) for k in keys])
+    variances = np.stack([statistics[rows][speaker[rows] == k].var(0) for k in keys])
+    return means.mean(0), variances.mean(0)
+
+
 def fold_probabilities(x: np.ndarray, y: np.ndarray, train: np.ndarray, rows: dict[str, np.ndarray],
                        n_classes: int) -> dict[str, np.ndarray]:
     """A class-balanced logistic regression fitted on ``train``; its class probabilities for each part's rows."""
@@ -127,17 +171,20 @@ def fold_probabilities(x: np.ndarray, y: np.ndarray, train: np.ndarray, rows: di
     return out
 
 
-def evaluate(x: np.ndarray, y: np.ndarray, classes: list[str], actor: np.ndarray, is_ravdess: np.ndarray,
+def evaluate(x, y: np.ndarray, classes: list[str], actor: np.ndarray, is_ravdess: np.ndarray,
              mix_folds: list[dict], weights: list[float]) -> dict:
-    """Per EmoBox fold and blend weight (0 = the mix alone, 1 = the probe alone): unseen-actor UAR, EmoDB UAR and
-    4-class UAR, scored as the project scores (argmax over all eight outputs)."""
+    """Per EmoBox fold and blend weight (0 = the mix alone, 1 = the statistics model alone): unseen-actor UAR, EmoDB
+    UAR and 4-class UAR, scored as the project scores (argmax over all eight outputs). ``x``: the model's inputs, or a
+    function of the fold's training rows giving them (a running reference's prior is the fold's own)."""
     per_weight = {w: [] for w in weights}
+    inputs = x
     for k, test_actors in enumerate(EMOBOX_FOLDS):
         clips = mix_folds[k]["clip_probabilities"]
         rows = {part: np.asarray(clips["rows"][part]) for part in ("test", "cross")}
         if set(rows["test"]) != set(np.flatnonzero(is_ravdess & np.isin(actor, test_actors))):
             raise ValueError(f"fold {k + 1}: the mix's test rows are not this frame's test actors")
         train = np.flatnonzero(is_ravdess & ~np.isin(actor, test_actors))
+        x = inputs(train) if callable(inputs) else inputs
         probe = fold_probabilities(x, y, train, rows, len(classes))
         for w in weights:
             fold = {}
@@ -157,6 +204,18 @@ def evaluate(x: np.ndarray, y: np.ndarray, classes: list[str], actor: np.ndarray
                      "figure": float(np.mean([f["figure"] for f in folds])),
                      "figure_per_fold": [round(f["figure"], 4) for f in folds], "folds": folds}
             for w, folds in per_weight.items()}
+
+
+def candidate_21_verdict(by_weight: dict) -> dict:
+    """The rule of 2026-12-05 12:26 (models/evaluation/selection-rule.md) applied to weight 1/3 against weight 0."""
+    blend, alone = by_weight[str(1 / 3)], by_weight[str(0.0)]
+    ahead = sum(b > a for b, a in zip(blend["figure_per_fold"], alone["figure_per_fold"], strict=True))
+    checks = {"(i) figure >= shipped + 0.02": blend["figure"] >= alone["figure"] + 0.02,
+              "(ii) neither half below": blend["unseen_uar"] >= alone["unseen_uar"]
+              and blend["emodb_uar"] >= alone["emodb_uar"],
+              "(iii) ahead on >= 5 of 6 folds": ahead >= 5}
+    return {"figure": blend["figure"], "shipped": alone["figure"], "folds_ahead": ahead, **checks,
+            "wins": all(checks.values())}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -189,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                              "probabilities (default: the shipped construction)")
     parser.add_argument("--out", type=Path, required=True, help="folder for probe.json and probe.png")
     parser.add_argument("--workers", type=int, default=2, help="processes computing the statistics (1–16)")
+    parser.add_argument("--candidate-21", action="store_true",
+                        help="candidate 21 of the selection log instead of the probe: statistics over the clip as "
+                             "the stream scoring presents it, a running speaker reference, weight 1/3, judged")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 1 <= args.workers <= 16:
@@ -199,31 +261,46 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no EmoDB clips under %s: the probe needs both corpora", args.emodb_dir)
         return 1
     y, classes = encode_labels(frame["emotion"])
-    cache = default_cache_dir() / "utterance-statistics-v1.npy"  # derived from the clips: never committed
+    measure, version = (stream_statistics, "stream-v1") if args.candidate_21 else (clip_statistics, "v1")
+    cache = default_cache_dir() / f"utterance-statistics-{version}.npy"  # derived from the clips: never committed
     if cache.is_file() and np.load(cache).shape == (len(frame), N_STATISTICS):  # same frame order (seed 42)
         statistics = np.load(cache)
     else:
         with ProcessPoolExecutor(args.workers) as pool:
-            statistics = np.stack(list(tqdm(pool.map(clip_statistics, list(frame["path"]), chunksize=16),
-                                            total=len(frame), desc="utterance statistics")))
+            statistics = np.stack(list(tqdm(pool.map(measure, list(frame["path"]), chunksize=16),
+                                            total=len(frame), desc=f"utterance statistics ({version})")))
         np.save(cache, statistics)
     speaker = (frame["corpus"].astype(str) + "-" + frame["actor"].astype(str)).to_numpy()
-    relative = speaker_relative(statistics, speaker)
     mix_folds = json.loads((Path(args.mix) / "folds.json").read_text())
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
     without_level = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
-    weights = [0.0, 0.2, 1 / 3, 0.5, 1.0]
-    results = {"without level (42 statistics)": evaluate(relative[:, without_level], y, classes, actor, is_ravdess,
-                                                         mix_folds, weights),
-               "with level (47 statistics)": evaluate(relative, y, classes, actor, is_ravdess, mix_folds, weights)}
+    if args.candidate_21:
+        kept = statistics[:, without_level]
+
+        def running(train: np.ndarray) -> np.ndarray:
+            return running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
+
+        results = {"candidate 21 (stream, running reference)": evaluate(running, y, classes, actor, is_ravdess,
+                                                                         mix_folds, [0.0, 1 / 3, 1.0])}
+    else:
+        relative = speaker_relative(statistics, speaker)
+        weights = [0.0, 0.2, 1 / 3, 0.5, 1.0]
+        results = {"without level (42 statistics)": evaluate(relative[:, without_level], y, classes, actor,
+                                                             is_ravdess, mix_folds, weights),
+                   "with level (47 statistics)": evaluate(relative, y, classes, actor, is_ravdess, mix_folds,
+                                                          weights)}
     for name, by_weight in results.items():
         for w, r in by_weight.items():
             logger.info("%s, weight %.2f: unseen UAR %.3f, EmoDB UAR %.3f (4-class %.3f), figure %.4f %s", name,
                         float(w), r["unseen_uar"], r["emodb_uar"], r["emodb_four_class_uar"], r["figure"],
                         r["figure_per_fold"])
-    (args.out / "probe.json").write_text(json.dumps({"classes": classes, "mix": str(args.mix), "groups": {
-        g: list(c) for g, c in GROUPS.items()}, "results": results}, indent=1))
-    plot(results, args.out / "probe.png")
+    record = {"classes": classes, "mix": str(args.mix), "groups": {g: list(c) for g, c in GROUPS.items()},
+              "results": results}
+    if args.candidate_21:
+        record["verdict"] = candidate_21_verdict(next(iter(results.values())))
+        logger.info("candidate 21: %s", record["verdict"])
+    (args.out / ("candidate21.json" if args.candidate_21 else "probe.json")).write_text(json.dumps(record, indent=1))
+    plot(results, args.out / ("candidate21.png" if args.candidate_21 else "probe.png"))
     return 0
 
 
