@@ -132,17 +132,21 @@ def speaker_relative(statistics: np.ndarray, speaker: np.ndarray) -> np.ndarray:
 def running_relative(statistics: np.ndarray, speaker: np.ndarray, prior_mean: np.ndarray, prior_var: np.ndarray,
                      prior_clips: float = PRIOR_CLIPS) -> np.ndarray:
     """Each clip z-normalised by its speaker's clips *before it* in a fixed random order per speaker (a stream's
-    history), shrunk towards a prior worth ``prior_clips`` clips: the first clip is heard against the prior alone."""
+    history), each moment shrunk towards a prior worth ``prior_clips`` clips: the mean of those clips pooled with the
+    prior mean, their variance about their own mean pooled with the prior variance (so a speaker far from the prior
+    is not heard as more variable than they are). The first clip is heard against the prior alone."""
     out = np.empty_like(statistics)
     for key in np.unique(speaker):
         rows = np.flatnonzero(speaker == key)
         rows = rows[np.random.default_rng([DATA_SEED, zlib.crc32(str(key).encode())]).permutation(len(rows))]
-        total, squares = prior_clips * prior_mean, prior_clips * (prior_var + prior_mean ** 2)
+        own_mean, own_m2 = np.zeros_like(prior_mean), np.zeros_like(prior_var)  # Welford over the clips so far
         for n, i in enumerate(rows):
-            mean = total / (n + prior_clips)
-            std = np.sqrt(np.maximum(squares / (n + prior_clips) - mean ** 2, 0.0))
-            out[i] = (statistics[i] - mean) / (std + 1e-6)
-            total, squares = total + statistics[i], squares + statistics[i] ** 2
+            mean = (prior_clips * prior_mean + n * own_mean) / (n + prior_clips)
+            var = (prior_clips * prior_var + own_m2) / (n + prior_clips)
+            out[i] = (statistics[i] - mean) / (np.sqrt(var) + 1e-6)
+            delta = statistics[i] - own_mean
+            own_mean = own_mean + delta / (n + 1)
+            own_m2 = own_m2 + delta * (statistics[i] - own_mean)
     return out
 
 
