@@ -284,7 +284,8 @@ PRESETS["wideband-90ep-no-specaugment"] = dataclasses.replace(PRESETS["wideband-
 # instead of its final state (the same 1,118,216 weights). The final state leans on the window's last frames: in a
 # stream most windows end in the middle of a word or in the pause after one, and RAVDESS's two sentences end the same
 # way in every take — a template no other sentence, language or speaker repeats. The mean hears every step alike.
-# Behind on EmoBox folds 1 and 4 (seed 0: 0.421 and 0.489 vs 0.444 and 0.526, both halves down; four folds owed).
+# Lost (all six EmoBox folds, seed 0: 0.441 vs `wideband-90ep` seed 0's 0.472, both halves down; in the shipped mix
+# 0.4946 vs 0.4987). Kept for the record.
 PRESETS["wideband-90ep-mean-pool"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-mean-pool",
                                                          time_pooling="mean")
 
