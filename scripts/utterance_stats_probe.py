@@ -10,23 +10,31 @@ and 12 MFCCs over 64 mel bands below 7.1 kHz (means and stds over active frames)
 per speaker over the speaker's *other* clips (a stream never has the utterance itself in its baseline). Per EmoBox
 fold, a class-balanced logistic regression (C = 0.5) learns from the fold's 20 training actors and scores the 4 test
 actors and EmoDB; its probabilities are also blended with the shipped construction's per-clip probabilities
-(``--mix``, tail averages). The level statistics are left out by default (``--with-level`` keeps them): the EmoDB copy
-is peak-normalised per clip, so its level is not the speaker's (its angry clips measure quieter than its neutral ones),
-and a browser's automatic gain control does the same to a live microphone.
+(``--mix``, tail averages). Two sets are scored: without the five level statistics (the one carried on) and with
+them. The EmoDB copy is peak-normalised per clip, so its level is not the speaker's (its angry clips measure quieter
+than its neutral ones), and a browser's automatic gain control does the same to a live microphone.
+
+``--candidate-21`` computes and judges candidate 21 of the selection log instead (the statistics over the clip as the
+stream scoring presents it, a running speaker reference); ``--diagnose`` writes the views behind its write-up (each
+of its two changes alone; how the floor moves each corpus's statistics; how loud each corpus's clips are).
 
 Every figure here is a view on the folds the candidates were chosen on, with choices made after looking (which
 statistics, the blend weights): nothing is chosen on it.
 
     python scripts/utterance_stats_probe.py --out models/evaluation/utterance-stats-probe
+    python scripts/utterance_stats_probe.py --candidate-21 --out models/evaluation/utterance-stats-candidate21
+    python scripts/utterance_stats_probe.py --diagnose --out models/evaluation/utterance-stats-candidate21
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -121,6 +129,8 @@ def speaker_relative(statistics: np.ndarray, speaker: np.ndarray) -> np.ndarray:
     out = np.empty_like(statistics)
     for key in np.unique(speaker):
         rows = np.flatnonzero(speaker == key)
+        if len(rows) < 2:
+            raise ValueError(f"speaker {key}: one clip, no other clips to hear it against")
         total, squares, others = statistics[rows].sum(0), (statistics[rows] ** 2).sum(0), len(rows) - 1
         for i in rows:
             mean = (total - statistics[i]) / others
@@ -151,7 +161,8 @@ def running_relative(statistics: np.ndarray, speaker: np.ndarray, prior_mean: np
 
 
 def speaker_prior(statistics: np.ndarray, speaker: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over ``rows``' speakers of each speaker's mean, and of each speaker's variance."""
+    """Where a running reference starts: the mean over ``rows``' speakers (the fold's training speakers only) of each
+    speaker's mean, and of each speaker's population variance (the spread of one voice, not of voices)."""
     keys = np.unique(speaker[rows])
     means = np.stack([statistics[rows][speaker[rows] == k].mean(0) for k in keys])
     variances = np.stack([statistics[rows][speaker[rows] == k].var(0) for k in keys])
@@ -175,21 +186,21 @@ def fold_probabilities(x: np.ndarray, y: np.ndarray, train: np.ndarray, rows: di
     return out
 
 
-def evaluate(x, y: np.ndarray, classes: list[str], actor: np.ndarray, is_ravdess: np.ndarray,
-             mix_folds: list[dict], weights: list[float]) -> dict:
+def evaluate(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndarray, classes: list[str],
+             actor: np.ndarray, is_ravdess: np.ndarray, mix_folds: list[dict], weights: list[float]) -> dict:
     """Per EmoBox fold and blend weight (0 = the mix alone, 1 = the statistics model alone): unseen-actor UAR, EmoDB
-    UAR and 4-class UAR, scored as the project scores (argmax over all eight outputs). ``x``: the model's inputs, or a
-    function of the fold's training rows giving them (a running reference's prior is the fold's own)."""
+    UAR and 4-class UAR, scored as the project scores (argmax over all eight outputs). ``inputs``: the model's inputs
+    (one row per frame row), or a function of the fold's training rows giving them (a running reference's prior is
+    the fold's own). Raises ``ValueError`` when the mix's rows or labels are not this frame's."""
     per_weight = {w: [] for w in weights}
-    inputs = x
     for k, test_actors in enumerate(EMOBOX_FOLDS):
         clips = mix_folds[k]["clip_probabilities"]
         rows = {part: np.asarray(clips["rows"][part]) for part in ("test", "cross")}
         if set(rows["test"]) != set(np.flatnonzero(is_ravdess & np.isin(actor, test_actors))):
             raise ValueError(f"fold {k + 1}: the mix's test rows are not this frame's test actors")
         train = np.flatnonzero(is_ravdess & ~np.isin(actor, test_actors))
-        x = inputs(train) if callable(inputs) else inputs
-        probe = fold_probabilities(x, y, train, rows, len(classes))
+        fold_inputs = inputs(train) if callable(inputs) else inputs
+        probe = fold_probabilities(fold_inputs, y, train, rows, len(classes))
         for w in weights:
             fold = {}
             for part in ("test", "cross"):
@@ -213,7 +224,7 @@ def evaluate(x, y: np.ndarray, classes: list[str], actor: np.ndarray, is_ravdess
 def candidate_21_verdict(by_weight: dict) -> dict:
     """The rule of 2026-12-05 12:26 (models/evaluation/selection-rule.md) applied to weight 1/3 against weight 0."""
     blend, alone = by_weight[str(1 / 3)], by_weight[str(0.0)]
-    ahead = sum(b > a for b, a in zip(blend["figure_per_fold"], alone["figure_per_fold"], strict=True))
+    ahead = sum(b["figure"] > a["figure"] for b, a in zip(blend["folds"], alone["folds"], strict=True))
     checks = {"(i) figure >= shipped + 0.02": blend["figure"] >= alone["figure"] + 0.02,
               "(ii) neither half below": blend["unseen_uar"] >= alone["unseen_uar"]
               and blend["emodb_uar"] >= alone["emodb_uar"],
@@ -223,6 +234,7 @@ def candidate_21_verdict(by_weight: dict) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
+    """The selection figure against the blend weight, one line per statistics set: easier to see than to read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,6 +255,56 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def cached_statistics(measure: Callable[[str], np.ndarray], version: str, paths: list[str], workers: int) -> np.ndarray:
+    """``measure`` of every path, in order, cached under the feature cache (derived from the clips: never committed)
+    by a key over the statistics version and the paths, so another frame or order never reuses stale rows."""
+    key = hashlib.sha256(json.dumps({"statistics": version, "n": N_STATISTICS, "paths": paths}).encode())
+    cache = default_cache_dir() / f"utterance-statistics-{version}-{key.hexdigest()[:16]}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    with ProcessPoolExecutor(workers) as pool:
+        statistics = np.stack(list(tqdm(pool.map(measure, paths, chunksize=16), total=len(paths),
+                                        desc=f"utterance statistics ({version})")))
+    np.save(cache, statistics)
+    return statistics
+
+
+def diagnose(frame, statistics: dict[str, np.ndarray], y: np.ndarray, classes: list[str], speaker: np.ndarray,
+             mix_folds: list[dict]) -> dict:
+    """Views behind candidate 21's write-up: each of its two changes alone (bare clip or stream stretch × the
+    speaker's other clips or a running reference; weights 1/3 and 1), how far the floor moves each corpus's statistics
+    (Pearson r, bare clip vs stream stretch, per statistic), and how loud each corpus's clips are (the 90th percentile
+    of active-frame level, dBFS)."""
+    actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
+    kept = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
+    out = {"changes": {}, "floor_correlation": {}, "loud_frames_dbfs": {}}
+    for version, values in statistics.items():
+        chosen = values[:, kept]
+        for reference in ("others", "running"):
+            inputs = (speaker_relative(chosen, speaker) if reference == "others" else
+                      lambda train, v=chosen: running_relative(v, speaker, *speaker_prior(v, speaker, train)))
+            by_weight = evaluate(inputs, y, classes, actor, is_ravdess, mix_folds, [1 / 3, 1.0])
+            out["changes"][f"{version}, {reference}"] = {
+                w: {k: by_weight[w][k] for k in ("figure", "unseen_uar", "emodb_uar", "emodb_four_class_uar")}
+                for w in by_weight}
+    bare, stream = statistics["v1"], statistics["stream-v1"]
+    loud = list(GROUPS["level"])[3]  # the 90th percentile of active-frame level
+    for corpus in ("ravdess", "emodb"):
+        rows = (frame["corpus"] == corpus).to_numpy()
+        r = [float(np.corrcoef(bare[rows, i], stream[rows, i])[0, 1]) for i in range(N_STATISTICS)]
+        out["floor_correlation"][corpus] = {g: {"median": float(np.nanmedian([r[i] for i in cols])),
+                                                "min": float(np.nanmin([r[i] for i in cols]))}
+                                            for g, cols in GROUPS.items()}
+        out["loud_frames_dbfs"][corpus] = {
+            "median": float(np.median(bare[rows, loud])),
+            "by_emotion_median": {e: float(np.median(bare[rows & (frame["emotion"] == e).to_numpy(), loud]))
+                                  for e in sorted(set(frame["emotion"][rows]))},
+            "share_within_15_db_of_floor_by_emotion": {
+                e: float((bare[rows & (frame["emotion"] == e).to_numpy(), loud] < -45.0).mean())
+                for e in sorted(set(frame["emotion"][rows]))}}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data/ravdess", help="RAVDESS root")
@@ -255,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate-21", action="store_true",
                         help="candidate 21 of the selection log instead of the probe: statistics over the clip as "
                              "the stream scoring presents it, a running speaker reference, weight 1/3, judged")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="the views behind candidate 21's write-up (diagnostics.json in --out)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 1 <= args.workers <= 16:
@@ -265,17 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no EmoDB clips under %s: the probe needs both corpora", args.emodb_dir)
         return 1
     y, classes = encode_labels(frame["emotion"])
-    measure, version = (stream_statistics, "stream-v1") if args.candidate_21 else (clip_statistics, "v1")
-    cache = default_cache_dir() / f"utterance-statistics-{version}.npy"  # derived from the clips: never committed
-    if cache.is_file() and np.load(cache).shape == (len(frame), N_STATISTICS):  # same frame order (seed 42)
-        statistics = np.load(cache)
-    else:
-        with ProcessPoolExecutor(args.workers) as pool:
-            statistics = np.stack(list(tqdm(pool.map(measure, list(frame["path"]), chunksize=16),
-                                            total=len(frame), desc=f"utterance statistics ({version})")))
-        np.save(cache, statistics)
     speaker = (frame["corpus"].astype(str) + "-" + frame["actor"].astype(str)).to_numpy()
     mix_folds = json.loads((Path(args.mix) / "folds.json").read_text())
+    if args.diagnose:
+        statistics = {v: cached_statistics(m, v, list(frame["path"]), args.workers)
+                      for m, v in ((clip_statistics, "v1"), (stream_statistics, "stream-v1"))}
+        views = diagnose(frame, statistics, y, classes, speaker, mix_folds)
+        (args.out / "diagnostics.json").write_text(json.dumps(views, indent=1))
+        for name, by_weight in views["changes"].items():
+            logger.info("%s: %s", name, {w: round(v["figure"], 4) for w, v in by_weight.items()})
+        return 0
+    measure, version = (stream_statistics, "stream-v1") if args.candidate_21 else (clip_statistics, "v1")
+    statistics = cached_statistics(measure, version, list(frame["path"]), args.workers)
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
     without_level = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
     if args.candidate_21:

@@ -67,14 +67,61 @@ def test_running_reference_starts_at_the_prior_and_follows_the_speaker(probe):
     assert 0.85 < far[order[100:], 0].std() < 1.15
 
 
-def test_verdict_applies_all_three_conditions(probe):
-    def run(figures, unseen, emodb):
-        return {"figure": float(np.mean(figures)), "figure_per_fold": figures, "unseen_uar": unseen,
-                "emodb_uar": emodb}
+def test_verdict_applies_all_three_conditions_at_their_boundaries(probe):
+    def run(figures, unseen, emodb, figure=None):
+        return {"figure": float(np.mean(figures)) if figure is None else figure, "unseen_uar": unseen,
+                "emodb_uar": emodb, "folds": [{"figure": f} for f in figures]}
+
+    def verdict(blend):
+        return probe.candidate_21_verdict({"0.0": shipped, str(1 / 3): blend})
 
     shipped = run([0.5] * 6, 0.6, 0.4)
-    assert probe.candidate_21_verdict({"0.0": shipped, str(1 / 3): run([0.53] * 6, 0.65, 0.41)})["wins"]
-    assert not probe.candidate_21_verdict({"0.0": shipped, str(1 / 3): run([0.51] * 6, 0.62, 0.40)})["wins"]  # (i)
-    assert not probe.candidate_21_verdict({"0.0": shipped, str(1 / 3): run([0.53] * 6, 0.67, 0.39)})["wins"]  # (ii)
-    four_ahead = [0.56, 0.56, 0.56, 0.56, 0.49, 0.49]
-    assert not probe.candidate_21_verdict({"0.0": shipped, str(1 / 3): run(four_ahead, 0.65, 0.41)})["wins"]  # (iii)
+    assert verdict(run([0.53] * 6, 0.65, 0.41))["wins"]
+    assert verdict(run([0.53] * 6, 0.65, 0.41, figure=shipped["figure"] + 0.02))["wins"]  # exactly the bar: enough
+    assert not verdict(run([0.51] * 6, 0.62, 0.40))["wins"]  # (i)
+    assert not verdict(run([0.53] * 6, 0.67, 0.39))["wins"]  # (ii): EmoDB below
+    assert not verdict(run([0.53] * 6, 0.59, 0.45))["wins"]  # (ii): the unseen actors below
+    level_on_two = [0.56, 0.56, 0.56, 0.56, 0.5, 0.5]  # a tie is not ahead
+    assert verdict(run(level_on_two, 0.65, 0.41))["folds_ahead"] == 4
+    assert not verdict(run(level_on_two, 0.65, 0.41))["wins"]  # (iii)
+
+
+def test_prior_comes_from_the_given_rows_only(probe):
+    x = np.array([[0.0], [2.0], [10.0], [14.0], [1000.0], [3000.0]])
+    speaker = np.array(["a", "a", "b", "b", "test", "test"])
+    mean, var = probe.speaker_prior(x, speaker, np.array([0, 1, 2, 3]))
+    assert mean[0] == pytest.approx((1.0 + 12.0) / 2) and var[0] == pytest.approx((1.0 + 4.0) / 2)
+
+
+def test_a_speaker_with_one_clip_is_refused(probe):
+    with pytest.raises(ValueError, match="one clip"):
+        probe.speaker_relative(np.zeros((3, 2)), np.array(["a", "a", "b"]))
+
+
+def test_evaluate_refuses_a_mix_scored_on_other_rows_or_labels(probe):
+    rng = np.random.default_rng(2)
+    classes = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    actor = np.concatenate([np.repeat(np.arange(1, 25), 16), np.repeat([3, 8], 16)])
+    is_ravdess = np.arange(len(actor)) < 24 * 16
+    y = np.tile(np.arange(8), len(actor) // 8)
+    inputs = rng.normal(size=(len(actor), 4)) + y[:, None]
+
+    def mix(shift_rows=False, relabel=False):
+        folds = []
+        for test_actors in probe.EMOBOX_FOLDS:
+            test = np.flatnonzero(is_ravdess & np.isin(actor, test_actors))
+            test = test + 1 if shift_rows else test
+            cross = np.flatnonzero(~is_ravdess)
+            truth = {"test": y[test].tolist(), "cross": ((y[cross] + 1) % 8 if relabel else y[cross]).tolist()}
+            parts = {"test": test, "cross": cross}
+            folds.append({"clip_probabilities": {
+                "rows": {k: v.tolist() for k, v in parts.items()}, "y_true": truth,
+                "tail_average": {k: np.full((len(v), 8), 1 / 8).tolist() for k, v in parts.items()}}})
+        return folds
+
+    scored = probe.evaluate(inputs, y, classes, actor, is_ravdess, mix(), [0.0, 1.0])
+    assert scored["1.0"]["unseen_uar"] > 0.5  # the inputs carry the class; the uniform mix does not
+    with pytest.raises(ValueError, match="test rows"):
+        probe.evaluate(inputs, y, classes, actor, is_ravdess, mix(shift_rows=True), [1.0])
+    with pytest.raises(ValueError, match="labels differ"):
+        probe.evaluate(inputs, y, classes, actor, is_ravdess, mix(relabel=True), [1.0])
