@@ -55,6 +55,7 @@ GROUPS = {"level": range(0, 5), "pitch": range(5, 10), "centroid": range(10, 15)
           "timing": range(20, 23), "mfcc": range(23, 47)}
 N_STATISTICS = 47
 DATA_SEED = 42  # data-preparation seed: the noise floor under each clip, the order of a speaker's clips
+FLOOR_MARGIN_DB = 15.0  # candidate 22: active frames stand this far above the stream's floor
 PRIOR_CLIPS = 5.0  # candidate 21: how many clips the prior is worth in a running speaker reference
 
 
@@ -96,16 +97,40 @@ def stream_statistics(path: str) -> np.ndarray:
     return signal_statistics(stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)])
 
 
-def signal_statistics(y: np.ndarray) -> np.ndarray:
-    """47 statistics of a signal at 22050 Hz (``GROUPS`` gives their columns)."""
+def stream_floor_statistics(path: str) -> np.ndarray:
+    """Candidate 22: ``stream_statistics`` with frames counted active only ``FLOOR_MARGIN_DB`` above the stream's
+    floor, estimated as the 10th percentile of frame levels over the whole embedded stretch (the clip with the floor
+    before and after it, as a stream's noise tracker hears the pauses)."""
+    y = load_audio(path)
+    seed = clip_seed(Path(path).name, DATA_SEED)
+    stream = embed_in_noise_floor(y, DEFAULT_CONTEXT, seed)
+    _, classified = stream_windows(y, DEFAULT_CONTEXT, seed)
+    floor_dbfs = float(np.percentile(frame_levels_dbfs(stream), 10))
+    stretch = stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)]
+    return signal_statistics(stretch, floor_dbfs=floor_dbfs)
+
+
+def frame_levels_dbfs(y: np.ndarray) -> np.ndarray:
+    """RMS level of each analysis frame (N_FFT samples, HOP apart), dB relative to full scale (80 dB below the
+    loudest at the lowest, librosa's ``top_db``)."""
+    import librosa
+
+    return librosa.amplitude_to_db(librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0], ref=1.0)
+
+
+def signal_statistics(y: np.ndarray, floor_dbfs: float | None = None) -> np.ndarray:
+    """47 statistics of a signal at 22050 Hz (``GROUPS`` gives their columns). Active frames lie within 35 dB of the
+    loudest and, given ``floor_dbfs`` (candidate 22), at least ``FLOOR_MARGIN_DB`` above it (if any frame does)."""
     import librosa
     from scipy.signal import find_peaks
 
-    level_db = librosa.amplitude_to_db(librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0], ref=1.0)
+    level_db = frame_levels_dbfs(y)
     f0_hz, clarity = autocorrelation_pitch(y)
     n = min(len(f0_hz), len(level_db))
     f0_hz, clarity, level_db = f0_hz[:n], clarity[:n], level_db[:n]
     active = level_db > level_db.max() - 35.0
+    if floor_dbfs is not None and (active & (level_db >= floor_dbfs + FLOOR_MARGIN_DB)).any():
+        active &= level_db >= floor_dbfs + FLOOR_MARGIN_DB
     voiced = active & (clarity > 0.5) & (level_db > level_db.max() - 25.0)
     semitones = 12 * np.log2(f0_hz[voiced] / 100.0)
     mel = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE_HZ, n_fft=N_FFT, hop_length=HOP, n_mels=64,
@@ -221,14 +246,17 @@ def evaluate(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndar
             for w, folds in per_weight.items()}
 
 
-def candidate_21_verdict(by_weight: dict) -> dict:
-    """The rule of 2026-12-05 12:26 (models/evaluation/selection-rule.md) applied to weight 1/3 against weight 0."""
+def candidate_21_verdict(by_weight: dict, four_class: bool = False) -> dict:
+    """The rule of 2026-12-05 12:26 (models/evaluation/selection-rule.md) applied to weight 1/3 against weight 0;
+    ``four_class``: candidate 22's rule (12:57), which adds (iv), EmoDB 4-class UAR not below the construction's."""
     blend, alone = by_weight[str(1 / 3)], by_weight[str(0.0)]
     ahead = sum(b["figure"] > a["figure"] for b, a in zip(blend["folds"], alone["folds"], strict=True))
     checks = {"(i) figure >= shipped + 0.02": blend["figure"] >= alone["figure"] + 0.02,
               "(ii) neither half below": blend["unseen_uar"] >= alone["unseen_uar"]
               and blend["emodb_uar"] >= alone["emodb_uar"],
               "(iii) ahead on >= 5 of 6 folds": ahead >= 5}
+    if four_class:
+        checks["(iv) EmoDB 4-class not below"] = blend["emodb_four_class_uar"] >= alone["emodb_four_class_uar"]
     return {"figure": blend["figure"], "shipped": alone["figure"], "folds_ahead": ahead, **checks,
             "wins": all(checks.values())}
 
@@ -317,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate-21", action="store_true",
                         help="candidate 21 of the selection log instead of the probe: statistics over the clip as "
                              "the stream scoring presents it, a running speaker reference, weight 1/3, judged")
+    parser.add_argument("--candidate-22", action="store_true",
+                        help="candidate 22: candidate 21 with frames counted active only 15 dB above the stream's "
+                             "floor, judged by its own rule")
     parser.add_argument("--diagnose", action="store_true",
                         help="the views behind candidate 21's write-up (diagnostics.json in --out)")
     args = parser.parse_args(argv)
@@ -339,18 +370,25 @@ def main(argv: list[str] | None = None) -> int:
         for name, by_weight in views["changes"].items():
             logger.info("%s: %s", name, {w: round(v["figure"], 4) for w, v in by_weight.items()})
         return 0
-    measure, version = (stream_statistics, "stream-v1") if args.candidate_21 else (clip_statistics, "v1")
+    if args.candidate_21 and args.candidate_22:
+        parser.error("--candidate-21 and --candidate-22: one candidate per run")
+    judged = args.candidate_21 or args.candidate_22
+    name = "candidate21" if args.candidate_21 else "candidate22" if args.candidate_22 else "probe"
+    measure, version = {"candidate21": (stream_statistics, "stream-v1"),
+                        "candidate22": (stream_floor_statistics, "stream-floor-v1"),
+                        "probe": (clip_statistics, "v1")}[name]
     statistics = cached_statistics(measure, version, list(frame["path"]), args.workers)
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
     without_level = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
-    if args.candidate_21:
+    if judged:
         kept = statistics[:, without_level]
 
         def running(train: np.ndarray) -> np.ndarray:
             return running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
 
-        results = {"candidate 21 (stream, running reference)": evaluate(running, y, classes, actor, is_ravdess,
-                                                                         mix_folds, [0.0, 1 / 3, 1.0])}
+        label = ("candidate 21 (stream, running reference)" if args.candidate_21 else
+                 "candidate 22 (stream, frames above the floor, running reference)")
+        results = {label: evaluate(running, y, classes, actor, is_ravdess, mix_folds, [0.0, 1 / 3, 1.0])}
     else:
         relative = speaker_relative(statistics, speaker)
         weights = [0.0, 0.2, 1 / 3, 0.5, 1.0]
@@ -365,11 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                         r["figure_per_fold"])
     record = {"classes": classes, "mix": str(args.mix), "groups": {g: list(c) for g, c in GROUPS.items()},
               "results": results}
-    if args.candidate_21:
-        record["verdict"] = candidate_21_verdict(next(iter(results.values())))
-        logger.info("candidate 21: %s", record["verdict"])
-    (args.out / ("candidate21.json" if args.candidate_21 else "probe.json")).write_text(json.dumps(record, indent=1))
-    plot(results, args.out / ("candidate21.png" if args.candidate_21 else "probe.png"))
+    if judged:
+        record["verdict"] = candidate_21_verdict(next(iter(results.values())), four_class=args.candidate_22)
+        logger.info("%s: %s", name, record["verdict"])
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    plot(results, args.out / f"{name}.png")
     return 0
 
 
