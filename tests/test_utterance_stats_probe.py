@@ -125,3 +125,19 @@ def test_evaluate_refuses_a_mix_scored_on_other_rows_or_labels(probe):
         probe.evaluate(inputs, y, classes, actor, is_ravdess, mix(shift_rows=True), [1.0])
     with pytest.raises(ValueError, match="labels differ"):
         probe.evaluate(inputs, y, classes, actor, is_ravdess, mix(relabel=True), [1.0])
+
+
+def test_frames_near_the_floor_stay_out_when_the_floor_is_known(probe):
+    rng = np.random.default_rng(3)
+    sr = probe.SAMPLE_RATE_HZ
+    t = np.arange(sr) / sr
+    voice = 0.014 * sum(np.sin(2 * np.pi * k * 200 * t) / k for k in range(1, 4))  # about −40 dBFS RMS, 200–600 Hz
+    floor = rng.standard_normal(3 * sr) * 10 ** (-60 / 20)  # white noise at −60 dBFS
+    stream = floor.copy()
+    stream[sr:2 * sr] += voice
+    stream = stream.astype(np.float32)
+    blind, floored = probe.signal_statistics(stream), probe.signal_statistics(stream, floor_dbfs=-60.0)
+    active_share, centroid = list(probe.GROUPS["timing"])[0], list(probe.GROUPS["centroid"])[0]
+    assert blind[active_share] > 0.9  # 35 dB below a −40 dBFS voice lets the −60 dBFS noise in
+    assert floored[active_share] == pytest.approx(1 / 3, abs=0.05)  # only the voiced second
+    assert blind[centroid] - floored[centroid] > 500  # the noise-only frames no longer pull the centroid up (Hz)
