@@ -396,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
                                                              is_ravdess, mix_folds, weights),
                    "with level (47 statistics)": evaluate(relative, y, classes, actor, is_ravdess, mix_folds,
                                                           weights)}
-    for name, by_weight in results.items():
+    for label, by_weight in results.items():
         for w, r in by_weight.items():
-            logger.info("%s, weight %.2f: unseen UAR %.3f, EmoDB UAR %.3f (4-class %.3f), figure %.4f %s", name,
+            logger.info("%s, weight %.2f: unseen UAR %.3f, EmoDB UAR %.3f (4-class %.3f), figure %.4f %s", label,
                         float(w), r["unseen_uar"], r["emodb_uar"], r["emodb_four_class_uar"], r["figure"],
                         r["figure_per_fold"])
     record = {"classes": classes, "mix": str(args.mix), "groups": {g: list(c) for g, c in GROUPS.items()},
