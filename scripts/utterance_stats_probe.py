@@ -15,14 +15,17 @@ them. The EmoDB copy is peak-normalised per clip, so its level is not the speake
 than its neutral ones), and a browser's automatic gain control does the same to a live microphone.
 
 ``--candidate-21`` computes and judges candidate 21 of the selection log instead (the statistics over the clip as the
-stream scoring presents it, a running speaker reference); ``--diagnose`` writes the views behind its write-up (each
-of its two changes alone; how the floor moves each corpus's statistics; how loud each corpus's clips are).
+stream scoring presents it, a running speaker reference); ``--candidate-22`` does the same for candidate 22 (candidate
+21 with frames counted only 15 dB above the stream's floor estimate); ``--diagnose`` writes the views behind their
+write-ups (each of candidate 21's two changes alone; how the floor moves each corpus's statistics; how loud each
+corpus's clips are).
 
 Every figure here is a view on the folds the candidates were chosen on, with choices made after looking (which
 statistics, the blend weights): nothing is chosen on it.
 
     python scripts/utterance_stats_probe.py --out models/evaluation/utterance-stats-probe
     python scripts/utterance_stats_probe.py --candidate-21 --out models/evaluation/utterance-stats-candidate21
+    python scripts/utterance_stats_probe.py --candidate-22 --out models/evaluation/utterance-stats-candidate22
     python scripts/utterance_stats_probe.py --diagnose --out models/evaluation/utterance-stats-candidate21
 """
 
