@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from emostream.features import load_audio
 from emostream.inference.scoring import DEFAULT_CONTEXT, clip_seed, embed_in_noise_floor, stream_windows
+from emostream.train.baselines import speaker_keys
 from emostream.train.evaluate import EMOBOX_FOLDS, full_scores, load_frame
 from emostream.train.featurize import default_cache_dir
 from emostream.train.prepare import encode_labels
@@ -57,6 +58,7 @@ PITCH_RANGE_HZ = (65.0, 500.0)
 GROUPS = {"level": range(0, 5), "pitch": range(5, 10), "centroid": range(10, 15), "tilt": range(15, 20),
           "timing": range(20, 23), "mfcc": range(23, 47)}
 N_STATISTICS = 47
+WITHOUT_LEVEL = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]  # the 42 statistics carried on
 DATA_SEED = 42  # data-preparation seed: the noise floor under each clip, the order of a speaker's clips
 FLOOR_MARGIN_DB = 15.0  # candidate 22: active frames stand this far above the stream's floor
 PRIOR_CLIPS = 5.0  # candidate 21: how many clips the prior is worth in a running speaker reference
@@ -89,28 +91,28 @@ def clip_statistics(path: str) -> np.ndarray:
     return signal_statistics(load_audio(path))
 
 
-def stream_statistics(path: str) -> np.ndarray:
-    """The 47 statistics as the daemon meets the clip (candidate 21): the clip inside the scoring's noise floor
-    (``inference.scoring``, the same floor and seed as its scored windows), over the stretch its classified windows
-    (those the level gate passes) cover."""
+def embedded_clip(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The clip inside the scoring's noise floor (``inference.scoring``, the same floor and seed as its scored
+    windows): the whole embedded stream, and the stretch its classified windows (those the level gate passes) cover."""
     y = load_audio(path)
     seed = clip_seed(Path(path).name, DATA_SEED)
     stream = embed_in_noise_floor(y, DEFAULT_CONTEXT, seed)
     _, classified = stream_windows(y, DEFAULT_CONTEXT, seed)
-    return signal_statistics(stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)])
+    return stream, stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)]
+
+
+def stream_statistics(path: str) -> np.ndarray:
+    """The 47 statistics as the daemon meets the clip (candidate 21): over the classified stretch of the clip
+    embedded in the scoring's floor."""
+    return signal_statistics(embedded_clip(path)[1])
 
 
 def stream_floor_statistics(path: str) -> np.ndarray:
     """Candidate 22: ``stream_statistics`` with frames counted active only ``FLOOR_MARGIN_DB`` above the stream's
-    floor, estimated as the 10th percentile of frame levels over the whole embedded stretch (the clip with the floor
+    floor, estimated as the 10th percentile of frame levels over the whole embedded stream (the clip with the floor
     before and after it, as a stream's noise tracker hears the pauses)."""
-    y = load_audio(path)
-    seed = clip_seed(Path(path).name, DATA_SEED)
-    stream = embed_in_noise_floor(y, DEFAULT_CONTEXT, seed)
-    _, classified = stream_windows(y, DEFAULT_CONTEXT, seed)
-    floor_dbfs = float(np.percentile(frame_levels_dbfs(stream), 10))
-    stretch = stream[min(w.start_sample for w in classified):max(w.end_sample for w in classified)]
-    return signal_statistics(stretch, floor_dbfs=floor_dbfs)
+    stream, stretch = embedded_clip(path)
+    return signal_statistics(stretch, floor_dbfs=float(np.percentile(frame_levels_dbfs(stream), 10)))
 
 
 def frame_levels_dbfs(y: np.ndarray) -> np.ndarray:
@@ -307,10 +309,9 @@ def diagnose(frame, statistics: dict[str, np.ndarray], y: np.ndarray, classes: l
     (Pearson r, bare clip vs stream stretch, per statistic), and how loud each corpus's clips are (the 90th percentile
     of active-frame level, dBFS)."""
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
-    kept = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
     out = {"changes": {}, "floor_correlation": {}, "loud_frames_dbfs": {}}
     for version, values in statistics.items():
-        chosen = values[:, kept]
+        chosen = values[:, WITHOUT_LEVEL]
         for reference in ("others", "running"):
             inputs = (speaker_relative(chosen, speaker) if reference == "others" else
                       lambda train, v=chosen: running_relative(v, speaker, *speaker_prior(v, speaker, train)))
@@ -358,12 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.workers <= 16:
         parser.error(f"--workers {args.workers}: expected 1–16")
     args.out.mkdir(parents=True, exist_ok=True)
-    frame = load_frame("emobox", args.data_dir, args.emodb_dir, seed=42)
+    frame = load_frame("emobox", args.data_dir, args.emodb_dir, seed=DATA_SEED)
     if (frame["corpus"] == "emodb").sum() == 0:
         logger.error("no EmoDB clips under %s: the probe needs both corpora", args.emodb_dir)
         return 1
     y, classes = encode_labels(frame["emotion"])
-    speaker = (frame["corpus"].astype(str) + "-" + frame["actor"].astype(str)).to_numpy()
+    speaker = speaker_keys(frame["corpus"], frame["actor"])
     mix_folds = json.loads((Path(args.mix) / "folds.json").read_text())
     if args.diagnose:
         statistics = {v: cached_statistics(m, v, list(frame["path"]), args.workers)
@@ -382,9 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                         "probe": (clip_statistics, "v1")}[name]
     statistics = cached_statistics(measure, version, list(frame["path"]), args.workers)
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
-    without_level = [i for i in range(N_STATISTICS) if i not in GROUPS["level"]]
     if judged:
-        kept = statistics[:, without_level]
+        kept = statistics[:, WITHOUT_LEVEL]
 
         def running(train: np.ndarray) -> np.ndarray:
             return running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         relative = speaker_relative(statistics, speaker)
         weights = [0.0, 0.2, 1 / 3, 0.5, 1.0]
-        results = {"without level (42 statistics)": evaluate(relative[:, without_level], y, classes, actor,
+        results = {"without level (42 statistics)": evaluate(relative[:, WITHOUT_LEVEL], y, classes, actor,
                                                              is_ravdess, mix_folds, weights),
                    "with level (47 statistics)": evaluate(relative, y, classes, actor, is_ravdess, mix_folds,
                                                           weights)}

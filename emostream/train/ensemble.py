@@ -79,7 +79,7 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     # A mixed ensemble's members are one recipe but for the feature version (and so the preset's name) and the
     # member settings, which shape training or a member's own layers, not the ensemble's input or output (both show
     # in the ensemble's name, which joins its members' preset names).
-    own = {k: getattr(presets[0], k) for k in MEMBER_SETTINGS}
+    own = member_settings(presets[0])
     alike = [{**h, "preset": {**h["preset"], "name": first["name"], "feature_version": first["feature_version"],
                               **own}}
              for h in headers] if inputs else headers
@@ -97,6 +97,11 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
             differ[f"member_{setting}"] = values
     return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
             "input_versions": list(inputs), "member_versions": versions, **differ}, members
+
+
+def member_settings(preset: Preset) -> dict:
+    """The settings a mixed ensemble's members may differ in (``MEMBER_SETTINGS``), as this preset has them."""
+    return {k: getattr(preset, k) for k in MEMBER_SETTINGS}
 
 
 def mixed_inputs(versions: list[str]) -> tuple[str, ...]:
@@ -297,8 +302,8 @@ def write_models(folders: list[Path], preset: Preset, classes: list[str], out: P
                               # (under "training_only", the key files have used since before member settings
                               # took layers too; a record older than a setting holds that setting's default)
                               **({"preset_name": s["preset"]["name"], "features": s.get("features"),
-                                  "training_only": {k: getattr(Preset.from_record(s["preset"]), k)
-                                                    for k in MEMBER_SETTINGS}} if inputs else {})}
+                                  "training_only": member_settings(Preset.from_record(s["preset"]))}
+                                 if inputs else {})}
                              for p, s in zip(paths, summaries, strict=True)]
         summary_path = folder / "summary.json"
         report.write_json(summary_path, {**json.loads(summary_path.read_text()), "members": described_members})
