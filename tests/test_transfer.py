@@ -127,6 +127,45 @@ def test_clip_bank_windows_of_a_short_clip_are_streamed_and_its_training_frames_
     assert path.is_file()
 
 
+def test_the_training_floor_sits_its_drawn_distance_below_the_loud_frames_at_any_recording_level():
+    from emostream.train.augment import floor_under, loud_level_dbfs
+
+    speech = speechlike(2.0, seed=3)
+    take = np.concatenate([speech, np.zeros(SR, dtype=np.float32)])  # a second of digital silence after
+    for gain_db in (0.0, -30.0):
+        quiet = take * 10 ** (gain_db / 20)
+        loud = loud_level_dbfs(quiet)
+        assert loud == pytest.approx(loud_level_dbfs(take) + gain_db, abs=1e-6)
+        heard = floor_under(quiet, np.random.default_rng(1), (20, 20))
+        pause = heard[-SR // 2:]
+        assert 20 * np.log10(np.sqrt(np.mean(pause**2))) == pytest.approx(loud - 20, abs=0.3)
+    drawn = [loud_level_dbfs(take) - 20 * np.log10(np.sqrt(np.mean(floor_under(take, np.random.default_rng(s),
+                                                                               (15, 50))[-SR // 2:] ** 2)))
+             for s in range(40)]
+    assert 15 - 0.3 <= min(drawn) < 25 and 40 < max(drawn) <= 50 + 0.3  # spread over the range, never outside
+
+
+def test_clip_bank_training_frames_hear_the_relative_floor_and_its_test_windows_do_not(write_clip, tmp_path):
+    from emostream.train.clipbank import clip_bank
+
+    take = np.concatenate([np.zeros(SR // 2, dtype=np.float32), speechlike(3.0, seed=5),
+                           np.zeros(SR // 2, dtype=np.float32)]) * 0.5
+    write_clip("loud/a.wav", take)
+    write_clip("quiet/a.wav", take * 10 ** (-30 / 20))  # the same take 30 dB quieter, the same name (same draws)
+    cache = tmp_path / "cache"
+    plain = clip_bank(tmp_path, ["loud/a.wav"], "orig", 0, cache, workers=1)
+    floored = {k: clip_bank(tmp_path, [f"{k}/a.wav"], "orig", 0, cache, workers=1, floor_snr_db=(20, 40))
+               for k in ("loud", "quiet")}
+    relative = {k: b.db[0].astype(np.float32) - b.db[0].astype(np.float32).max() for k, b in floored.items()}
+    # Level no longer tells takes apart: the quiet take's frames are the loud take's, shifted.
+    assert np.median(np.abs(relative["loud"] - relative["quiet"])) < 0.5
+    pause = slice(0, 15)  # the first half second's frames: the floor, not the 80 dB clamp of digital silence
+    plain_pause = plain.db[0][:, pause].astype(np.float32).mean() - plain.db[0].astype(np.float32).max()
+    assert relative["loud"][:, pause].mean() > plain_pause + 20
+    np.testing.assert_array_equal(floored["loud"].windows[0], plain.windows[0])  # scoring is untouched
+    assert len(list(cache.glob("clipbank-orig-*.npz"))) == 3  # the floor is part of the cache key
+
+
 def test_mel_axis_warp_moves_formants_and_keeps_identity():
     db = np.full((128, 10), -80.0, np.float32)
     db[40] = 0.0
@@ -191,6 +230,10 @@ def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
         dataclasses.replace(plain, time_pooling="max")
     with pytest.raises(ValueError, match="time_pooling"):  # the compact CNN has no final state to choose
         dataclasses.replace(ev.PRESETS["cnn"], time_pooling="mean")
+    for snr in ((50, 15), (15, 90), (-5, 20), (15,)):  # low ≤ high within the features' 80 dB; two values
+        with pytest.raises(ValueError, match="train_floor_snr_db"):
+            dataclasses.replace(plain, train_floor_snr_db=snr)
+    assert plain.with_overrides(["train_floor_snr_db=15,50"]).train_floor_snr_db == (15, 50)
 
 
 def test_band_masks_can_be_kept_off_the_bands_version_3_holds_at_the_floor():

@@ -62,3 +62,32 @@ def band_limit_eq(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb, "eq": band_limit_eq}
+
+LOUD_PERCENTILE = 90  # a clip's "loud frames": this percentile of its frame levels (speech, not its pauses)
+
+
+def loud_level_dbfs(y: np.ndarray, frame_samples: int = 2048, hop_samples: int = 512) -> float:
+    """The level of a clip's loud frames, dB relative to full scale: the 90th percentile of its frames' RMS levels
+    (frames of the feature's n_fft, hop apart). A clip shorter than one frame is one frame."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if y.size < frame_samples:
+        y = np.pad(y, (0, frame_samples - y.size))
+    frames = np.lib.stride_tricks.sliding_window_view(y, frame_samples)[::hop_samples]
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    return float(20 * np.log10(max(np.percentile(rms, LOUD_PERCENTILE), 1e-10)))
+
+
+def floor_under(y: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]) -> np.ndarray:
+    """The scoring's white noise floor laid under the clip, ``snr_db`` (drawn uniformly) below its loud frames.
+
+    The daemon hears speech over a room's floor at whatever distance the talker stands; scored clips sit over a
+    −60 dBFS floor at their recorded level. RAVDESS's pauses are digital silence and its quiet emotions are recorded
+    quietly (calm's loud frames ≈ −45 dBFS, angry's ≈ −28), so without this the only floors training sees are the
+    augmentation's, and at scoring time the distance of speech above the floor follows the emotion. Drawn per clip
+    whatever its class, it says nothing about the emotion.
+    """
+    from emostream.inference.scoring import noise_floor
+
+    snr = rng.uniform(*snr_db)
+    floor = noise_floor(y.size, loud_level_dbfs(y) - snr, rng)
+    return (np.asarray(y, dtype=np.float32) + floor).astype(np.float32)

@@ -32,7 +32,7 @@ from emostream.inference.scoring import (
     embed_in_noise_floor,
     is_short,
 )
-from emostream.train.augment import AUGMENTATIONS
+from emostream.train.augment import AUGMENTATIONS, floor_under
 from emostream.train.featurize import default_cache_dir, save_npz_atomically
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,16 @@ def training_signal(y: np.ndarray, context_s: float, rng: np.random.Generator) -
     return embed_in_noise_floor(y, floor, seed=int(rng.integers(2**31)))
 
 
-def _clip(args: tuple[str, str, int, float]):
-    path, variant, seed, context_s = args
+def _clip(args: tuple[str, str, int, float, tuple[int, int]]):
+    path, variant, seed, context_s, floor_snr_db = args
     y = load_audio(path)
     rng = np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
     if variant != "orig":
         y = AUGMENTATIONS[variant](y, rng)
         y = y / max(1.0, float(np.abs(y).max()))  # keep within full scale like a real recording
-    db = power_db(mel_power(training_signal(y, context_s, rng))).astype(np.float16)
+    heard = floor_under(y, np.random.default_rng([seed, zlib.crc32(f"{Path(path).name} floor {variant}".encode())]),
+                        floor_snr_db) if any(floor_snr_db) else y
+    db = power_db(mel_power(training_signal(heard, context_s, rng))).astype(np.float16)
     if variant != "orig":
         return db, None
     # Test-time inputs: the clip inside a quiet stream, the daemon's windows over it, its level gate.
@@ -76,15 +78,20 @@ def _clip(args: tuple[str, str, int, float]):
 
 
 def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0,
-              cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0) -> ClipBank:
-    """Features of ``paths`` (relative to ``root``, or absolute) for one variant, cached on disk."""
+              cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0,
+              floor_snr_db: tuple[int, int] = (0, 0)) -> ClipBank:
+    """Features of ``paths`` (relative to ``root``, or absolute) for one variant, cached on disk.
+
+    ``floor_snr_db`` other than (0, 0): the training frames (not the test windows) hear a white floor that many dB
+    (drawn per clip) below the clip's loud frames (``augment.floor_under``)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     # The bank holds dB frames and version 1 windows whatever version trains (``from_version_1`` derives the others).
     signal = {k: v for k, v in DEFAULT_CONFIG.to_dict().items() if k != "feature_version"}
     key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
                                      "config": signal, "hop": TEST_HOP_FRAMES,
                                      "scoring": dataclasses.asdict(DEFAULT_CONTEXT), "context_s": context_s,
-                                     "bank": 2}).encode())
+                                     "bank": 2} | ({"floor_snr_db": list(floor_snr_db)} if any(floor_snr_db) else {})
+                                    ).encode())
     cache = cache_dir / f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
@@ -92,7 +99,7 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
             windows = np.split(z["windows"], z["win_offsets"][1:-1]) if "windows" in z else None
         logger.info("clip bank %s: %d clips from cache", variant, len(paths))
         return ClipBank(paths, db, windows)
-    jobs = [(str(root / p), variant, seed, context_s) for p in paths]
+    jobs = [(str(root / p), variant, seed, context_s, tuple(floor_snr_db)) for p in paths]
     with ProcessPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 4)) as pool:
         results = list(tqdm(pool.map(_clip, jobs, chunksize=8), total=len(jobs), desc=f"clips ({variant})"))
     db = [r[0] for r in results]
