@@ -145,6 +145,16 @@ def test_the_training_floor_sits_its_drawn_distance_below_the_loud_frames_at_any
     assert 15 - 0.3 <= min(drawn) < 25 and 40 < max(drawn) <= 50 + 0.3  # spread over the range, never outside
 
 
+def test_a_take_s_loud_level_is_its_speech_not_its_bursts_or_pauses():
+    from emostream.train.augment import loud_level_dbfs
+
+    t = np.arange(3 * SR) / SR
+    speech = 0.05 * np.sin(2 * np.pi * 220 * t)  # RMS 0.05 / √2: −29.0 dBFS
+    take = np.concatenate([speech, np.zeros(SR)])  # a quarter of the take in digital silence
+    take[SR : SR + SR // 20] *= 10  # 50 ms of burst, 20 dB louder
+    assert loud_level_dbfs(take) == pytest.approx(20 * np.log10(0.05 / np.sqrt(2)), abs=0.1)
+
+
 def test_clip_bank_training_frames_hear_the_relative_floor_and_its_test_windows_do_not(write_clip, tmp_path):
     from emostream.train.clipbank import clip_bank
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from emostream.features import DEFAULT_CONFIG
+from emostream.inference.scoring import noise_floor
+
 SR = 22050
 
 
@@ -66,9 +69,11 @@ AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb
 LOUD_PERCENTILE = 90  # a clip's "loud frames": this percentile of its frame levels (speech, not its pauses)
 
 
-def loud_level_dbfs(y: np.ndarray, frame_samples: int = 2048, hop_samples: int = 512) -> float:
+def loud_level_dbfs(y: np.ndarray, frame_samples: int = DEFAULT_CONFIG.n_fft_samples,
+                    hop_samples: int = DEFAULT_CONFIG.hop_samples) -> float:
     """The level of a clip's loud frames, dB relative to full scale: the 90th percentile of its frames' RMS levels
-    (frames of the feature's n_fft, hop apart). A clip shorter than one frame is one frame."""
+    (frames of the features' FFT length, their hop apart), so a few bursts do not set it and pauses do not lower it.
+    A clip shorter than one frame is one frame."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if y.size < frame_samples:
         y = np.pad(y, (0, frame_samples - y.size))
@@ -82,12 +87,10 @@ def floor_under(y: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, fl
 
     The daemon hears speech over a room's floor at whatever distance the talker stands; scored clips sit over a
     −60 dBFS floor at their recorded level. RAVDESS's pauses are digital silence and its quiet emotions are recorded
-    quietly (calm's loud frames ≈ −45 dBFS, angry's ≈ −28), so without this the only floors training sees are the
+    quietly (calm's loud frames ≈ −42 dBFS, angry's ≈ −23), so without this the only floors training sees are the
     augmentation's, and at scoring time the distance of speech above the floor follows the emotion. Drawn per clip
     whatever its class, it says nothing about the emotion.
     """
-    from emostream.inference.scoring import noise_floor
-
     snr = rng.uniform(*snr_db)
     floor = noise_floor(y.size, loud_level_dbfs(y) - snr, rng)
     return (np.asarray(y, dtype=np.float32) + floor).astype(np.float32)

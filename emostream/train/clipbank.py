@@ -68,8 +68,10 @@ def _clip(args: tuple[str, str, int, float, tuple[int, int]]):
     if variant != "orig":
         y = AUGMENTATIONS[variant](y, rng)
         y = y / max(1.0, float(np.abs(y).max()))  # keep within full scale like a real recording
-    heard = floor_under(y, np.random.default_rng([seed, zlib.crc32(f"{Path(path).name} floor {variant}".encode())]),
-                        floor_snr_db) if any(floor_snr_db) else y
+    heard = y
+    if any(floor_snr_db):  # its own draws, so the copies' other draws stay as they were without a floor
+        floor_rng = np.random.default_rng([seed, zlib.crc32(f"{Path(path).name} floor {variant}".encode())])
+        heard = floor_under(y, floor_rng, floor_snr_db)
     db = power_db(mel_power(training_signal(heard, context_s, rng))).astype(np.float16)
     if variant != "orig":
         return db, None

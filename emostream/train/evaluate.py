@@ -299,11 +299,12 @@ PRESETS["wideband-90ep-mean-pool"] = dataclasses.replace(PRESETS["wideband-90ep"
                                                          time_pooling="mean")
 
 # wideband-90ep with every training copy heard over a white floor 15–50 dB (drawn per clip and copy) below its loud
-# frames. RAVDESS's pauses are digital silence (frames near −100 dBFS) and its quiet emotions are recorded quietly
-# (calm's loud frames ≈ −45 dBFS, angry's ≈ −28), so at scoring time, over the stream's −60 dBFS floor, how far speech
-# stands above the floor follows the emotion — and the shipped model reads it: raised to a live microphone's −25 dBFS,
-# 28 % of calm clips and 19 % of neutral and sad ones change their top class. A floor drawn relative to each clip
-# teaches the network windows as the stream presents them, at distances that say nothing of the emotion.
+# frames. RAVDESS's pauses are digital silence (frames at or below −100 dBFS) and its quiet emotions are recorded
+# quietly (calm's loud frames ≈ −42 dBFS, angry's ≈ −23), so at scoring time, over the stream's −60 dBFS floor, how
+# far speech stands above the floor follows the emotion — and the shipped model reads it: raised to a live
+# microphone's −25 dBFS, 28 % of calm clips and 19 % of neutral and sad ones change their top class. A floor drawn
+# relative to each clip teaches the network windows as the stream presents them, at distances that say nothing of the
+# emotion.
 PRESETS["wideband-90ep-level-floor"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-level-floor",
                                                            train_floor_snr_db=(15, 50))
 

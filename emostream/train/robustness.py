@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.features import DEFAULT_CONFIG, load_audio, windows_for_inputs
+from emostream.train.augment import add_noise, add_reverb, loud_level_dbfs
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,10 @@ def codec(fmt: str, subtype: str, rate_hz: int, level: float) -> Callable:
 
 
 def noise(snr_db: float) -> Callable:
-    from emostream.train.augment import add_noise
-
     return lambda y, rng: add_noise(y, rng, (snr_db, snr_db))
 
 
 def reverb(y: np.ndarray, rng) -> np.ndarray:
-    from emostream.train.augment import add_reverb
-
     return add_reverb(y, rng, (0.5, 0.7))
 
 
@@ -83,9 +80,8 @@ def quiet_talker(y: np.ndarray, rng) -> np.ndarray:
 
 def close_microphone(y: np.ndarray, rng) -> np.ndarray:
     """The take's loud frames raised (or lowered) to −25 dBFS, a talker close to a live microphone: RAVDESS records its
-    quiet emotions quietly, so over the scoring's −60 dBFS floor its takes stand 15–35 dB above the floor by emotion."""
-    from emostream.train.augment import loud_level_dbfs
-
+    quiet emotions quietly, so over the scoring's −60 dBFS floor its takes stand about 18–37 dB above the floor by
+    emotion (median loud frames: calm −42 dBFS, angry −23)."""
     return (y * 10 ** ((-25.0 - loud_level_dbfs(y)) / 20)).astype(np.float32)
 
 
@@ -115,7 +111,7 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
     y_true = np.array([labels.index(label) for _, label in clips])
     audio = [load_audio(path) for path, _ in tqdm(clips, desc="decode", file=sys.stderr)]
     results, clean = {}, None
-    for name, condition in conditions().items():
+    for name, condition in conditions().items():  # "clean" first: the others' answers are counted against its
         predictions = []
         for (path, _), y in tqdm(list(zip(clips, audio, strict=True)), desc=name, file=sys.stderr):
             rng = np.random.default_rng(zlib.crc32(f"{name}:{Path(path).name}".encode()))
@@ -126,7 +122,7 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
                                              StreamBaseline(model.contract.baseline_prior).relative(windows))
             predictions.append(model.predict(windows).mean(axis=0).argmax())
         predictions = np.array(predictions)
-        clean = predictions if clean is None else clean  # the first condition is the clean take
+        clean = predictions if name == "clean" else clean
         share = np.bincount(predictions, minlength=len(labels)) / len(predictions)
         results[name] = {**scores(y_true, predictions), "max_share": float(share.max()),
                          "top_class": labels[int(share.argmax())], "changed": float(np.mean(predictions != clean))}
