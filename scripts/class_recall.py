@@ -33,7 +33,8 @@ def run_recalls(run: Path, part: str, folds: list[str] | None = None) -> dict[st
                 if folds is None or f["fold"] in folds]
     if not per_fold:
         raise ValueError(f"{run}: none of the folds {folds}")
-    return {c: float(np.mean([r[c] for r in per_fold])) for c in per_fold[0]}
+    present = [c for c in classes if any(c in r for r in per_fold)]  # a class only some folds hold: over those
+    return {c: float(np.mean([r[c] for r in per_fold if c in r])) for c in present}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for part in PARTS:
         mine, theirs = run_recalls(args.run, part, shared), run_recalls(args.baseline, part, shared)
         print(f"{part}:")
-        for c in mine:
+        for c in [c for c in mine if c in theirs]:
             print(f"  {c:10s} {mine[c]:.3f} | {theirs[c]:.3f} ({mine[c] - theirs[c]:+.3f})")
     return 0
 

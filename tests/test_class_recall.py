@@ -40,6 +40,9 @@ def test_recall_per_class_averages_over_the_shared_folds_only(script, tmp_path, 
     assert fold_1 == {"angry": 0.5, "calm": 1.0, "sad": 0.0}
     assert script.run_recalls(run, "test") == {"angry": 0.75, "calm": 0.5, "sad": 0.5}
     assert script.run_recalls(run, "cross") == {"angry": 0.0, "sad": 1.0}  # only the classes the part has
+    lacking = _run(tmp_path / "lacking", {"fold 1": ([0, 0], [[1, 0, 0], [0, 1, 0]]),
+                                          "fold 2": ([0, 2], [[1, 0, 0], [0, 0, 1]])})
+    assert script.run_recalls(lacking, "test") == {"angry": 0.75, "sad": 1.0}  # a class over the folds that hold it
     with pytest.raises(ValueError, match="none of the folds"):
         script.run_recalls(run, "test", ["fold 9"])
     assert script.main([str(run), str(base)]) == 0
