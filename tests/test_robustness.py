@@ -41,3 +41,17 @@ def test_every_condition_is_scored_and_changes_are_counted_against_the_clean_tak
     table = (tmp_path / "out" / "robustness.md").read_text()
     assert "| top class changed |" in table and "close microphone" in table
     assert json.loads((tmp_path / "out" / "robustness.json").read_text())["conditions"].keys() == results.keys()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--actors", "0,25"], "--actors '0,25': expected comma-separated actor numbers 1-24"),
+    (["--actors", "21,x"], "--actors '21,x': expected comma-separated actor numbers 1-24"),
+    (["--data-dir", "/nonexistent/ravdess"], "/nonexistent/ravdess"),
+])
+def test_bad_arguments_are_a_one_line_error_before_anything_is_scored(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        robustness.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error and error.startswith("emostream-robustness: error:")
+    assert not (tmp_path / "out").exists()
