@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from scriptload import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "class_recall.py"
 CLASSES = ["angry", "calm", "sad"]
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("class_recall", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("class_recall")
 
 
 def _run(path: Path, folds: dict[str, tuple[list[int], list[list[float]]]]) -> Path:

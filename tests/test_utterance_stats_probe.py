@@ -4,25 +4,19 @@ the prior and learns the speaker."""
 
 from __future__ import annotations
 
-import importlib.util
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from scriptload import load_script
 
 pytest.importorskip("sklearn")
 pytest.importorskip("librosa")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "utterance_stats_probe.py"
-
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("utterance_stats_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("utterance_stats_probe")
 
 
 @pytest.mark.parametrize("f0_hz", [90.0, 180.0, 320.0])
