@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emostream.features import load_audio
+from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.scoring import DEFAULT_CONTEXT, clip_seed, embed_in_noise_floor, stream_windows
 from emostream.train.baselines import speaker_keys
 from emostream.train.evaluate import EMOBOX_FOLDS, full_scores, load_frame
@@ -52,7 +52,7 @@ from emostream.train.featurize import default_cache_dir
 from emostream.train.prepare import encode_labels
 
 logger = logging.getLogger("utterance_stats_probe")
-SAMPLE_RATE_HZ, HOP, N_FFT = 22050, 512, 2048
+SAMPLE_RATE_HZ, HOP, N_FFT = DEFAULT_CONFIG.sample_rate_hz, DEFAULT_CONFIG.hop_samples, DEFAULT_CONFIG.n_fft_samples
 BAND_LIMIT_HZ = 7100.0  # feature version 3's limit: EmoDB's copy has nothing above 8 kHz
 PITCH_RANGE_HZ = (65.0, 500.0)
 GROUPS = {"level": range(0, 5), "pitch": range(5, 10), "centroid": range(10, 15), "tilt": range(15, 20),
@@ -268,11 +268,9 @@ def candidate_21_verdict(by_weight: dict, four_class: bool = False) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     """The selection figure against the blend weight, one line per statistics set: easier to see than to read."""
-    import matplotlib
+    from emostream.train.report import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, by_weight in results.items():
         weights = sorted(by_weight, key=float)
