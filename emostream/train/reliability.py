@@ -1,0 +1,217 @@
+"""``emostream-reliability``: how often an answer is right at the top probability the model gives it.
+
+A user sees one number beside each answer, the top class's probability (the dashboard turns it into "sure", "fairly
+sure" or "unsure": ``emostream.confidence``). Whether that number means the same on a voice, a language or a room the
+model never heard is a measurement, not a property of softmax outputs. This reads an ``emostream-evaluate`` (or
+``emostream-ensemble``) folder's per-clip probabilities — each clip scored as the daemon scores an utterance — and
+reports, per part (validation actors, unseen test actors, the other corpus): accuracy against the top probability
+in bins (a reliability diagram), the expected calibration error, how often each confidence word was right, and how
+accuracy rises as answers below a threshold are withheld. Argmax over all the model's outputs, as every figure of
+the project; clips of all folds pooled (the other corpus is scored once per fold, so each of its clips counts once
+per fold's model). Writes ``reliability.json``, ``reliability.md`` and ``reliability.png``. Nothing is chosen on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from emostream.confidence import CONFIDENCE_BANDS
+
+logger = logging.getLogger(__name__)
+
+#: Edges of the top-probability bins (the top probability of eight classes is at least 1/8).
+BIN_EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: Thresholds of the withholding curve: answers whose top probability is below one are not given.
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.96, 0.05))
+#: Short names for tables; ``PART_NOTES`` says what each holds.
+PART_NAMES = {"val": "validation actors", "test": "unseen actors", "cross": "other corpus"}
+PART_NOTES = {"val": "RAVDESS actors held out of training whose clips early stopping watched",
+              "test": "RAVDESS actors the run never heard (the test actors of each fold)",
+              "cross": "the corpus the recipe never trained on (EmoDB for the emobox and corpus protocols: German, "
+                       "six of the eight classes, so an answer of calm or surprised is always wrong there)"}
+SOURCES = ("tail_average", "checkpoint")
+
+
+def top_and_correct(probabilities: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each answer's top probability and whether its argmax is the true class. Raises ``ValueError`` for rows that
+    are not probability vectors (non-finite, negative, or not summing to 1 within 1e-3) or a length mismatch."""
+    p, y = np.asarray(probabilities, dtype=np.float64), np.asarray(y_true)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"probabilities of shape {p.shape} for {len(y)} labels: expected one row per label")
+    if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("probabilities: every row must be finite, non-negative and sum to 1")
+    return p.max(axis=1), p.argmax(axis=1) == y
+
+
+def reliability_bins(top_p: np.ndarray, correct: np.ndarray, edges=BIN_EDGES) -> list[dict]:
+    """Per bin [low, high) (the last one closed): answers, their share, accuracy and mean top probability (None
+    for an empty bin)."""
+    out = []
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        inside = (top_p >= low) & ((top_p < high) if i < len(edges) - 2 else (top_p <= high))
+        n = int(inside.sum())
+        out.append({"low": low, "high": high, "n": n, "share": n / max(len(top_p), 1),
+                    "accuracy": float(correct[inside].mean()) if n else None,
+                    "mean_top_p": float(top_p[inside].mean()) if n else None})
+    return out
+
+
+def calibration_error(bins: list[dict]) -> float:
+    """Expected calibration error: the share-weighted mean gap between accuracy and mean top probability."""
+    return float(sum(b["share"] * abs(b["accuracy"] - b["mean_top_p"]) for b in bins if b["n"]))
+
+
+def word_table(top_p: np.ndarray, correct: np.ndarray, bands=CONFIDENCE_BANDS) -> list[dict]:
+    """Per confidence word (highest band first): its share of answers and how often those were right."""
+    out, upper = [], np.inf
+    for lowest, word in bands:
+        inside = (top_p >= lowest) & (top_p < upper)
+        n = int(inside.sum())
+        out.append({"word": word, "min_top_p": lowest, "n": n, "share": n / max(len(top_p), 1),
+                    "accuracy": float(correct[inside].mean()) if n else None})
+        upper = lowest
+    return out
+
+
+def withholding_curve(top_p: np.ndarray, correct: np.ndarray, thresholds=THRESHOLDS) -> list[dict]:
+    """Per threshold: the share of answers given (top probability ≥ threshold) and their accuracy (None if none)."""
+    out = []
+    for t in thresholds:
+        given = top_p >= t
+        out.append({"threshold": float(t), "share_given": float(given.mean()),
+                    "accuracy": float(correct[given].mean()) if given.any() else None})
+    return out
+
+
+def part_report(probabilities: np.ndarray, y_true: np.ndarray) -> dict:
+    """Every view of one part's answers."""
+    top_p, correct = top_and_correct(probabilities, y_true)
+    bins = reliability_bins(top_p, correct)
+    return {"n": int(len(top_p)), "accuracy": float(correct.mean()), "mean_top_p": float(top_p.mean()),
+            "calibration_error": calibration_error(bins), "bins": bins, "words": word_table(top_p, correct),
+            "withholding": withholding_curve(top_p, correct)}
+
+
+def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per part, the per-clip probabilities and true labels of every fold of a run, pooled. Raises ``ValueError``
+    (one line) for a folder without per-clip probabilities or without ``source``."""
+    folds_json = folder / "folds.json"
+    if not folds_json.is_file():
+        raise ValueError(f"{folder}: no folds.json (not an emostream-evaluate or emostream-ensemble folder)")
+    folds = json.loads(folds_json.read_text())
+    pooled: dict[str, list] = {}
+    for fold in folds:
+        clips = fold.get("clip_probabilities")
+        if not clips:
+            raise ValueError(f"{folder}: fold {fold.get('fold')!r} has no per-clip probabilities")
+        if source not in clips:
+            raise ValueError(f"{folder}: fold {fold.get('fold')!r} has no {source!r} probabilities "
+                             f"(it has {', '.join(k for k in clips if k not in ('rows', 'y_true'))})")
+        for part, p in clips[source].items():
+            if part in PART_NAMES and len(p):
+                pooled.setdefault(part, [[], []])
+                pooled[part][0].append(np.asarray(p, dtype=np.float64))
+                pooled[part][1].append(np.asarray(clips["y_true"][part]))
+    if not pooled:
+        raise ValueError(f"{folder}: no clips in any part")
+    return {part: (np.concatenate(ps), np.concatenate(ys)) for part, (ps, ys) in pooled.items()}
+
+
+def report(folder: Path, source: str = "tail_average") -> dict:
+    summary_path = folder / "evaluation.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return {"run": folder.name, "source": source, "protocol": summary.get("protocol"),
+            "classes": summary.get("classes"),
+            "parts": {part: part_report(p, y) for part, (p, y) in load_parts(folder, source).items()}}
+
+
+def _percent(v) -> str:
+    return "—" if v is None else f"{100 * v:.0f} %"
+
+
+def markdown(result: dict) -> str:
+    parts = result["parts"]
+    lines = [f"# How far to trust an answer: {result['run']}", "",
+             f"Per-clip probabilities ({result['source'].replace('_', ' ')}) of every fold, pooled; each clip scored "
+             "as the daemon scores an utterance; argmax over all the model's outputs. `emostream-reliability`.", ""]
+    lines += [f"- **{PART_NAMES[p]}**: {PART_NOTES[p]}." for p in parts]
+    lines += ["",
+             "| part | answers | accuracy | mean top probability | calibration error |", "|---|---|---|---|---|"]
+    for part, r in parts.items():
+        lines.append(f"| {PART_NAMES[part]} | {r['n']} | {_percent(r['accuracy'])} | {_percent(r['mean_top_p'])} | "
+                     f"{r['calibration_error']:.3f} |")
+    lines += ["", "How often each word the dashboard shows was right (share of answers given that word, accuracy):", "",
+              "| word (top probability) | " + " | ".join(PART_NAMES[p] for p in parts) + " |",
+              "|---|" + "---|" * len(parts)]
+    for i, (lowest, word) in enumerate(CONFIDENCE_BANDS):
+        cells = [f"{_percent(w['share'])} of answers, right {_percent(w['accuracy'])}"
+                 for w in (parts[p]["words"][i] for p in parts)]
+        lines.append(f"| {word} (≥ {lowest:.1f}) | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy by top probability (a reliability diagram in numbers; share of answers in brackets):", "",
+              "| top probability | " + " | ".join(PART_NAMES[p] for p in parts) + " |", "|---|" + "---|" * len(parts)]
+    for i, b in enumerate(next(iter(parts.values()))["bins"]):
+        cells = [f"{_percent(parts[p]['bins'][i]['accuracy'])} ({_percent(parts[p]['bins'][i]['share'])})"
+                 for p in parts]
+        lines.append(f"| {b['low']:.1f}–{b['high']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Accuracy against top probability, and against the share of answers given: read at a glance where
+    confidence stops meaning the same thing."""
+    from emostream.train.report import _pyplot
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    left.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="calibrated")
+    for part, r in result["parts"].items():
+        full = [b for b in r["bins"] if b["n"] >= 20]
+        left.plot([b["mean_top_p"] for b in full], [b["accuracy"] for b in full], marker="o", label=PART_NAMES[part])
+        given = [w for w in r["withholding"] if w["accuracy"] is not None and w["share_given"] >= 0.02]
+        right.plot([w["share_given"] for w in given], [w["accuracy"] for w in given], marker=".",
+                   label=PART_NAMES[part])
+    left.set(xlabel="top probability (bin mean; bins of ≥ 20 answers)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+             title="Reliability")
+    right.set(xlabel="share of answers given (the least sure withheld)", ylabel="accuracy of the answers given",
+              xlim=(1.02, 0), ylim=(0, 1), title="Withholding unsure answers")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"How far to trust an answer: {result['run']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="emostream-reliability", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("run", type=Path, help="an emostream-evaluate or emostream-ensemble output folder")
+    p.add_argument("--source", choices=SOURCES, default="tail_average",
+                   help="which weights' probabilities: the tail average (default) or the chosen checkpoint")
+    p.add_argument("--out", type=Path, help="output folder (default: the run's folder)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = report(args.run, args.source)
+    except (ValueError, json.JSONDecodeError) as exc:
+        p.error(str(exc).splitlines()[0])
+    out = args.out or args.run
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reliability.json").write_text(json.dumps(result, indent=1))
+    (out / "reliability.md").write_text(markdown(result))
+    plot(result, out / "reliability.png")
+    for part, r in result["parts"].items():
+        logger.info("%s: %d answers, accuracy %.3f, mean top probability %.3f, calibration error %.3f", part, r["n"],
+                    r["accuracy"], r["mean_top_p"], r["calibration_error"])
+    logger.info("wrote %s", out / "reliability.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

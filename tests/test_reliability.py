@@ -1,0 +1,113 @@
+"""emostream-reliability: accuracy against the top probability, per part of a run, from its per-clip probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emostream.confidence import CONFIDENCE_BANDS, confidence_word, describe_bands
+from emostream.train import reliability as rel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _answers(tops: list[float], right: list[bool], n_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Probability rows with the given top probabilities (the rest spread evenly), true labels right or not."""
+    p = np.array([[t] + [(1 - t) / (n_classes - 1)] * (n_classes - 1) for t in tops])
+    return p, np.array([0 if ok else 1 for ok in right])
+
+
+def test_words_follow_the_bands_and_the_table_counts_each_answer_under_its_word():
+    p, y = _answers([0.95, 0.61, 0.6, 0.45, 0.4, 0.3], [True, True, False, True, False, False])
+    top_p, correct = rel.top_and_correct(p, y)
+    table = {w["word"]: w for w in rel.word_table(top_p, correct)}
+    assert [confidence_word(t) for t in top_p] == ["sure", "sure", "sure", "fairly sure", "fairly sure", "unsure"]
+    assert table["sure"]["n"] == 3 and table["sure"]["accuracy"] == pytest.approx(2 / 3)
+    assert table["fairly sure"]["n"] == 2 and table["fairly sure"]["accuracy"] == 0.5
+    assert table["unsure"]["n"] == 1 and table["unsure"]["accuracy"] == 0.0
+    assert sum(w["share"] for w in table.values()) == pytest.approx(1.0)
+    assert [b["word"] for b in describe_bands()] == [w for _, w in CONFIDENCE_BANDS]
+
+
+def test_calibration_error_is_zero_when_accuracy_matches_confidence_and_large_when_overconfident():
+    rng = np.random.default_rng(0)
+    tops = np.repeat([0.35, 0.55, 0.75, 0.95], 200)
+    calibrated = [bool(r) for r in np.concatenate([np.arange(200) < round(200 * t) for t in (0.35, 0.55, 0.75, 0.95)])]
+    top_p, correct = rel.top_and_correct(*_answers(list(tops), calibrated))
+    assert rel.calibration_error(rel.reliability_bins(top_p, correct)) < 1e-9
+    overconfident = list(rng.random(len(tops)) < 0.3)  # right 30 % of the time whatever it says
+    top_p, correct = rel.top_and_correct(*_answers(list(tops), overconfident))
+    assert rel.calibration_error(rel.reliability_bins(top_p, correct)) > 0.25
+
+
+def test_bins_cover_every_answer_once_and_withholding_gives_fewer_answers_as_the_threshold_rises():
+    p, y = _answers([0.125, 0.3, 0.5, 0.99, 1.0], [False, True, True, True, True], n_classes=8)
+    top_p, correct = rel.top_and_correct(p, y)
+    bins = rel.reliability_bins(top_p, correct)
+    assert sum(b["n"] for b in bins) == 5 and bins[-1]["n"] == 2  # 1.0 falls in the last, closed bin
+    assert all(b["accuracy"] is None for b in bins if not b["n"])
+    curve = rel.withholding_curve(top_p, correct)
+    shares = [c["share_given"] for c in curve]
+    assert shares[0] == 1.0 and shares == sorted(shares, reverse=True)
+    assert curve[0]["accuracy"] == 0.8 and next(c for c in curve if c["threshold"] == 0.9)["accuracy"] == 1.0
+
+
+def test_rows_that_are_not_probabilities_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        rel.top_and_correct(np.array([[np.nan, 0.5, 0.5]]), np.array([0]))
+    with pytest.raises(ValueError, match="sum to 1"):
+        rel.top_and_correct(np.array([[0.9, 0.9, 0.0]]), np.array([0]))
+    with pytest.raises(ValueError, match="one row per label"):
+        rel.top_and_correct(np.array([[1.0, 0.0]]), np.array([0, 1]))
+
+
+def _run(path: Path, source: str = "tail_average") -> Path:
+    path.mkdir()
+    (path / "evaluation.json").write_text(json.dumps({"protocol": "emobox", "classes": ["a", "b", "c"]}))
+    folds = [{"fold": f"emobox fold {k}", "clip_probabilities": {
+        "rows": {"test": [0, 1], "cross": [5]}, "y_true": {"val": [], "test": [0, 2], "cross": [1]},
+        source: {"val": [], "test": [[0.7, 0.2, 0.1], [0.5, 0.1, 0.4]], "cross": [[0.8, 0.1, 0.1]]}}}
+        for k in (1, 2)]
+    (path / "folds.json").write_text(json.dumps(folds))
+    return path
+
+
+def test_parts_pool_every_fold_and_skip_empty_ones(tmp_path):
+    parts = rel.load_parts(_run(tmp_path / "run"))
+    assert set(parts) == {"test", "cross"}  # the empty validation part is left out
+    assert parts["test"][0].shape == (4, 3) and list(parts["test"][1]) == [0, 2, 0, 2]
+    result = rel.report(tmp_path / "run")
+    assert result["parts"]["test"]["accuracy"] == 0.5 and result["parts"]["cross"]["accuracy"] == 0.0
+    with pytest.raises(ValueError, match="no 'checkpoint' probabilities"):
+        rel.load_parts(tmp_path / "run", "checkpoint")
+    with pytest.raises(ValueError, match="no folds.json"):
+        rel.load_parts(tmp_path)
+
+
+def test_cli_writes_its_three_files_and_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, capsys):
+    run = _run(tmp_path / "run")
+    assert rel.main([str(run), "--out", str(tmp_path / "out")]) == 0
+    assert {f.name for f in (tmp_path / "out").iterdir()} == {"reliability.json", "reliability.md", "reliability.png"}
+    written = json.loads((tmp_path / "out" / "reliability.json").read_text())
+    assert written["parts"]["test"]["n"] == 4
+    assert "| sure (≥ 0.6) |" in (tmp_path / "out" / "reliability.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        rel.main([str(tmp_path / "nothing-here")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("(not an emostream-evaluate or "
+                                                                      "emostream-ensemble folder)")
+
+
+def test_the_committed_view_of_the_shipped_construction_is_what_its_run_gives(tmp_path):
+    """The reliability files committed beside the shipped construction's six-fold run regenerate from its folds."""
+    run = ROOT / "models" / "evaluation" / "emobox-6folds-90ep-mixed-ensemble-4"
+    if not (run / "reliability.json").is_file():
+        pytest.skip(f"{run}: no committed reliability view (a checkout without models/evaluation)")
+    assert rel.main([str(run), "--out", str(tmp_path)]) == 0
+    fresh = json.loads((tmp_path / "reliability.json").read_text())
+    assert fresh == json.loads((run / "reliability.json").read_text())
+    assert fresh["parts"]["test"]["n"] == 1440  # the EmoBox folds' 1440 speech clips, each once
