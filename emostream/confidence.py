@@ -23,3 +23,9 @@ def confidence_word(top_p: float, bands: tuple[tuple[float, str], ...] = CONFIDE
 def describe_bands(bands: tuple[tuple[float, str], ...] = CONFIDENCE_BANDS) -> list[dict]:
     """The bands as the hello carries them: ``[{"min_top_p": 0.6, "word": "sure"}, …]``, highest first."""
     return [{"min_top_p": lowest, "word": word} for lowest, word in bands]
+
+
+def bands_for(labels, model_labels) -> list[dict] | None:
+    """The hello's ``confidence_bands``: the bands when the scores hold every class of the model, else None
+    (probabilities renormalised over fewer classes are larger, so the measured words would overstate them)."""
+    return describe_bands() if list(labels) == list(model_labels) else None

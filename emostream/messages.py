@@ -15,7 +15,7 @@ import time
 #: type → the fields a message of that type always carries (README "WebSocket messages").
 SCHEMA: dict[str, tuple[str, ...]] = {
     "hello": ("type", "version", "labels", "sample_rate_hz", "hop_s", "window_s", "window_frames", "n_mels",
-              "silence_dbfs", "smoothing", "vad", "source", "model"),
+              "silence_dbfs", "smoothing", "vad", "source", "model", "confidence_bands"),
     "scores": ("type", "seq", "start_s", "end_s", "ready_time", "wall_time", "silence", "speech", "level_dbfs",
                "probabilities", "top", "top_p", "features_ms", "inference_ms"),
     "utterance": ("type", "start_s", "end_s", "windows", "probabilities", "top", "top_p", "short"),

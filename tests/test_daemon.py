@@ -200,6 +200,7 @@ def test_classes_set_the_hello_labels_and_every_score(tiny_onnx, clip, daemon_th
     with daemon_thread(daemon) as running, connect(running.url) as ws:
         hello, messages, _ = receive_all(ws, kinds=("scores", "utterance"))
     assert hello["labels"] == ["angry", "sad"]  # the model's order
+    assert hello["confidence_bands"] is None  # the words were measured over every class, not renormalised scores
     classified = [m for m in messages if m.get("probabilities")]
     assert classified and all(list(m["probabilities"]) == ["angry", "sad"] and m["top"] in ("angry", "sad")
                               for m in classified)

@@ -7,13 +7,15 @@ through its own ``onHello``/``onScores``, so each case is exactly one message.
 
 import pytest
 
+from emostream.confidence import describe_bands
 from emostream.paths import DASHBOARD
 
 LABELS = ["angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
 HELLO = {"type": "hello", "labels": LABELS, "sample_rate_hz": 22050, "hop_s": 0.255, "window_s": 2.3,
          "window_frames": 99, "n_mels": 128, "silence_dbfs": -50, "smoothing": 0,
          "vad": {"backend": "silero", "threshold": 0.5, "min_speech_s": 0.25}, "source": "test",
-         "model": {"run_id": "r", "test_accuracy": 0.7, "feature_version": 1}, "version": "x"}
+         "model": {"run_id": "r", "test_accuracy": 0.7, "feature_version": 1}, "version": "x",
+         "confidence_bands": describe_bands()}
 
 
 def scores(seq, top=None, top_p=None, silence=False):
@@ -65,4 +67,24 @@ def test_windows_without_speech_and_silent_windows_are_shown_as_such(page):
     assert quiet["top"] == "silence" and quiet["speech"] == "silence"
     null_level = {**scores(5), "level_dbfs": None}  # a strict-JSON null where a number was not finite
     assert shown(page, null_level)["top"] == "no speech"
+    assert page.errors == []
+
+
+def test_the_words_are_the_hellos_and_scores_over_fewer_classes_get_none(page):
+    """The daemon defines the words (``emostream.confidence``); a hello without them (``--classes``: renormalised
+    scores) leaves the percentage alone, and other bands give other words."""
+    try:
+        page.evaluate("(h) => onHello(h)", {**HELLO, "confidence_bands": None})
+        bare = shown(page, scores(6, "sad", 0.95))
+        assert bare["detail"].startswith("95 %, at") and "sure" not in bare["detail"]
+        assert "none (scores over fewer classes" in bare["contract"]
+        page.evaluate("(h) => onHello(h)", {**HELLO, "confidence_bands": [{"min_top_p": 0.9, "word": "certain"},
+                                                                          {"min_top_p": 0.0, "word": "guessing"}]})
+        assert "95 % — certain" in shown(page, scores(7, "sad", 0.95))["detail"]
+        guess = page.evaluate("(m) => { onScores(m); return document.getElementById('top').dataset.leastSure; }",
+                              scores(8, "sad", 0.5))
+        assert guess == "true"
+        assert "guessing" in shown(page, scores(9, "sad", 0.5))["detail"]
+    finally:
+        page.evaluate("(h) => onHello(h)", HELLO)
     assert page.errors == []

@@ -21,6 +21,7 @@ from needs import unavailable
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from emostream.confidence import describe_bands
 from emostream.inference.model import EmotionModel
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
@@ -207,6 +208,7 @@ def test_two_streams_at_once_keep_their_own_state(model, fast_daemon, daemon_thr
                                            [w["probabilities"][k] for k in hello["labels"]], atol=TOLERANCE)
     assert results["a"][0]["labels"] == model.labels  # b's classes are b's alone
     assert results["b"][0]["labels"] == ["angry", "sad"]  # in the model's order
+    assert results["a"][0]["confidence_bands"] == describe_bands() and results["b"][0]["confidence_bands"] is None
     assert results["a"][0]["stream_id"] != results["b"][0]["stream_id"]
     assert results["b"][0]["hop_s"] < results["a"][0]["hop_s"]
 

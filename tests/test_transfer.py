@@ -363,3 +363,44 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     (fold,) = evaluation["folds"]
     assert set(fold["val_by_corpus"]) == {"ravdess", "emodb"}
     assert sum(v["n"] for v in fold["val_by_corpus"].values()) == fold["val"]["n"] == len(listed)
+
+
+def test_spliced_windows_join_two_speakers_saying_the_same_emotion_at_a_cut_and_off_draws_nothing():
+    from emostream.train.clipbank import ClipBank
+
+    ramp = np.linspace(-3, 3, 300)[None, :] + np.linspace(-1, 1, 128)[:, None]  # not constant: standardisable
+    levels = [-60.0, -20.0, -60.0, -20.0, -40.0]  # rows 0, 2: speaker a; 1, 3: speaker b; 4: speaker c alone
+    banks = {"orig": ClipBank([f"{i}.wav" for i in range(5)],
+                              [(level + ramp).astype(np.float16) for level in levels], None)}
+    labels, speakers = np.array([0, 0, 1, 1, 2]), np.array(["a", "b", "a", "b", "c"])
+    plain = dataclasses.replace(ev.PRESETS["wideband-90ep"], augment_share=0.0, spec_augment=False)
+    spliced = dataclasses.replace(plain, splice_share=1.0)
+    assert ev.PRESETS["wideband-90ep-splice"].splice_share == 0.5
+    windows = ev.TrainingWindows(spliced, banks, 0, labels=labels, speakers=speakers)
+    rows = np.array([0, 1, 2, 3, 4] * 20)
+    partners = windows.splice_partners(rows)
+    for r, q in zip(rows, partners, strict=True):
+        if r == 4:
+            assert q is None  # no other speaker with that emotion
+        else:
+            assert labels[q] == labels[r] and speakers[q] != speakers[r]
+    cuts = []
+    for _ in range(40):
+        x = windows.window(0, 1)  # −60 dB then −20 dB: one step up in every band
+        steps = np.diff(x.mean(axis=0))
+        cut = int(np.argmax(steps)) + 1
+        assert steps.max() > 1.0 and np.sum(steps > 0.5) == 1
+        cuts.append(cut)
+    assert 25 <= min(cuts) and max(cuts) <= 75 and max(cuts) - min(cuts) >= 20
+    half = ev.TrainingWindows(dataclasses.replace(plain, splice_share=0.5), banks, 0, labels=labels,
+                              speakers=speakers).splice_partners(np.array([0, 1, 2, 3] * 250))
+    assert 0.4 < np.mean([q is not None for q in half]) < 0.6
+    off = ev.TrainingWindows(plain, banks, 7)
+    assert off.splice_partners(rows) == [None] * len(rows)
+    np.testing.assert_array_equal(off.window(2), ev.TrainingWindows(plain, banks, 7).window(2))  # no draw spent
+    with pytest.raises(ValueError, match="label and speaker"):
+        ev.TrainingWindows(spliced, banks, 0)
+    with pytest.raises(ValueError, match="splice_share with feature version 4"):
+        dataclasses.replace(ev.PRESETS["wideband-90ep-baseline"], splice_share=0.5)
+    with pytest.raises(ValueError, match="splice_share"):
+        dataclasses.replace(plain, splice_share=1.5)

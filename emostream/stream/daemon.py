@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emostream import __version__
 from emostream import messages as msg
+from emostream.confidence import bands_for
 from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig, ModelError
 from emostream.inference.pipeline import (
     HOP_RANGE_S,
@@ -165,6 +166,7 @@ class EmotionDaemon:
             "vad": None if pipeline_config.vad is None else pipeline_config.vad.describe(),
             "source": source.description,
             "model": model_info(c),
+            "confidence_bands": bands_for(self.pipeline.labels, model.labels),  # the dashboard's words
         }
         self.listener = None if listen_config is None else ListenServer(
             model, pipeline_config, listen_config, self.hello,

@@ -31,6 +31,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from emostream import messages as msg
+from emostream.confidence import bands_for
 from emostream.inference.model import EmotionModel
 from emostream.inference.pipeline import (
     HOP_RANGE_S,
@@ -445,6 +446,7 @@ class ListenServer:
         self.sessions[spec.stream_id] = session
         self.accepted += 1
         hello = {**self.hello, "labels": session.pipeline.labels, "hop_s": round(session.pipeline.hop_s, 6),
+                 "confidence_bands": bands_for(session.pipeline.labels, self.model.labels),
                  "smoothing": spec.pipeline.smoothing,
                  "source": f"listen {spec.sample_format} {spec.sample_rate_hz} Hz, {spec.channels} ch",
                  "input": {"sample_rate_hz": spec.sample_rate_hz, "format": spec.sample_format,

@@ -107,6 +107,9 @@ class Preset:
     # Training frames over a white floor this many dB (low, high; drawn per clip and copy) below each clip's loud
     # frames, whatever its emotion (``augment.floor_under``); (0, 0) = off (earlier runs reproduce).
     train_floor_snr_db: tuple[int, int] = (0, 0)
+    # Share of training windows spliced: from a random cut (a quarter to three quarters in) on, the frames are another
+    # speaker's take of the same emotion (``TrainingWindows.splice_partners``); 0 = off (earlier runs reproduce).
+    splice_share: float = 0.0
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -121,11 +124,14 @@ class Preset:
                              "(each window's own class must stay its answer)")
         if self.features.needs_baseline and self.vtlp:
             raise ValueError("vtlp with feature version 4: the baseline subtracted would be the unwarped voice's")
+        if self.features.needs_baseline and self.splice_share:
+            raise ValueError("splice_share with feature version 4: a spliced window holds two speakers, one baseline")
         check_range("speaker_adversarial", self.speaker_adversarial, 0.0, 10.0)
         check_range("dropout", self.dropout, 0.0, 0.8)
         check_range("augment_share", self.augment_share, 0.0, 1.0)
         check_range("mixup_alpha", self.mixup_alpha, 0.0, 4.0)  # at α 4 the folded λ's median is 0.62 already
         check_range("time_stretch", self.time_stretch, 0.0, 0.5)  # rates 1/(1+s) … 1+s
+        check_range("splice_share", self.splice_share, 0.0, 1.0)
         if len(self.train_floor_snr_db) != 2:
             raise ValueError(f"train_floor_snr_db {self.train_floor_snr_db}: expected two values, low,high (dB)")
         if any(self.train_floor_snr_db):
@@ -180,11 +186,11 @@ class Preset:
 ARCHITECTURES = ("crnn", "cnn")
 #: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
 #: training crops, the dropout rate, how often a window comes from an augmented copy, how far windows are blended,
-#: whether SpecAugment masks them, the floor under training frames) or one member's own layers (how the CRNN pools
-#: over time; each member's graph is its own Keras config), and leave the ensemble's input and output as every
-#: member's. An ensemble records each as ``member_<setting>`` (one value per member).
+#: whether SpecAugment masks them, the floor under training frames, spliced windows) or one member's own layers (how
+#: the CRNN pools over time; each member's graph is its own Keras config), and leave the ensemble's input and output
+#: as every member's. An ensemble records each as ``member_<setting>`` (one value per member).
 MEMBER_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share", "mixup_alpha", "spec_augment",
-                   "time_pooling", "train_floor_snr_db")
+                   "time_pooling", "train_floor_snr_db", "splice_share")
 SPEECH_ONLY_PROTOCOLS = ("emobox", "ship")  # users speak to the model: these learn from speech unless train_song
 
 PRESETS = {
@@ -310,6 +316,13 @@ PRESETS["wideband-90ep-mean-pool"] = dataclasses.replace(PRESETS["wideband-90ep"
 # Kept for the record.
 PRESETS["wideband-90ep-level-floor"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-level-floor",
                                                            train_floor_snr_db=(15, 50))
+# wideband-90ep with half of the training windows spliced: from a random cut a quarter to three quarters in, the
+# frames are another speaker's take of the same emotion (its own crop, copy and position). RAVDESS speaks two
+# sentences, so an emotion can be learnt as a deviation from one template of words at fixed places in a window, said
+# by one voice; a spliced window keeps the label exact and breaks both. Candidates 13 (tempo) and 19 (mean pooling)
+# went after the template through timing and through where the network looks; this changes what a window holds.
+PRESETS["wideband-90ep-splice"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-splice",
+                                                      splice_share=0.5)
 
 FOLDED_PROTOCOLS = ("actors", "emobox")  # the protocols with six folds; the others have one
 
@@ -402,16 +415,36 @@ class TrainingWindows:
     """Builds one epoch of training windows from the clip banks."""
 
     def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int,
-                 baselines: FoldBaselines | None = None):
+                 baselines: FoldBaselines | None = None, labels: np.ndarray | None = None,
+                 speakers: np.ndarray | None = None):
         self.preset, self.banks, self.baselines = preset, banks, baselines
         self.features = preset.features
         if self.features.needs_baseline and baselines is None:
             raise ValueError(f"feature version {self.features.feature_version} trains on speaker baselines")
+        if preset.splice_share and (labels is None or speakers is None):
+            raise ValueError("splice_share needs each row's label and speaker (TrainingWindows' labels, speakers)")
+        self.labels, self.speakers = labels, speakers
         self.rng = np.random.default_rng(seed)
         self.frames = DEFAULT_CONFIG.window_frames
         self.mask_bands = kept_bands(self.features) if preset.mask_kept_bands else self.features.n_mels
 
-    def window(self, row: int) -> np.ndarray:
+    def window(self, row: int, partner: int | None = None) -> np.ndarray:
+        """One standardised training window of ``row``; with a ``partner`` row, spliced: the frames from a random
+        cut (a quarter to three quarters in) on come from the partner's own crop."""
+        variant, crop = self.crop(row)
+        if partner is not None:
+            cut = int(self.rng.integers(self.frames // 4, 3 * self.frames // 4 + 1))
+            crop = np.concatenate([crop[:, :cut], self.crop(partner)[1][:, cut:]], axis=1)
+        x = standardise_db(crop, self.features.per_window())
+        if self.features.needs_baseline:
+            x = relative_to_baseline(x, self.baselines.training[variant][row])
+        if self.preset.spec_augment:
+            mask_bands_and_frames(x, self.rng, self.mask_bands)
+        return x
+
+    def crop(self, row: int) -> tuple[str, np.ndarray]:
+        """The variant drawn for ``row`` and its training crop in dB (n_mels, frames): copy, position, tempo and
+        vocal tract drawn."""
         p = self.preset
         variant = "orig"
         if p.augment_share and self.rng.random() < p.augment_share:
@@ -429,15 +462,31 @@ class TrainingWindows:
             crop = resample_time_axis(crop, self.frames)
         if p.vtlp:
             crop = warp_mel_axis(crop, float(self.rng.uniform(1 - p.vtlp, 1 + p.vtlp)))
-        x = standardise_db(crop, self.features.per_window())
-        if self.features.needs_baseline:
-            x = relative_to_baseline(x, self.baselines.training[variant][row])
-        if p.spec_augment:
-            mask_bands_and_frames(x, self.rng, self.mask_bands)
-        return x
+        return variant, crop
+
+    def splice_partners(self, rows: np.ndarray) -> list[int | None]:
+        """Per row, with chance ``splice_share``: another of ``rows`` with the same label and another speaker
+        (None for the rest, and where ``rows`` hold no such row).
+
+        Why: RAVDESS speaks two sentences, so each emotion can be learnt as a deviation from one template of words
+        at fixed places in the window, spoken by 16–20 voices; a window whose second part is another voice saying the
+        same emotion keeps the label exact and breaks both the sentence and the single voice."""
+        share = self.preset.splice_share
+        if not share:
+            return [None] * len(rows)
+        unique = np.unique(rows)
+        out: list[int | None] = []
+        for r in rows:
+            if self.rng.random() >= share:
+                out.append(None)
+                continue
+            pool = unique[(self.labels[unique] == self.labels[r]) & (self.speakers[unique] != self.speakers[r])]
+            out.append(int(pool[self.rng.integers(len(pool))]) if len(pool) else None)
+        return out
 
     def epoch(self, rows: np.ndarray) -> np.ndarray:
-        return np.stack([self.window(r) for r in rows])[..., np.newaxis]
+        partners = self.splice_partners(rows)
+        return np.stack([self.window(r, q) for r, q in zip(rows, partners, strict=True)])[..., np.newaxis]
 
 
 def mask_bands_and_frames(x: np.ndarray, rng: np.random.Generator, n_bands: int) -> np.ndarray:
@@ -657,7 +706,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     n_classes = len(classes)
     keras.utils.set_random_seed(seed)
     train_rows = oversample(fold["train"], y, seed, groups)
-    windows = TrainingWindows(preset, banks, seed, baselines)
+    windows = TrainingWindows(preset, banks, seed, baselines, y, speakers)
     heard = baselines.heard if baselines is not None else None
     speaker_codes, trained_speakers = None, []
     if preset.speaker_adversarial:
