@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             out.close()
         return 2
     labels = _recognizer.labels
-    failed = len(missing)
+    failed, short_without_windows = len(missing), 0
     try:
         writer = Writer(out, args.format, args.per, labels)
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                     failed += 1
                     logger.error("%s", error if str(path) in error else f"{path}: {error}")
                 else:
-                    for row in rows(scores, args.per):
+                    table = rows(scores, args.per)
+                    short_without_windows += args.per == "window" and not table and scores.summary.short
+                    for row in table:
                         writer.write(row)
                     out.flush()
                 bar.update()
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    if short_without_windows:  # the daemon scores such a stream once, at its end: an utterance, no window
+        logger.warning("%d file(s) shorter than one window have no window rows; each is one utterance flagged short "
+                       "(--per utterance or --per file)", short_without_windows)
     if failed:
         logger.error("%d of %d inputs could not be scored", failed, len(files) + len(missing))
     return 1 if failed else 0
