@@ -111,3 +111,48 @@ def test_the_committed_view_of_the_shipped_construction_is_what_its_run_gives(tm
     fresh = json.loads((tmp_path / "reliability.json").read_text())
     assert fresh == json.loads((run / "reliability.json").read_text())
     assert fresh["parts"]["test"]["n"] == 1440  # the EmoBox folds' 1440 speech clips, each once
+
+
+def _scored_line(file: str, p: list[float] | None, labels=("angry", "calm", "sad")) -> str:
+    return json.dumps({"file": file, "seq": 0, "top": None, "top_p": None,
+                       "probabilities": None if p is None else dict(zip(labels[:len(p)], p, strict=True))})
+
+
+def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
+    scored = tmp_path / "windows.jsonl"
+    scored.write_text("\n".join([
+        _scored_line("/x/Actor_21/03-01-05-01-01-01-21.flac", [0.7, 0.2, 0.1]),  # angry, right
+        _scored_line("/x/Actor_21/03-01-05-01-01-01-21.flac", [0.2, 0.7, 0.1]),  # angry, said calm
+        _scored_line("/x/Actor_21/03-01-04-01-01-01-21.flac", None),  # sad, not classified: left out
+        _scored_line("/e/wav/15a01Ta.flac", [0.1, 0.1, 0.8]),  # EmoDB sad, right
+        _scored_line("/e/wav/15a01La.flac", [0.1, 0.8, 0.1]),  # EmoDB boredom: no class of the model
+    ]) + "\n")
+    parts = rel.load_scored([scored])
+    assert list(parts["ravdess"][1]) == [0, 0] and list(parts["emodb"][1]) == [2]
+    assert rel.main(["--scored", str(scored), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "reliability.json").read_text())
+    assert result["parts"]["ravdess"]["accuracy"] == 0.5 and result["parts"]["emodb"]["accuracy"] == 1.0
+    assert "RAVDESS files" in (tmp_path / "out" / "reliability.md").read_text()
+
+
+@pytest.mark.parametrize("lines,match", [
+    ([_scored_line("/x/clip.wav", [0.5, 0.25, 0.25])], "true emotion is not in its name"),
+    ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5]), _scored_line("/e/15a01Ta.flac", [0.5, 0.5, 0.0])], "differ"),
+    (["{not json"], "not an emostream-score JSON line"),
+    ([_scored_line("/e/15a01Ta.flac", None)], "no classified row"),
+])
+def test_scored_rows_that_cannot_be_judged_are_one_line_errors(tmp_path, capsys, lines, match):
+    scored = tmp_path / "bad.jsonl"
+    scored.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=match):
+        rel.load_scored([scored])
+    with pytest.raises(SystemExit) as exit_info:
+        rel.main(["--scored", str(scored), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_run_and_scored_files_are_one_or_the_other(tmp_path, capsys):
+    for argv in ([], [str(tmp_path), "--scored", str(tmp_path / "a.jsonl")], ["--scored", str(tmp_path / "a.jsonl")]):
+        with pytest.raises(SystemExit):
+            rel.main(argv)
+    assert "--out" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -30,11 +30,15 @@ BIN_EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: Thresholds of the withholding curve: answers whose top probability is below one are not given.
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 0.96, 0.05))
 #: Short names for tables; ``PART_NOTES`` says what each holds.
-PART_NAMES = {"val": "validation actors", "test": "unseen actors", "cross": "other corpus"}
+PART_NAMES = {"val": "validation actors", "test": "unseen actors", "cross": "other corpus",
+              "ravdess": "RAVDESS files", "emodb": "EmoDB files"}
 PART_NOTES = {"val": "RAVDESS actors held out of training whose clips early stopping watched",
               "test": "RAVDESS actors the run never heard (the test actors of each fold)",
               "cross": "the corpus the recipe never trained on (EmoDB for the emobox and corpus protocols: German, "
-                       "six of the eight classes, so an answer of calm or surprised is always wrong there)"}
+                       "six of the eight classes, so an answer of calm or surprised is always wrong there)",
+              "ravdess": "rows of RAVDESS files scored by emostream-score (the true emotion from each name)",
+              "emodb": "rows of EmoDB files scored by emostream-score (the true emotion from each name; boredom, "
+                       "which no class holds, left out; an answer of calm or surprised is always wrong)"}
 SOURCES = ("tail_average", "checkpoint")
 
 
@@ -123,6 +127,55 @@ def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np
     return {part: (np.concatenate(ps), np.concatenate(ys)) for part, (ps, ys) in pooled.items()}
 
 
+def true_emotion(file: str) -> tuple[str, str | None]:
+    """The corpus and true emotion a file's name gives (RAVDESS or EmoDB naming; None for EmoDB's boredom, which
+    no model class holds). Raises ``ValueError`` (one line) for a name of neither."""
+    from emostream.train.data import parse_ravdess_name
+    from emostream.train.emodb import parse_emodb_name
+
+    name = Path(file).name
+    for corpus, parse in (("ravdess", parse_ravdess_name), ("emodb", parse_emodb_name)):
+        try:
+            return corpus, parse(name)["emotion"]
+        except ValueError:
+            continue
+    raise ValueError(f"{file}: the true emotion is not in its name (RAVDESS or EmoDB naming expected)")
+
+
+def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per corpus, the probabilities and true labels of ``emostream-score --format jsonl`` rows (per window,
+    utterance or file; rows the gates left unclassified and clips of a class the model lacks left out), with the
+    true emotion read from each file's name. Raises ``ValueError`` (one line) for rows of another shape or labels."""
+    labels, pooled = None, {}
+    for path in paths:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"--scored {path}: {exc.strerror or exc}") from None
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+                file, probabilities = row["file"], row["probabilities"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"--scored {path}:{number}: not an emostream-score JSON line "
+                                 "(--format jsonl)") from None
+            if probabilities is None:
+                continue
+            if labels is None:
+                labels = list(probabilities)
+            if list(probabilities) != labels:
+                raise ValueError(f"--scored {path}:{number}: labels {list(probabilities)} differ from {labels}")
+            corpus, emotion = true_emotion(file)
+            if emotion not in labels:
+                continue
+            part = pooled.setdefault(corpus, ([], []))
+            part[0].append([probabilities[k] for k in labels])
+            part[1].append(labels.index(emotion))
+    if not pooled:
+        raise ValueError("--scored: no classified row of a class the model has")
+    return {corpus: (np.asarray(p, dtype=np.float64), np.asarray(y)) for corpus, (p, y) in pooled.items()}
+
+
 def report(folder: Path, source: str = "tail_average") -> dict:
     summary_path = folder / "evaluation.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -138,8 +191,10 @@ def _percent(v) -> str:
 def markdown(result: dict) -> str:
     parts = result["parts"]
     lines = [f"# How far to trust an answer: {result['run']}", "",
-             f"Per-clip probabilities ({result['source'].replace('_', ' ')}) of every fold, pooled; each clip scored "
-             "as the daemon scores an utterance; argmax over all the model's outputs. `emostream-reliability`.", ""]
+             (f"Per-clip probabilities ({result['source'].replace('_', ' ')}) of every fold, pooled; each clip scored "
+              "as the daemon scores an utterance" if result["source"] in SOURCES else
+              f"Rows of {result['source']}, as the daemon gave them") +
+             "; argmax over all the model's outputs. `emostream-reliability`.", ""]
     lines += [f"- **{PART_NAMES[p]}**: {PART_NOTES[p]}." for p in parts]
     lines += ["",
              "| part | answers | accuracy | mean top probability | calibration error |", "|---|---|---|---|---|"]
@@ -191,14 +246,26 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-reliability", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("run", type=Path, help="an emostream-evaluate or emostream-ensemble output folder")
+    p.add_argument("run", type=Path, nargs="?", help="an emostream-evaluate or emostream-ensemble output folder")
+    p.add_argument("--scored", type=Path, action="append", default=[], metavar="JSONL",
+                   help="instead of a run: emostream-score --format jsonl output (any --per) of RAVDESS or EmoDB "
+                        "files, the truth read from their names (repeatable); needs --out")
     p.add_argument("--source", choices=SOURCES, default="tail_average",
                    help="which weights' probabilities: the tail average (default) or the chosen checkpoint")
     p.add_argument("--out", type=Path, help="output folder (default: the run's folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (args.run is None) == (not args.scored):
+        p.error("give a run folder or --scored files, not both or neither")
+    if args.scored and args.out is None:
+        p.error("--scored: name the output folder (--out)")
     try:
-        result = report(args.run, args.source)
+        if args.scored:
+            parts = load_scored(args.scored)
+            result = {"run": ", ".join(f.name for f in args.scored), "source": ", ".join(map(str, args.scored)),
+                      "parts": {c: part_report(p_, y) for c, (p_, y) in parts.items()}}
+        else:
+            result = report(args.run, args.source)
     except (ValueError, json.JSONDecodeError) as exc:
         p.error(str(exc).splitlines()[0])
     out = args.out or args.run
