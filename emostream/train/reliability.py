@@ -8,7 +8,9 @@ reports, per part (validation actors, unseen test actors, the other corpus): acc
 in bins (a reliability diagram), the expected calibration error, how often each confidence word was right, and how
 accuracy rises as answers below a threshold are withheld. Argmax over all the model's outputs, as every figure of
 the project; clips of all folds pooled (the other corpus is scored once per fold, so each of its clips counts once
-per fold's model). Writes ``reliability.json``, ``reliability.md`` and ``reliability.png``. Nothing is chosen on it.
+per fold's model). ``--scored`` reads ``emostream-score`` JSON lines instead (windows, utterances or files of
+RAVDESS or EmoDB, the truth read from each file's name): the level the dashboard shows, for any ONNX model. Writes
+``reliability.json``, ``reliability.md`` and ``reliability.png``. Nothing is chosen on it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ PART_NOTES = {"val": "RAVDESS actors held out of training whose clips early stop
               "emodb": "rows of EmoDB files scored by emostream-score (the true emotion from each name; boredom, "
                        "which no class holds, left out; an answer of calm or surprised is always wrong)"}
 SOURCES = ("tail_average", "checkpoint")
+RUN_PARTS = ("val", "test", "cross")  # the parts of an evaluation run's folds.json
 
 
 def top_and_correct(probabilities: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +121,7 @@ def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np
             raise ValueError(f"{folder}: fold {fold.get('fold')!r} has no {source!r} probabilities "
                              f"(it has {', '.join(k for k in clips if k not in ('rows', 'y_true'))})")
         for part, p in clips[source].items():
-            if part in PART_NAMES and len(p):
+            if part in RUN_PARTS and len(p):
                 pooled.setdefault(part, [[], []])
                 pooled[part][0].append(np.asarray(p, dtype=np.float64))
                 pooled[part][1].append(np.asarray(clips["y_true"][part]))
