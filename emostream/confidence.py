@@ -12,6 +12,20 @@ from __future__ import annotations
 CONFIDENCE_BANDS: tuple[tuple[float, str], ...] = ((0.6, "sure"), (0.4, "fairly sure"), (0.0, "unsure"))
 
 
+def check_bands(bands: tuple[tuple[float, str], ...]) -> tuple[tuple[float, str], ...]:
+    """``bands`` if every answer gets exactly one word: lowest top probabilities strictly falling, the last 0,
+    the words distinct. Raises ``ValueError`` otherwise (the dashboard takes the first band an answer reaches)."""
+    lowest = [b[0] for b in bands]
+    if not bands or lowest[-1] != 0.0 or any(a <= b for a, b in zip(lowest, lowest[1:], strict=False)) or \
+            len({b[1] for b in bands}) != len(bands):
+        raise ValueError(f"confidence bands {bands}: expected falling lowest top probabilities ending at 0, "
+                         "distinct words")
+    return bands
+
+
+check_bands(CONFIDENCE_BANDS)
+
+
 def confidence_word(top_p: float, bands: tuple[tuple[float, str], ...] = CONFIDENCE_BANDS) -> str:
     """The word of the highest band whose lowest top probability ``top_p`` reaches."""
     for lowest, word in bands:

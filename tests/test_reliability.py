@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostream.confidence import CONFIDENCE_BANDS, confidence_word, describe_bands
+from emostream.confidence import CONFIDENCE_BANDS, check_bands, confidence_word, describe_bands
 from emostream.train import reliability as rel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,10 @@ def test_words_follow_the_bands_and_the_table_counts_each_answer_under_its_word(
     assert table["fairly sure"]["n"] == 2 and table["fairly sure"]["accuracy"] == 0.5
     assert table["unsure"]["n"] == 1 and table["unsure"]["accuracy"] == 0.0
     assert sum(w["share"] for w in table.values()) == pytest.approx(1.0)
-    assert [b["word"] for b in describe_bands()] == [w for _, w in CONFIDENCE_BANDS]
+    assert check_bands(CONFIDENCE_BANDS) and [b["min_top_p"] for b in describe_bands()][-1] == 0.0
+    for bad in (((0.4, "a"), (0.6, "b"), (0.0, "c")), ((0.6, "a"), (0.4, "b")), ((0.6, "a"), (0.0, "a"))):
+        with pytest.raises(ValueError, match="falling"):
+            check_bands(bad)  # rising, no word below 0.4, one word twice
 
 
 def test_calibration_error_is_zero_when_accuracy_matches_confidence_and_large_when_overconfident():
@@ -108,14 +111,21 @@ def test_the_committed_view_of_the_shipped_construction_is_what_its_run_gives(tm
     if not (run / "reliability.json").is_file():
         pytest.skip(f"{run}: no committed reliability view (a checkout without models/evaluation)")
     assert rel.main([str(run), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "reliability.md").read_text() == (run / "reliability.md").read_text()  # rounded: no float noise
     fresh = json.loads((tmp_path / "reliability.json").read_text())
-    assert fresh == json.loads((run / "reliability.json").read_text())
     assert fresh["parts"]["test"]["n"] == 1440  # the EmoBox folds' 1440 speech clips, each once
+    held = fresh["parts"]["cross"]["answers_of_its_classes"]  # EmoDB lacks calm and surprised
+    assert sorted(held["classes"]) == ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
+    assert held["n"] < fresh["parts"]["cross"]["n"] and held["accuracy"] > fresh["parts"]["cross"]["accuracy"]
 
 
-def _scored_line(file: str, p: list[float] | None, labels=("angry", "calm", "sad")) -> str:
-    return json.dumps({"file": file, "seq": 0, "top": None, "top_p": None,
-                       "probabilities": None if p is None else dict(zip(labels[:len(p)], p, strict=True))})
+EIGHT = ("angry", "calm", "sad", "disgust", "fearful", "happy", "neutral", "surprised")
+
+
+def _scored_line(file: str, p: list[float] | None, labels=EIGHT) -> str:
+    """A row of emostream-score: ``p`` for the first classes, the rest 0."""
+    full = None if p is None else dict(zip(labels, list(p) + [0.0] * (len(labels) - len(p)), strict=True))
+    return json.dumps({"file": file, "seq": 0, "top": None, "top_p": None, "probabilities": full})
 
 
 def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
@@ -137,7 +147,10 @@ def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
 
 @pytest.mark.parametrize("lines,match", [
     ([_scored_line("/x/clip.wav", [0.5, 0.25, 0.25])], "true emotion is not in its name"),
-    ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5]), _scored_line("/e/15a01Ta.flac", [0.5, 0.5, 0.0])], "differ"),
+    ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5]), _scored_line("/e/15a01Ta.flac", [0.5, 0.5], EIGHT[::-1])],
+     "differ"),
+    ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5], ("angry", "sad"))], "not the eight RAVDESS classes"),
+    ([json.dumps({"file": "/e/15a01Ta.flac", "probabilities": dict.fromkeys(EIGHT)})], "not a number"),
     (["{not json"], "not an emostream-score JSON line"),
     ([_scored_line("/e/15a01Ta.flac", None)], "no classified row"),
 ])
@@ -151,8 +164,10 @@ def test_scored_rows_that_cannot_be_judged_are_one_line_errors(tmp_path, capsys,
     assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def test_a_run_and_scored_files_are_one_or_the_other(tmp_path, capsys):
-    for argv in ([], [str(tmp_path), "--scored", str(tmp_path / "a.jsonl")], ["--scored", str(tmp_path / "a.jsonl")]):
-        with pytest.raises(SystemExit):
-            rel.main(argv)
-    assert "--out" in capsys.readouterr().err.strip().splitlines()[-1]
+@pytest.mark.parametrize("argv,match", [
+    ([], "a run folder or --scored"), (["RUN", "--scored", "a.jsonl"], "a run folder or --scored"),
+    (["--scored", "a.jsonl"], "--out"), (["--scored", "a.jsonl", "--out", "o", "--source", "checkpoint"], "--source")])
+def test_a_run_and_scored_files_are_one_or_the_other(tmp_path, capsys, argv, match):
+    with pytest.raises(SystemExit) as exit_info:
+        rel.main([str(tmp_path) if a == "RUN" else a for a in argv])
+    assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]

@@ -404,3 +404,8 @@ def test_spliced_windows_join_two_speakers_saying_the_same_emotion_at_a_cut_and_
         dataclasses.replace(ev.PRESETS["wideband-90ep-baseline"], splice_share=0.5)
     with pytest.raises(ValueError, match="splice_share"):
         dataclasses.replace(plain, splice_share=1.5)
+    with pytest.raises(ValueError, match="speaker_adversarial"):
+        dataclasses.replace(spliced, speaker_adversarial=0.5)
+    corpora = np.array(["ravdess", "emodb", "ravdess", "ravdess", "emodb"])  # row 1's voice is another corpus's
+    across = ev.TrainingWindows(spliced, banks, 0, labels=labels, speakers=speakers, corpora=corpora)
+    assert across.splice_partners(np.array([0, 1] * 10)) == [None] * 20  # label 0: speakers a, b in two corpora

@@ -126,6 +126,9 @@ class Preset:
             raise ValueError("vtlp with feature version 4: the baseline subtracted would be the unwarped voice's")
         if self.features.needs_baseline and self.splice_share:
             raise ValueError("splice_share with feature version 4: a spliced window holds two speakers, one baseline")
+        if self.speaker_adversarial and self.splice_share:
+            raise ValueError("splice_share with speaker_adversarial: a spliced window holds two speakers, one speaker "
+                             "target")
         check_range("speaker_adversarial", self.speaker_adversarial, 0.0, 10.0)
         check_range("dropout", self.dropout, 0.0, 0.8)
         check_range("augment_share", self.augment_share, 0.0, 1.0)
@@ -416,14 +419,14 @@ class TrainingWindows:
 
     def __init__(self, preset: Preset, banks: dict[str, ClipBank], seed: int,
                  baselines: FoldBaselines | None = None, labels: np.ndarray | None = None,
-                 speakers: np.ndarray | None = None):
+                 speakers: np.ndarray | None = None, corpora: np.ndarray | None = None):
         self.preset, self.banks, self.baselines = preset, banks, baselines
         self.features = preset.features
         if self.features.needs_baseline and baselines is None:
             raise ValueError(f"feature version {self.features.feature_version} trains on speaker baselines")
         if preset.splice_share and (labels is None or speakers is None):
             raise ValueError("splice_share needs each row's label and speaker (TrainingWindows' labels, speakers)")
-        self.labels, self.speakers = labels, speakers
+        self.labels, self.speakers, self.corpora = labels, speakers, corpora
         self.rng = np.random.default_rng(seed)
         self.frames = DEFAULT_CONFIG.window_frames
         self.mask_bands = kept_bands(self.features) if preset.mask_kept_bands else self.features.n_mels
@@ -465,8 +468,9 @@ class TrainingWindows:
         return variant, crop
 
     def splice_partners(self, rows: np.ndarray) -> list[int | None]:
-        """Per row, with chance ``splice_share``: another of ``rows`` with the same label and another speaker
-        (None for the rest, and where ``rows`` hold no such row).
+        """Per row, with chance ``splice_share``: another of ``rows`` with the same label, another speaker and (given
+        ``corpora``) the same corpus — no language or channel jump at the cut (None for the rest, and where ``rows``
+        hold no such row).
 
         Why: RAVDESS speaks two sentences, so each emotion can be learnt as a deviation from one template of words
         at fixed places in the window, spoken by 16–20 voices; a window whose second part is another voice saying the
@@ -480,7 +484,10 @@ class TrainingWindows:
             if self.rng.random() >= share:
                 out.append(None)
                 continue
-            pool = unique[(self.labels[unique] == self.labels[r]) & (self.speakers[unique] != self.speakers[r])]
+            fits = (self.labels[unique] == self.labels[r]) & (self.speakers[unique] != self.speakers[r])
+            if self.corpora is not None:
+                fits &= self.corpora[unique] == self.corpora[r]
+            pool = unique[fits]
             out.append(int(pool[self.rng.integers(len(pool))]) if len(pool) else None)
         return out
 
@@ -706,7 +713,7 @@ def run_fold(preset: Preset, fold: dict, y: np.ndarray, classes: list[str], bank
     n_classes = len(classes)
     keras.utils.set_random_seed(seed)
     train_rows = oversample(fold["train"], y, seed, groups)
-    windows = TrainingWindows(preset, banks, seed, baselines, y, speakers)
+    windows = TrainingWindows(preset, banks, seed, baselines, y, speakers, groups)
     heard = baselines.heard if baselines is not None else None
     speaker_codes, trained_speakers = None, []
     if preset.speaker_adversarial:

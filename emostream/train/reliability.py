@@ -24,9 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from emostream.confidence import CONFIDENCE_BANDS
+from emostream.train.data import EMOTIONS as RAVDESS_CODES
+from emostream.train.data import parse_ravdess_name
+from emostream.train.emodb import parse_emodb_name
 
 logger = logging.getLogger(__name__)
 
+RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())  # the classes file names can tell apart (EmoDB's map onto six)
 #: Edges of the top-probability bins (the top probability of eight classes is at least 1/8).
 BIN_EDGES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: Thresholds of the withholding curve: answers whose top probability is below one are not given.
@@ -96,13 +100,25 @@ def withholding_curve(top_p: np.ndarray, correct: np.ndarray, thresholds=THRESHO
     return out
 
 
-def part_report(probabilities: np.ndarray, y_true: np.ndarray) -> dict:
-    """Every view of one part's answers."""
+def part_report(probabilities: np.ndarray, y_true: np.ndarray, classes: list[str] | None = None) -> dict:
+    """Every view of one part's answers. For a part that lacks some of the model's classes (EmoDB: calm,
+    surprised), ``answers_of_its_classes``: the same views over the answers naming a class the part holds — how
+    much of the miscalibration is answers it cannot get right."""
     top_p, correct = top_and_correct(probabilities, y_true)
     bins = reliability_bins(top_p, correct)
-    return {"n": int(len(top_p)), "accuracy": float(correct.mean()), "mean_top_p": float(top_p.mean()),
-            "calibration_error": calibration_error(bins), "bins": bins, "words": word_table(top_p, correct),
-            "withholding": withholding_curve(top_p, correct)}
+    out = {"n": int(len(top_p)), "accuracy": float(correct.mean()), "mean_top_p": float(top_p.mean()),
+           "calibration_error": calibration_error(bins), "bins": bins, "words": word_table(top_p, correct),
+           "withholding": withholding_curve(top_p, correct)}
+    held = np.unique(y_true)
+    answers = np.isin(np.asarray(probabilities).argmax(axis=1), held)
+    if len(held) < np.shape(probabilities)[1] and answers.any() and not answers.all():
+        inner = reliability_bins(top_p[answers], correct[answers])
+        out["answers_of_its_classes"] = {
+            "classes": [classes[c] if classes else int(c) for c in held], "share_of_answers": float(answers.mean()),
+            "n": int(answers.sum()), "accuracy": float(correct[answers].mean()),
+            "mean_top_p": float(top_p[answers].mean()), "calibration_error": calibration_error(inner),
+            "bins": inner, "words": word_table(top_p[answers], correct[answers])}
+    return out
 
 
 def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -122,6 +138,8 @@ def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np
                              f"(it has {', '.join(k for k in clips if k not in ('rows', 'y_true'))})")
         for part, p in clips[source].items():
             if part in RUN_PARTS and len(p):
+                if part not in clips.get("y_true", {}):
+                    raise ValueError(f"{folder}: fold {fold.get('fold')!r} has no true labels for {part!r}")
                 pooled.setdefault(part, [[], []])
                 pooled[part][0].append(np.asarray(p, dtype=np.float64))
                 pooled[part][1].append(np.asarray(clips["y_true"][part]))
@@ -133,9 +151,6 @@ def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np
 def true_emotion(file: str) -> tuple[str, str | None]:
     """The corpus and true emotion a file's name gives (RAVDESS or EmoDB naming; None for EmoDB's boredom, which
     no model class holds). Raises ``ValueError`` (one line) for a name of neither."""
-    from emostream.train.data import parse_ravdess_name
-    from emostream.train.emodb import parse_emodb_name
-
     name = Path(file).name
     for corpus, parse in (("ravdess", parse_ravdess_name), ("emodb", parse_emodb_name)):
         try:
@@ -145,10 +160,11 @@ def true_emotion(file: str) -> tuple[str, str | None]:
     raise ValueError(f"{file}: the true emotion is not in its name (RAVDESS or EmoDB naming expected)")
 
 
-def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per corpus, the probabilities and true labels of ``emostream-score --format jsonl`` rows (per window,
-    utterance or file; rows the gates left unclassified and clips of a class the model lacks left out), with the
-    true emotion read from each file's name. Raises ``ValueError`` (one line) for rows of another shape or labels."""
+def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Per corpus, the probabilities, true labels and class names of ``emostream-score --format jsonl`` rows (per
+    window, utterance or file; rows the gates left unclassified and clips of a class the model lacks left out), with
+    the true emotion read from each file's name. Raises ``ValueError`` (one line) for rows of another shape
+    or labels."""
     labels, pooled = None, {}
     for path in paths:
         try:
@@ -166,8 +182,13 @@ def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 continue
             if labels is None:
                 labels = list(probabilities)
+                if set(labels) != set(RAVDESS_EMOTIONS):
+                    raise ValueError(f"--scored {path}:{number}: scores over {', '.join(labels)}, not the eight "
+                                     "RAVDESS classes (--classes output is renormalised: score without it)")
             if list(probabilities) != labels:
                 raise ValueError(f"--scored {path}:{number}: labels {list(probabilities)} differ from {labels}")
+            if not all(isinstance(v, (int, float)) for v in probabilities.values()):
+                raise ValueError(f"--scored {path}:{number}: a probability is not a number (null: not finite)")
             corpus, emotion = true_emotion(file)
             if emotion not in labels:
                 continue
@@ -176,15 +197,15 @@ def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             part[1].append(labels.index(emotion))
     if not pooled:
         raise ValueError("--scored: no classified row of a class the model has")
-    return {corpus: (np.asarray(p, dtype=np.float64), np.asarray(y)) for corpus, (p, y) in pooled.items()}
+    return {corpus: (np.asarray(p, dtype=np.float64), np.asarray(y), labels) for corpus, (p, y) in pooled.items()}
 
 
 def report(folder: Path, source: str = "tail_average") -> dict:
     summary_path = folder / "evaluation.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return {"run": folder.name, "source": source, "protocol": summary.get("protocol"),
-            "classes": summary.get("classes"),
-            "parts": {part: part_report(p, y) for part, (p, y) in load_parts(folder, source).items()}}
+    classes = summary.get("classes")
+    return {"run": folder.name, "source": source, "protocol": summary.get("protocol"), "classes": classes,
+            "parts": {part: part_report(p, y, classes) for part, (p, y) in load_parts(folder, source).items()}}
 
 
 def _percent(v) -> str:
@@ -210,7 +231,16 @@ def markdown(result: dict) -> str:
     for i, (lowest, word) in enumerate(CONFIDENCE_BANDS):
         cells = [f"{_percent(w['share'])} of answers, right {_percent(w['accuracy'])}"
                  for w in (parts[p]["words"][i] for p in parts)]
-        lines.append(f"| {word} (≥ {lowest:.1f}) | " + " | ".join(cells) + " |")
+        upper = CONFIDENCE_BANDS[i - 1][0] if i else None
+        span = f"≥ {lowest:.1f}" if upper is None else f"< {upper:.1f}" if lowest == 0 else f"{lowest:.1f}–{upper:.1f}"
+        lines.append(f"| {word} ({span}) | " + " | ".join(cells) + " |")
+    held = {p: r["answers_of_its_classes"] for p, r in parts.items() if r.get("answers_of_its_classes")}
+    for part, r in held.items():
+        words = ", ".join(f"{w['word']} right {_percent(w['accuracy'])} ({_percent(w['share'])})" for w in r["words"])
+        lines += ["", f"**{PART_NAMES[part]}** holds {len(r['classes'])} of the model's classes; "
+                  f"{_percent(1 - r['share_of_answers'])} of its answers name another class (always wrong there). "
+                  f"Among the other {r['n']}: accuracy {_percent(r['accuracy'])} at a mean top probability of "
+                  f"{_percent(r['mean_top_p'])}; {words}."]
     lines += ["", "Accuracy by top probability (a reliability diagram in numbers; share of answers in brackets):", "",
               "| top probability | " + " | ".join(PART_NAMES[p] for p in parts) + " |", "|---|" + "---|" * len(parts)]
     for i, b in enumerate(next(iter(parts.values()))["bins"]):
@@ -253,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scored", type=Path, action="append", default=[], metavar="JSONL",
                    help="instead of a run: emostream-score --format jsonl output (any --per) of RAVDESS or EmoDB "
                         "files, the truth read from their names (repeatable); needs --out")
-    p.add_argument("--source", choices=SOURCES, default="tail_average",
-                   help="which weights' probabilities: the tail average (default) or the chosen checkpoint")
+    p.add_argument("--source", choices=SOURCES,
+                   help="a run's probabilities of which weights: the tail average (default) or the chosen checkpoint")
     p.add_argument("--out", type=Path, help="output folder (default: the run's folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -262,13 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a run folder or --scored files, not both or neither")
     if args.scored and args.out is None:
         p.error("--scored: name the output folder (--out)")
+    if args.scored and args.source:
+        p.error("--source: for a run folder; --scored rows are what the daemon gave")
     try:
         if args.scored:
             parts = load_scored(args.scored)
             result = {"run": ", ".join(f.name for f in args.scored), "source": ", ".join(map(str, args.scored)),
-                      "parts": {c: part_report(p_, y) for c, (p_, y) in parts.items()}}
+                      "parts": {c: part_report(p_, y, labels) for c, (p_, y, labels) in parts.items()}}
         else:
-            result = report(args.run, args.source)
+            result = report(args.run, args.source or "tail_average")
     except (ValueError, json.JSONDecodeError) as exc:
         p.error(str(exc).splitlines()[0])
     out = args.out or args.run
