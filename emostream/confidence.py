@@ -1,5 +1,5 @@
 """What an answer's top probability is called where people read it: one definition for the daemon's hello (the
-dashboard's words come from it) and for ``emostream-reliability``, which measures how often each word was right on
+dashboard's words come from it) and for ``emostream-calibration``, which measures how often each word was right on
 voices the model never heard (README "How far to trust an answer").
 
 The bands are for the model's full output (eight classes, chance 1/8); with ``--classes`` the probabilities are

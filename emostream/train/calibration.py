@@ -1,4 +1,4 @@
-"""``emostream-reliability``: how often an answer is right at the top probability the model gives it.
+"""``emostream-calibration``: how often an answer is right at the top probability the model gives it.
 
 A user sees one number beside each answer, the top class's probability (the dashboard turns it into "sure", "fairly
 sure" or "unsure": ``emostream.confidence``). Whether that number means the same on a voice, a language or a room the
@@ -10,7 +10,7 @@ accuracy rises as answers below a threshold are withheld. Argmax over all the mo
 the project; clips of all folds pooled (the other corpus is scored once per fold, so each of its clips counts once
 per fold's model). ``--scored`` reads ``emostream-score`` JSON lines instead (windows, utterances or files of
 RAVDESS or EmoDB, the truth read from each file's name): the level the dashboard shows, for any ONNX model. Writes
-``reliability.json``, ``reliability.md`` and ``reliability.png``. Nothing is chosen on it.
+``calibration.json``, ``calibration.md`` and ``calibration.png``. Nothing is chosen on it.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def markdown(result: dict) -> str:
              (f"Per-clip probabilities ({result['source'].replace('_', ' ')}) of every fold, pooled; each clip scored "
               "as the daemon scores an utterance" if result["source"] in SOURCES else
               f"Rows of {result['source']}, as the daemon gave them") +
-             "; argmax over all the model's outputs. `emostream-reliability`.", ""]
+             "; argmax over all the model's outputs. `emostream-calibration`.", ""]
     lines += [f"- **{PART_NAMES[p]}**: {PART_NOTES[p]}." for p in parts]
     lines += ["",
              "| part | answers | accuracy | mean top probability | calibration error |", "|---|---|---|---|---|"]
@@ -278,7 +278,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="emostream-reliability", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(prog="emostream-calibration", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("run", type=Path, nargs="?", help="an emostream-evaluate or emostream-ensemble output folder")
     p.add_argument("--scored", type=Path, action="append", default=[], metavar="JSONL",
                    help="instead of a run: emostream-score --format jsonl output (any --per) of RAVDESS or EmoDB "
@@ -305,13 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc).splitlines()[0])
     out = args.out or args.run
     out.mkdir(parents=True, exist_ok=True)
-    (out / "reliability.json").write_text(json.dumps(result, indent=1))
-    (out / "reliability.md").write_text(markdown(result))
-    plot(result, out / "reliability.png")
+    (out / "calibration.json").write_text(json.dumps(result, indent=1))
+    (out / "calibration.md").write_text(markdown(result))
+    plot(result, out / "calibration.png")
     for part, r in result["parts"].items():
         logger.info("%s: %d answers, accuracy %.3f, mean top probability %.3f, calibration error %.3f", part, r["n"],
                     r["accuracy"], r["mean_top_p"], r["calibration_error"])
-    logger.info("wrote %s", out / "reliability.md")
+    logger.info("wrote %s", out / "calibration.md")
     return 0
 
 

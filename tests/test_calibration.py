@@ -1,4 +1,4 @@
-"""emostream-reliability: accuracy against the top probability, per part of a run, from its per-clip probabilities."""
+"""emostream-calibration: accuracy against the top probability, per part of a run, from its per-clip probabilities."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emostream.confidence import CONFIDENCE_BANDS, check_bands, confidence_word, describe_bands
-from emostream.train import reliability as rel
+from emostream.train import calibration as cal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,8 +22,8 @@ def _answers(tops: list[float], right: list[bool], n_classes: int = 4) -> tuple[
 
 def test_words_follow_the_bands_and_the_table_counts_each_answer_under_its_word():
     p, y = _answers([0.95, 0.61, 0.6, 0.45, 0.4, 0.3], [True, True, False, True, False, False])
-    top_p, correct = rel.top_and_correct(p, y)
-    table = {w["word"]: w for w in rel.word_table(top_p, correct)}
+    top_p, correct = cal.top_and_correct(p, y)
+    table = {w["word"]: w for w in cal.word_table(top_p, correct)}
     assert [confidence_word(t) for t in top_p] == ["sure", "sure", "sure", "fairly sure", "fairly sure", "unsure"]
     assert table["sure"]["n"] == 3 and table["sure"]["accuracy"] == pytest.approx(2 / 3)
     assert table["fairly sure"]["n"] == 2 and table["fairly sure"]["accuracy"] == 0.5
@@ -39,20 +39,20 @@ def test_calibration_error_is_zero_when_accuracy_matches_confidence_and_large_wh
     rng = np.random.default_rng(0)
     tops = np.repeat([0.35, 0.55, 0.75, 0.95], 200)
     calibrated = [bool(r) for r in np.concatenate([np.arange(200) < round(200 * t) for t in (0.35, 0.55, 0.75, 0.95)])]
-    top_p, correct = rel.top_and_correct(*_answers(list(tops), calibrated))
-    assert rel.calibration_error(rel.reliability_bins(top_p, correct)) < 1e-9
+    top_p, correct = cal.top_and_correct(*_answers(list(tops), calibrated))
+    assert cal.calibration_error(cal.reliability_bins(top_p, correct)) < 1e-9
     overconfident = list(rng.random(len(tops)) < 0.3)  # right 30 % of the time whatever it says
-    top_p, correct = rel.top_and_correct(*_answers(list(tops), overconfident))
-    assert rel.calibration_error(rel.reliability_bins(top_p, correct)) > 0.25
+    top_p, correct = cal.top_and_correct(*_answers(list(tops), overconfident))
+    assert cal.calibration_error(cal.reliability_bins(top_p, correct)) > 0.25
 
 
 def test_bins_cover_every_answer_once_and_withholding_gives_fewer_answers_as_the_threshold_rises():
     p, y = _answers([0.125, 0.3, 0.5, 0.99, 1.0], [False, True, True, True, True], n_classes=8)
-    top_p, correct = rel.top_and_correct(p, y)
-    bins = rel.reliability_bins(top_p, correct)
+    top_p, correct = cal.top_and_correct(p, y)
+    bins = cal.reliability_bins(top_p, correct)
     assert sum(b["n"] for b in bins) == 5 and bins[-1]["n"] == 2  # 1.0 falls in the last, closed bin
     assert all(b["accuracy"] is None for b in bins if not b["n"])
-    curve = rel.withholding_curve(top_p, correct)
+    curve = cal.withholding_curve(top_p, correct)
     shares = [c["share_given"] for c in curve]
     assert shares[0] == 1.0 and shares == sorted(shares, reverse=True)
     assert curve[0]["accuracy"] == 0.8 and next(c for c in curve if c["threshold"] == 0.9)["accuracy"] == 1.0
@@ -60,11 +60,11 @@ def test_bins_cover_every_answer_once_and_withholding_gives_fewer_answers_as_the
 
 def test_rows_that_are_not_probabilities_are_refused():
     with pytest.raises(ValueError, match="finite"):
-        rel.top_and_correct(np.array([[np.nan, 0.5, 0.5]]), np.array([0]))
+        cal.top_and_correct(np.array([[np.nan, 0.5, 0.5]]), np.array([0]))
     with pytest.raises(ValueError, match="sum to 1"):
-        rel.top_and_correct(np.array([[0.9, 0.9, 0.0]]), np.array([0]))
+        cal.top_and_correct(np.array([[0.9, 0.9, 0.0]]), np.array([0]))
     with pytest.raises(ValueError, match="one row per label"):
-        rel.top_and_correct(np.array([[1.0, 0.0]]), np.array([0, 1]))
+        cal.top_and_correct(np.array([[1.0, 0.0]]), np.array([0, 1]))
 
 
 def _run(path: Path, source: str = "tail_average") -> Path:
@@ -79,40 +79,40 @@ def _run(path: Path, source: str = "tail_average") -> Path:
 
 
 def test_parts_pool_every_fold_and_skip_empty_ones(tmp_path):
-    parts = rel.load_parts(_run(tmp_path / "run"))
+    parts = cal.load_parts(_run(tmp_path / "run"))
     assert set(parts) == {"test", "cross"}  # the empty validation part is left out
     assert parts["test"][0].shape == (4, 3) and list(parts["test"][1]) == [0, 2, 0, 2]
-    result = rel.report(tmp_path / "run")
+    result = cal.report(tmp_path / "run")
     assert result["parts"]["test"]["accuracy"] == 0.5 and result["parts"]["cross"]["accuracy"] == 0.0
     with pytest.raises(ValueError, match="no 'checkpoint' probabilities"):
-        rel.load_parts(tmp_path / "run", "checkpoint")
+        cal.load_parts(tmp_path / "run", "checkpoint")
     with pytest.raises(ValueError, match="no folds.json"):
-        rel.load_parts(tmp_path)
+        cal.load_parts(tmp_path)
 
 
 def test_cli_writes_its_three_files_and_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, capsys):
     run = _run(tmp_path / "run")
-    assert rel.main([str(run), "--out", str(tmp_path / "out")]) == 0
-    assert {f.name for f in (tmp_path / "out").iterdir()} == {"reliability.json", "reliability.md", "reliability.png"}
-    written = json.loads((tmp_path / "out" / "reliability.json").read_text())
+    assert cal.main([str(run), "--out", str(tmp_path / "out")]) == 0
+    assert {f.name for f in (tmp_path / "out").iterdir()} == {"calibration.json", "calibration.md", "calibration.png"}
+    written = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert written["parts"]["test"]["n"] == 4
-    assert "| sure (≥ 0.6) |" in (tmp_path / "out" / "reliability.md").read_text()
+    assert "| sure (≥ 0.6) |" in (tmp_path / "out" / "calibration.md").read_text()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        rel.main([str(tmp_path / "nothing-here")])
+        cal.main([str(tmp_path / "nothing-here")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("(not an emostream-evaluate or "
                                                                       "emostream-ensemble folder)")
 
 
 def test_the_committed_view_of_the_shipped_construction_is_what_its_run_gives(tmp_path):
-    """The reliability files committed beside the shipped construction's six-fold run regenerate from its folds."""
+    """The calibration files committed beside the shipped construction's six-fold run regenerate from its folds."""
     run = ROOT / "models" / "evaluation" / "emobox-6folds-90ep-mixed-ensemble-4"
-    if not (run / "reliability.json").is_file():
-        pytest.skip(f"{run}: no committed reliability view (a checkout without models/evaluation)")
-    assert rel.main([str(run), "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "reliability.md").read_text() == (run / "reliability.md").read_text()  # rounded: no float noise
-    fresh = json.loads((tmp_path / "reliability.json").read_text())
+    if not (run / "calibration.json").is_file():
+        pytest.skip(f"{run}: no committed calibration view (a checkout without models/evaluation)")
+    assert cal.main([str(run), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "calibration.md").read_text() == (run / "calibration.md").read_text()  # rounded: no float noise
+    fresh = json.loads((tmp_path / "calibration.json").read_text())
     assert fresh["parts"]["test"]["n"] == 1440  # the EmoBox folds' 1440 speech clips, each once
     held = fresh["parts"]["cross"]["answers_of_its_classes"]  # EmoDB lacks calm and surprised
     assert sorted(held["classes"]) == ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
@@ -137,12 +137,12 @@ def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
         _scored_line("/e/wav/15a01Ta.flac", [0.1, 0.1, 0.8]),  # EmoDB sad, right
         _scored_line("/e/wav/15a01La.flac", [0.1, 0.8, 0.1]),  # EmoDB boredom: no class of the model
     ]) + "\n")
-    parts = rel.load_scored([scored])
+    parts = cal.load_scored([scored])
     assert list(parts["ravdess"][1]) == [0, 0] and list(parts["emodb"][1]) == [2]
-    assert rel.main(["--scored", str(scored), "--out", str(tmp_path / "out")]) == 0
-    result = json.loads((tmp_path / "out" / "reliability.json").read_text())
+    assert cal.main(["--scored", str(scored), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert result["parts"]["ravdess"]["accuracy"] == 0.5 and result["parts"]["emodb"]["accuracy"] == 1.0
-    assert "RAVDESS files" in (tmp_path / "out" / "reliability.md").read_text()
+    assert "RAVDESS files" in (tmp_path / "out" / "calibration.md").read_text()
 
 
 @pytest.mark.parametrize("lines,match", [
@@ -158,9 +158,9 @@ def test_scored_rows_that_cannot_be_judged_are_one_line_errors(tmp_path, capsys,
     scored = tmp_path / "bad.jsonl"
     scored.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=match):
-        rel.load_scored([scored])
+        cal.load_scored([scored])
     with pytest.raises(SystemExit) as exit_info:
-        rel.main(["--scored", str(scored), "--out", str(tmp_path / "out")])
+        cal.main(["--scored", str(scored), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]
 
 
@@ -169,5 +169,5 @@ def test_scored_rows_that_cannot_be_judged_are_one_line_errors(tmp_path, capsys,
     (["--scored", "a.jsonl"], "--out"), (["--scored", "a.jsonl", "--out", "o", "--source", "checkpoint"], "--source")])
 def test_a_run_and_scored_files_are_one_or_the_other(tmp_path, capsys, argv, match):
     with pytest.raises(SystemExit) as exit_info:
-        rel.main([str(tmp_path) if a == "RUN" else a for a in argv])
+        cal.main([str(tmp_path) if a == "RUN" else a for a in argv])
     assert exit_info.value.code == 2 and match in capsys.readouterr().err.strip().splitlines()[-1]
