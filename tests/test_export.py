@@ -62,6 +62,18 @@ def test_a_crnn_pooled_over_time_converts_with_parity(contract, windows):
     assert parity.max_abs_diff < 1e-5 and parity.holds
 
 
+def test_a_crnn_pooled_over_frequency_converts_with_parity_and_reads_a_third_as_many_values(contract, windows):
+    """A recipe's ``freq_pool``: a max-pool over the conv blocks' frequency rows before the LSTMs."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    pooled = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8), freq_pool=3), compile=False)
+    assert pooled.get_layer("pool_over_frequency").output.shape[1] == 10  # 30 rows → 10
+    assert build_crnn(CrnnConfig(freq_pool=3), compile=False).count_params() == 462_856  # 1,118,216 without
+    parity = check_parity(pooled, convert(pooled, contract).SerializeToString(), windows, np.arange(len(windows)) % 8)
+    assert parity.max_abs_diff < 1e-5 and parity.holds
+
+
 def test_graph_has_named_io_and_dynamic_batch(onnx_proto):
     (inp,), (out,) = onnx_proto.graph.input, onnx_proto.graph.output
     assert inp.name == "log_mel" and out.name == "probabilities"

@@ -238,6 +238,13 @@ def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
     assert dataclasses.replace(plain, mixup_alpha=0.0).mixup_alpha == 0.0  # off stays allowed
     with pytest.raises(ValueError, match="time_pooling"):
         dataclasses.replace(plain, time_pooling="max")
+    assert ev.PRESETS["wideband-90ep-freq-pool"].freq_pool == 3
+    assert ev.PRESETS["wideband-90ep-freq-pool"].crnn_config(8).freq_pool == 3
+    for rows in (0, 11):  # 1 = none … 10 of the 30 frequency rows
+        with pytest.raises(ValueError, match="freq_pool"):
+            dataclasses.replace(plain, freq_pool=rows)
+    with pytest.raises(ValueError, match="only the CRNN"):
+        dataclasses.replace(ev.PRESETS["cnn"], freq_pool=3)
     with pytest.raises(ValueError, match="time_pooling"):  # the compact CNN has no final state to choose
         dataclasses.replace(ev.PRESETS["cnn"], time_pooling="mean")
     for snr in ((50, 15), (15, 90), (-5, 20), (15,)):  # low ≤ high within the features' 80 dB; two values

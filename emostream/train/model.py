@@ -19,10 +19,15 @@ class CrnnConfig:
     # What the emotion layer reads of the second LSTM: "last", its final state (the reference), or "mean", the mean
     # of its outputs over the window's 23 time steps (every part of the window counts alike; same weights).
     time_pooling: str = "last"
+    # Max-pooling over this many of the 30 frequency rows the conv blocks leave (1 = none, the reference): the first
+    # LSTM then reads where energy lies only to within that many rows, not at each row's absolute position.
+    freq_pool: int = 1
 
     def __post_init__(self):
         if self.time_pooling not in TIME_POOLINGS:
             raise ValueError(f"time_pooling {self.time_pooling!r}: expected one of {', '.join(TIME_POOLINGS)}")
+        if not 1 <= self.freq_pool <= 10:
+            raise ValueError(f"freq_pool {self.freq_pool}: expected 1-10 frequency rows (30 after the conv blocks)")
 
 
 TIME_POOLINGS = ("last", "mean")
@@ -50,6 +55,8 @@ def build_crnn(
         x = layers.Conv2D(filters, (3, 3), activation="relu")(x)
         x = layers.BatchNormalization()(x)
         x = layers.MaxPooling2D((2, 2))(x)
+    if model_config.freq_pool > 1:
+        x = layers.MaxPooling2D((model_config.freq_pool, 1), name="pool_over_frequency")(x)
     x = layers.Permute((2, 1, 3))(x)  # (time, mel, channels)
     x = layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]))(x)
     x = layers.LSTM(model_config.lstm_units[0], return_sequences=True, use_cudnn=use_cudnn)(x)
