@@ -75,7 +75,7 @@ def test_runs_that_cannot_form_an_ensemble_are_refused(two_members):
 def test_a_mixed_ensemble_may_differ_in_member_settings_and_nothing_else(two_members, tmp_path):
     import dataclasses
 
-    from emostream.train.evaluate import PRESETS
+    from emostream.train.evaluate import PRESETS, Preset
 
     def run(name, preset, members):
         folder = tmp_path / name
@@ -90,7 +90,7 @@ def test_a_mixed_ensemble_may_differ_in_member_settings_and_nothing_else(two_mem
     header, _ = ensemble.load_members([plain, head])
     assert header["input_versions"] == ["3", "4"]
     assert header["preset"]["name"] == "wideband-90ep+wideband-90ep-baseline-speaker-adversarial"
-    assert header["member_speaker_adversarial"] == [0.0, 0.5]  # recorded: the preset holds the first member's
+    assert header["member_speaker_adversarial"] == [0.0, 0.5]  # recorded: the preset holds the default
     other = run("v4-lr", dataclasses.replace(v4_head, learning_rate=1e-3), [two_members[1]])
     with pytest.raises(EnsembleError, match="differ"):  # any other setting still refuses
         ensemble.load_members([plain, other])
@@ -116,6 +116,10 @@ def test_a_mixed_ensemble_may_differ_in_member_settings_and_nothing_else(two_mem
     pooled = run("v3-mean-pool", PRESETS["wideband-90ep-mean-pool"], [two_members[0]])
     header, _ = ensemble.load_members([pooled, plain, head])  # a member's own layers: its graph is its own
     assert header["member_time_pooling"] == ["mean", "last", "last"] and "member_spec_augment" not in header
+    spliced = run("v3-splice", PRESETS["wideband-90ep-splice"], [two_members[0]])
+    header, _ = ensemble.load_members([spliced, plain, head])  # spliced windows: training only, version 3 only
+    assert header["member_splice_share"] == [0.5, 0.0, 0.0]
+    assert Preset.from_record(header["preset"]).splice_share == 0.0  # the version 4 ensemble's preset stays valid
 
 
 def test_the_ensemble_model_averages_its_members_and_exports_as_one_graph():

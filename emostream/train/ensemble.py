@@ -90,12 +90,16 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
     if not inputs:
         return headers[0], members
     names = list(dict.fromkeys(h["preset"]["name"] for h in headers))
-    differ = {}  # the preset shows the first member's; where members differ, each one's is recorded
+    # Where members differ, each one's setting is recorded and the ensemble's preset holds the setting's default (the
+    # first member's where it has none): the first member's could contradict the ensemble's feature version (a
+    # version 3 member's spliced windows under version 4).
+    differ, defaults = {}, {}
     for setting in MEMBER_SETTINGS:
         values = [getattr(p, setting) for p in presets]
         if len(set(values)) > 1:
             differ[f"member_{setting}"] = values
-    return {**headers[0], "preset": {**first, "name": "+".join(names), "feature_version": inputs[-1]},
+            defaults[setting] = MEMBER_DEFAULTS.get(setting, values[0])  # a required field: the first member's
+    return {**headers[0], "preset": {**first, **defaults, "name": "+".join(names), "feature_version": inputs[-1]},
             "input_versions": list(inputs), "member_versions": versions, **differ}, members
 
 
