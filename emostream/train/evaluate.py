@@ -329,6 +329,8 @@ PRESETS["wideband-90ep-level-floor"] = dataclasses.replace(PRESETS["wideband-90e
 # sentences, so an emotion can be learnt as a deviation from one template of words at fixed places in a window, said
 # by one voice; a spliced window keeps the label exact and breaks both. Candidates 13 (tempo) and 19 (mean pooling)
 # went after the template through timing and through where the network looks; this changes what a window holds.
+# Lost (all six EmoBox folds, seed 0: 0.447 vs `wideband-90ep` seed 0's 0.472, both halves down, EmoDB most; in the
+# shipped mix 0.4930 vs 0.4987), though EmoDB's 4-class UAR and neutral recall rose. Kept for the record.
 PRESETS["wideband-90ep-splice"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-splice",
                                                       splice_share=0.5)
 # wideband-90ep with a max-pool over three of the 30 frequency rows the conv blocks leave, before the LSTMs: the
