@@ -240,6 +240,8 @@ def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
         dataclasses.replace(plain, time_pooling="max")
     assert ev.PRESETS["wideband-90ep-freq-pool"].freq_pool == 3
     assert ev.PRESETS["wideband-90ep-freq-pool"].crnn_config(8).freq_pool == 3
+    pooled_v4 = ev.PRESETS["wideband-90ep-baseline-freq-pool"]
+    assert (pooled_v4.feature_version, pooled_v4.crnn_config(8).freq_pool) == ("4", 3)
     for rows in (0, 11):  # 1 = none … 10 of the 30 frequency rows
         with pytest.raises(ValueError, match="freq_pool"):
             dataclasses.replace(plain, freq_pool=rows)

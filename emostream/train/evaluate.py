@@ -344,6 +344,10 @@ PRESETS["wideband-90ep-splice"] = dataclasses.replace(PRESETS["wideband-90ep"], 
 # version 3 members pooled, a fresh seed) is its test.
 PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-freq-pool",
                                                          freq_pool=3)
+# The same pool on feature version 4 (the recipe of the shipped model's version 4 members): candidate 26 pooled only
+# the version 3 half of the shipped mix; candidate 27 asks whether the version 4 half gains from it too.
+PRESETS["wideband-90ep-baseline-freq-pool"] = dataclasses.replace(
+    PRESETS["wideband-90ep-baseline"], name="wideband-90ep-baseline-freq-pool", freq_pool=3)
 
 FOLDED_PROTOCOLS = ("actors", "emobox")  # the protocols with six folds; the others have one
 
