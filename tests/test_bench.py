@@ -1,6 +1,9 @@
 import json
+from pathlib import Path
 
-from emostream.bench.cli import main
+import pytest
+
+from emostream.bench.cli import main, model_labels
 
 
 def test_bench_runs_on_a_tiny_setting_and_writes_well_formed_output(tiny_onnx, tmp_path):
@@ -78,3 +81,11 @@ def test_the_bench_times_the_feature_version_the_daemon_would_compute():
     assert np.ptp(windows_from(signal, 3)[:, 111:], axis=(1, 2)).min() > 0.1
     ours, naive = feature_update_times(signal, 11, 5, v3)
     assert len(ours) == len(naive) == 5
+
+
+def test_models_with_one_file_name_keep_a_row_each_and_a_repeat_is_refused(capsys):
+    pooled, plain = Path("runs/a/emotion_crnn.onnx"), Path("runs/b/emotion_crnn.onnx")
+    assert model_labels([pooled, plain, Path("member.onnx")]) == [str(pooled), str(plain), "member.onnx"]
+    with pytest.raises(SystemExit):
+        main(["--also-model", str(pooled), "--also-model", str(pooled)])
+    assert "the same model given twice" in capsys.readouterr().err

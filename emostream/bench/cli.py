@@ -127,8 +127,8 @@ def run(args) -> dict:
     model = EmotionModel(args.model, InferenceConfig(intra_op_threads=1, allow_spinning=False))
     # Other models timed beside it on one thread (loaded now, so a bad path fails before the long measurements):
     # --also-model (e.g. one member of a shipped seed ensemble: what the ensemble costs) and an INT8 twin if present.
-    beside = {f"onnxruntime fp32, 1 thread, {other.name}": EmotionModel(other, InferenceConfig(1, False))
-              for other in args.also_model}
+    beside = {f"onnxruntime fp32, 1 thread, {label}": EmotionModel(other, InferenceConfig(1, False))
+              for label, other in zip(model_labels(args.also_model), args.also_model, strict=True)}
     int8 = args.model.with_name(args.model.stem + ".int8.onnx")
     if int8.is_file():
         beside["onnxruntime int8, 1 thread"] = EmotionModel(int8, InferenceConfig(1, False))
@@ -316,6 +316,13 @@ def markdown(r: dict, table_text: str) -> str:
             "| operator | µs per window | share |\n|---|---|---|\n" + profile + "\n")
 
 
+def model_labels(paths: list[Path]) -> list[str]:
+    """Each model's row label: its file name, or the path as given where file names repeat (members exported from
+    different runs are all ``emotion_crnn.onnx``; one label per model keeps each its own row)."""
+    names = [path.name for path in paths]
+    return [str(path) if names.count(path.name) > 1 else path.name for path in paths]
+
+
 def subscriber_counts(text: str) -> list[int]:
     check = ranged(int, 1, 10_000)
     return [check(x) for x in text.split(",")]
@@ -349,6 +356,8 @@ def parse_args(argv):
     g.add_argument("--naive-max", type=int, default=10,
                    help="largest level also run the naive way (one daemon process per stream)")
     args = p.parse_args(argv)
+    if len(set(map(str, args.also_model))) < len(args.also_model):
+        p.error("--also-model: the same model given twice")
     if args.streams is not None and (not all(1 <= n <= 10000 for n in args.streams)
                                      or not 5 <= args.streams_duration <= 600 or not 0 <= args.naive_max <= 1000):
         p.error("--streams levels must be in 1..10000, --streams-duration in 5..600 s, --naive-max in 0..1000")
