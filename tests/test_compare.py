@@ -94,3 +94,12 @@ def test_the_transfer_chart_places_only_runs_on_the_fold_set_most_of_them_share(
     compare.plot_transfer([single_tail], ["fold 3"], tmp_path / "single.png")  # nothing numbered
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "single.png").stat().st_size > 0
     assert compare.transfer_points([{**row("h", [], 0.4)}]) == ([], [])  # no folds: nothing to place
+
+
+def test_a_mixed_ensembles_row_names_each_members_setting_its_preset_holds_at_the_default():
+    mixed = {"member_versions": ["3", "4"], "member_freq_pool": [3, 1], "member_train_floor_snr_db": [[0, 0], [6, 30]]}
+    change = compare.ensemble_change(mixed, 2)
+    assert change.endswith("members differ in train_floor_snr_db: 0,0, 6,30; freq_pool: 3, 1")  # MEMBER_SETTINGS order
+    assert "member_versions" not in change and "versions" not in change
+    assert compare.ensemble_change({}, 2) == "seed ensemble of 2 runs of these settings (probabilities averaged)"
+    assert compare.ensemble_change(mixed, None) is None  # a single run

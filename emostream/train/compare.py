@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.train import report
-from emostream.train.evaluate import Preset, tail_span
+from emostream.train.evaluate import MEMBER_SETTINGS, Preset, tail_span
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,18 @@ def load_run(folder: Path) -> dict:
             "cross_uar": summary.get("cross_uar", {}).get("mean"), "selection": summary.get("selection"),
             "epochs": [f"{f['epoch']}/{f['epochs_run']}" for f in folds],
             "fold_accuracy": {f["fold"]: f["test"]["accuracy"] for f in folds},
-            "change": (f"seed ensemble of {folds[0]['members']} runs of these settings (probabilities averaged)"
-                       if folds[0].get("members") else None)}
+            "change": ensemble_change(data, folds[0].get("members"))}
+
+
+def ensemble_change(data: dict, members: int | None) -> str | None:
+    """An ensemble's note for the change column; a mixed one's settings hold a default where its members differ, so
+    each member's value (``member_dropout``: one per member, …) is named here."""
+    if not members:
+        return None
+    differ = "; ".join(f"{k}: {', '.join(map(_show, data[f'member_{k}']))}"
+                       for k in MEMBER_SETTINGS if f"member_{k}" in data)
+    return (f"seed ensemble of {members} runs of these settings (probabilities averaged)"
+            + (f"; members differ in {differ}" if differ else ""))
 
 
 def load_runs(folder: Path) -> list[dict]:

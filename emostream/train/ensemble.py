@@ -98,7 +98,8 @@ def load_members(folders: list[Path], out: Path | None = None) -> tuple[dict, li
         values = [getattr(p, setting) for p in presets]
         if len(set(values)) > 1:
             differ[f"member_{setting}"] = values
-            defaults[setting] = MEMBER_DEFAULTS.get(setting, values[0])  # a required field: the first member's
+            # augment_share and spec_augment have no default: the first member's
+            defaults[setting] = MEMBER_DEFAULTS.get(setting, values[0])
     return {**headers[0], "preset": {**first, **defaults, "name": "+".join(names), "feature_version": inputs[-1]},
             "input_versions": list(inputs), "member_versions": versions, **differ}, members
 

@@ -952,13 +952,15 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     """``exported`` (file, run_id, feature_version): an ONNX model scored as it is, whose training settings are
     in its own run's summary, not in the preset named on this command line. ``input_versions``: a mixed ensemble's
     (its members of each version get their own input). ``member_settings`` (``member_dropout``: one value per
-    member, …): the member settings (``MEMBER_SETTINGS``) its members differ in; the settings line shows the first's."""
+    member, …): the member settings (``MEMBER_SETTINGS``) its members differ in; the settings line shows
+    each such setting's default (the first member's where it has none), as ``ensemble.load_members`` records it."""
     inputs = input_versions or (exported or {}).get("input_versions") or []
     mixed = (f" A mixed ensemble: members of feature versions {' and '.join(inputs)}, each on its own version's "
              "input (one stream computes both)." if len(inputs) > 1 else "")
     if member_settings:
         differ = "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
-        mixed += f" Its members differ in {differ} (in member order; the settings show the first's)."
+        mixed += (f" Its members differ in {differ} (in member order; the settings show each one's default, or the "
+                  "first member's where it has none).")
     settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
                 f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
                 "that run's summary and card." if exported else
