@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostream.confidence import CONFIDENCE_BANDS, check_bands, confidence_word, describe_bands
+from emostream.confidence import check_bands, confidence_word, describe_bands
 from emostream.train import calibration as cal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def test_words_follow_the_bands_and_the_table_counts_each_answer_under_its_word(
     assert table["fairly sure"]["n"] == 2 and table["fairly sure"]["accuracy"] == 0.5
     assert table["unsure"]["n"] == 1 and table["unsure"]["accuracy"] == 0.0
     assert sum(w["share"] for w in table.values()) == pytest.approx(1.0)
-    assert check_bands(CONFIDENCE_BANDS) and [b["min_top_p"] for b in describe_bands()][-1] == 0.0
+    assert [b["min_top_p"] for b in describe_bands()][-1] == 0.0
     for bad in (((0.4, "a"), (0.6, "b"), (0.0, "c")), ((0.6, "a"), (0.4, "b")), ((0.6, "a"), (0.0, "a"))):
         with pytest.raises(ValueError, match="falling"):
             check_bands(bad)  # rising, no word below 0.4, one word twice
@@ -51,6 +51,11 @@ def test_bins_cover_every_answer_once_and_withholding_gives_fewer_answers_as_the
     top_p, correct = cal.top_and_correct(p, y)
     bins = cal.reliability_bins(top_p, correct)
     assert sum(b["n"] for b in bins) == 5 and bins[-1]["n"] == 2  # 1.0 falls in the last, closed bin
+    assert [b["n"] for b in bins[:4]] == [1, 1, 0, 1]  # 0.3 opens the second bin, 0.5 the fourth
+    over, y_over = np.array([[1.0005, 0.0, 0.0], [0.3, 0.4, 0.3]]), np.array([0, 1])  # a row summing to 1 + 5e-4
+    top_over, right_over = cal.top_and_correct(over, y_over)
+    assert top_over[0] == 1.0 and sum(b["n"] for b in cal.reliability_bins(top_over, right_over)) == 2
+    assert cal.reliability_bins(top_over, right_over)[2]["n"] == 1  # 0.4 opens the third bin
     assert all(b["accuracy"] is None for b in bins if not b["n"])
     curve = cal.withholding_curve(top_p, correct)
     shares = [c["share_given"] for c in curve]
@@ -88,6 +93,9 @@ def test_parts_pool_every_fold_and_skip_empty_ones(tmp_path):
         cal.load_parts(tmp_path / "run", "checkpoint")
     with pytest.raises(ValueError, match="no folds.json"):
         cal.load_parts(tmp_path)
+    (tmp_path / "run" / "evaluation.json").unlink()
+    with pytest.raises(ValueError, match="no readable evaluation.json"):
+        cal.report(tmp_path / "run")
 
 
 def test_cli_writes_its_three_files_and_refuses_a_folder_that_is_not_a_run_in_one_line(tmp_path, capsys):
@@ -141,6 +149,9 @@ def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
     result = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert result["parts"]["ravdess"]["accuracy"] == 0.5 and result["parts"]["emodb"]["accuracy"] == 1.0
     assert "RAVDESS files" in (tmp_path / "out" / "calibration.md").read_text()
+    # RAVDESS rows of one class are a small sample, not a corpus lacking classes; EmoDB's view is over its six
+    assert "answers_of_its_classes" not in result["parts"]["ravdess"]
+    assert result["kind"] == "scored" and result["parts"]["emodb"]["n"] == 1
 
 
 @pytest.mark.parametrize("lines,match", [
@@ -148,7 +159,9 @@ def test_scored_rows_take_their_truth_from_ravdess_and_emodb_names(tmp_path):
     ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5]), _scored_line("/e/15a01Ta.flac", [0.5, 0.5], EIGHT[::-1])],
      "differ"),
     ([_scored_line("/e/15a01Ta.flac", [0.5, 0.5], ("angry", "sad"))], "not the eight RAVDESS classes"),
-    ([json.dumps({"file": "/e/15a01Ta.flac", "probabilities": dict.fromkeys(EIGHT)})], "not a number"),
+    ([json.dumps({"file": "/e/15a01Ta.flac", "probabilities": dict.fromkeys(EIGHT)})], "not a finite number"),
+    ([_scored_line("/e/15a01Ta.flac", [float("nan"), 0.5, 0.5])], "not a finite number"),
+    ([_scored_line("/e/15a01Ta.flac", [True, False])], "not a finite number"),
     (["{not json"], "not an emostream-score JSON line"),
     ([_scored_line("/e/15a01Ta.flac", None)], "no classified row"),
 ])

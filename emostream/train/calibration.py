@@ -18,15 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from emostream.confidence import CONFIDENCE_BANDS
+from emostream.confidence import CONFIDENCE_BANDS, confidence_word
 from emostream.train.data import EMOTIONS as RAVDESS_CODES
 from emostream.train.data import parse_ravdess_name
+from emostream.train.emodb import EMOTIONS as EMODB_CODES
 from emostream.train.emodb import parse_emodb_name
+from emostream.train.evaluate import CLIP_WEIGHTS, RUN_PARTS
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +48,10 @@ PART_NOTES = {"val": "RAVDESS actors held out of training whose clips early stop
               "ravdess": "rows of RAVDESS files scored by emostream-score (the true emotion from each name)",
               "emodb": "rows of EmoDB files scored by emostream-score (the true emotion from each name; boredom, "
                        "which no class holds, left out; an answer of calm or surprised is always wrong)"}
-SOURCES = ("tail_average", "checkpoint")
-RUN_PARTS = ("val", "test", "cross")  # the parts of an evaluation run's folds.json
+#: Parts of another corpus, which lacks some of the model's classes (EmoDB: calm, surprised); their answers naming
+#: one of its own classes get their own view.
+OTHER_CORPUS_PARTS = ("cross", "emodb")
+EMODB_EMOTIONS = tuple(e for e in EMODB_CODES.values() if e)  # boredom (None) is no class of the model
 
 
 def top_and_correct(probabilities: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +62,8 @@ def top_and_correct(probabilities: np.ndarray, y_true: np.ndarray) -> tuple[np.n
         raise ValueError(f"probabilities of shape {p.shape} for {len(y)} labels: expected one row per label")
     if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError("probabilities: every row must be finite, non-negative and sum to 1")
-    return p.max(axis=1), p.argmax(axis=1) == y
+    # A row summing to 1 + 1e-3 may top 1 by as much: clipped, so the last bin (closed at 1) holds it.
+    return np.minimum(p.max(axis=1), 1.0), p.argmax(axis=1) == y
 
 
 def reliability_bins(top_p: np.ndarray, correct: np.ndarray, edges=BIN_EDGES) -> list[dict]:
@@ -79,14 +85,15 @@ def calibration_error(bins: list[dict]) -> float:
 
 
 def word_table(top_p: np.ndarray, correct: np.ndarray, bands=CONFIDENCE_BANDS) -> list[dict]:
-    """Per confidence word (highest band first): its share of answers and how often those were right."""
-    out, upper = [], np.inf
+    """Per confidence word (highest band first): its share of answers and how often those were right. Each answer
+    gets its word from ``confidence_word``, the rule the daemon's hello hands the dashboard."""
+    words = np.array([confidence_word(float(t), bands) for t in top_p], dtype=object)
+    out = []
     for lowest, word in bands:
-        inside = (top_p >= lowest) & (top_p < upper)
+        inside = words == word
         n = int(inside.sum())
         out.append({"word": word, "min_top_p": lowest, "n": n, "share": n / max(len(top_p), 1),
                     "accuracy": float(correct[inside].mean()) if n else None})
-        upper = lowest
     return out
 
 
@@ -100,21 +107,23 @@ def withholding_curve(top_p: np.ndarray, correct: np.ndarray, thresholds=THRESHO
     return out
 
 
-def part_report(probabilities: np.ndarray, y_true: np.ndarray, classes: list[str] | None = None) -> dict:
-    """Every view of one part's answers. For a part that lacks some of the model's classes (EmoDB: calm,
-    surprised), ``answers_of_its_classes``: the same views over the answers naming a class the part holds — how
-    much of the miscalibration is answers it cannot get right."""
+def part_report(probabilities: np.ndarray, y_true: np.ndarray, classes: list[str],
+                held: list[int] | None = None) -> dict:
+    """Every view of one part's answers. ``held``: the model's classes (indices) the part's corpus has, for a
+    corpus lacking some of them (EmoDB: calm, surprised); then ``answers_of_its_classes``: the same views over the
+    answers naming a class it holds — how much of the miscalibration is answers it cannot get right."""
     top_p, correct = top_and_correct(probabilities, y_true)
     bins = reliability_bins(top_p, correct)
     out = {"n": int(len(top_p)), "accuracy": float(correct.mean()), "mean_top_p": float(top_p.mean()),
            "calibration_error": calibration_error(bins), "bins": bins, "words": word_table(top_p, correct),
            "withholding": withholding_curve(top_p, correct)}
-    held = np.unique(y_true)
+    if held is None:
+        return out
     answers = np.isin(np.asarray(probabilities).argmax(axis=1), held)
-    if len(held) < np.shape(probabilities)[1] and answers.any() and not answers.all():
+    if answers.any() and not answers.all():
         inner = reliability_bins(top_p[answers], correct[answers])
         out["answers_of_its_classes"] = {
-            "classes": [classes[c] if classes else int(c) for c in held], "share_of_answers": float(answers.mean()),
+            "classes": [classes[c] for c in held], "share_of_answers": float(answers.mean()),
             "n": int(answers.sum()), "accuracy": float(correct[answers].mean()),
             "mean_top_p": float(top_p[answers].mean()), "calibration_error": calibration_error(inner),
             "bins": inner, "words": word_table(top_p[answers], correct[answers])}
@@ -127,7 +136,10 @@ def load_parts(folder: Path, source: str = "tail_average") -> dict[str, tuple[np
     folds_json = folder / "folds.json"
     if not folds_json.is_file():
         raise ValueError(f"{folder}: no folds.json (not an emostream-evaluate or emostream-ensemble folder)")
-    folds = json.loads(folds_json.read_text())
+    try:
+        folds = json.loads(folds_json.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{folds_json}: not JSON ({exc})") from None
     pooled: dict[str, list] = {}
     for fold in folds:
         clips = fold.get("clip_probabilities")
@@ -187,8 +199,8 @@ def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray, li
                                      "RAVDESS classes (--classes output is renormalised: score without it)")
             if list(probabilities) != labels:
                 raise ValueError(f"--scored {path}:{number}: labels {list(probabilities)} differ from {labels}")
-            if not all(isinstance(v, (int, float)) for v in probabilities.values()):
-                raise ValueError(f"--scored {path}:{number}: a probability is not a number (null: not finite)")
+            if not all(type(v) in (int, float) and math.isfinite(v) for v in probabilities.values()):
+                raise ValueError(f"--scored {path}:{number}: a probability is not a finite number")
             corpus, emotion = true_emotion(file)
             if emotion not in labels:
                 continue
@@ -200,12 +212,35 @@ def load_scored(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray, li
     return {corpus: (np.asarray(p, dtype=np.float64), np.asarray(y), labels) for corpus, (p, y) in pooled.items()}
 
 
+def held_classes(part: str, classes: list[str]) -> list[int] | None:
+    """The model's classes (indices) a part's corpus has: EmoDB's six for the other corpus, None (all) otherwise."""
+    return [classes.index(e) for e in EMODB_EMOTIONS if e in classes] if part in OTHER_CORPUS_PARTS else None
+
+
 def report(folder: Path, source: str = "tail_average") -> dict:
-    summary_path = folder / "evaluation.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    classes = summary.get("classes")
-    return {"run": folder.name, "source": source, "protocol": summary.get("protocol"), "classes": classes,
-            "parts": {part: part_report(p, y, classes) for part, (p, y) in load_parts(folder, source).items()}}
+    """Every view of an evaluation run's parts. Raises ``ValueError`` (one line, naming the folder) for a folder
+    that is not a run or holds rows that are not probabilities."""
+    parts = load_parts(folder, source)
+    try:
+        summary = json.loads((folder / "evaluation.json").read_text())
+        classes = summary["classes"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{folder}: no readable evaluation.json with its classes ({exc})") from None
+    out = {"kind": "run", "run": folder.name, "source": source, "protocol": summary.get("protocol"),
+           "classes": classes, "parts": {}}
+    for part, (p, y) in parts.items():
+        try:
+            out["parts"][part] = part_report(p, y, classes, held_classes(part, classes))
+        except ValueError as exc:
+            raise ValueError(f"{folder}: {part} ({source}): {exc}") from None
+    return out
+
+
+def report_scored(paths: list[Path]) -> dict:
+    """Every view of ``emostream-score`` rows, per corpus (``load_scored``)."""
+    parts = load_scored(paths)
+    return {"kind": "scored", "run": ", ".join(f.name for f in paths), "source": ", ".join(map(str, paths)),
+            "parts": {c: part_report(p, y, labels, held_classes(c, labels)) for c, (p, y, labels) in parts.items()}}
 
 
 def _percent(v) -> str:
@@ -216,7 +251,7 @@ def markdown(result: dict) -> str:
     parts = result["parts"]
     lines = [f"# How far to trust an answer: {result['run']}", "",
              (f"Per-clip probabilities ({result['source'].replace('_', ' ')}) of every fold, pooled; each clip scored "
-              "as the daemon scores an utterance" if result["source"] in SOURCES else
+              "as the daemon scores an utterance" if result["kind"] == "run" else
               f"Rows of {result['source']}, as the daemon gave them") +
              "; argmax over all the model's outputs. `emostream-calibration`.", ""]
     lines += [f"- **{PART_NAMES[p]}**: {PART_NOTES[p]}." for p in parts]
@@ -283,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scored", type=Path, action="append", default=[], metavar="JSONL",
                    help="instead of a run: emostream-score --format jsonl output (any --per) of RAVDESS or EmoDB "
                         "files, the truth read from their names (repeatable); needs --out")
-    p.add_argument("--source", choices=SOURCES,
-                   help="a run's probabilities of which weights: the tail average (default) or the chosen checkpoint")
+    p.add_argument("--source", choices=CLIP_WEIGHTS,
+                   help="a run's probabilities of which weights: the tail average (default), the chosen checkpoint, "
+                        "or a version 4 run's tail average heard cold (each clip from the prior baseline)")
     p.add_argument("--out", type=Path, help="output folder (default: the run's folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -295,13 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scored and args.source:
         p.error("--source: for a run folder; --scored rows are what the daemon gave")
     try:
-        if args.scored:
-            parts = load_scored(args.scored)
-            result = {"run": ", ".join(f.name for f in args.scored), "source": ", ".join(map(str, args.scored)),
-                      "parts": {c: part_report(p_, y, labels) for c, (p_, y, labels) in parts.items()}}
-        else:
-            result = report(args.run, args.source or "tail_average")
-    except (ValueError, json.JSONDecodeError) as exc:
+        result = report_scored(args.scored) if args.scored else report(args.run, args.source or "tail_average")
+    except (ValueError, OSError) as exc:
         p.error(str(exc).splitlines()[0])
     out = args.out or args.run
     out.mkdir(parents=True, exist_ok=True)

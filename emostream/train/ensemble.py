@@ -31,6 +31,7 @@ from emostream.features.logmel import STATEFUL_BASE, LogMelConfig
 from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.evaluate import (
+    CLIP_WEIGHTS,
     MEMBER_SETTINGS,
     Preset,
     check_same_recipe,
@@ -44,9 +45,6 @@ from emostream.train.evaluate import (
 )
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS = ("checkpoint", "tail_average", "tail_average_cold")
-PARTS = ("val", "test", "cross")
 
 
 class EnsembleError(ValueError):
@@ -142,7 +140,7 @@ def combine_fold(results: list[dict], classes: list[str], versions: list[str] | 
     if any(p["y_true"] != y_true or p.get("rows") != per_clip[0].get("rows") for p in per_clip[1:]):
         raise EnsembleError(f"{name}: the members scored different clips")
     combined = {"rows": per_clip[0].get("rows", {}), "y_true": y_true}
-    for weights in WEIGHTS:
+    for weights in CLIP_WEIGHTS:
         have = [weights in p for p in per_clip]
         if any(have) and not all(have):
             logger.warning("%s: not every member scored %s weights; the ensemble has none", name, weights)
@@ -155,7 +153,7 @@ def combine_fold(results: list[dict], classes: list[str], versions: list[str] | 
     if "checkpoint" not in combined:
         raise EnsembleError(f"{name}: no checkpoint probabilities shared by every member")
     scored = {weights: {part: full_scores(np.asarray(y_true[part]), p, classes) for part, p in parts.items()}
-              for weights, parts in combined.items() if weights in WEIGHTS}
+              for weights, parts in combined.items() if weights in CLIP_WEIGHTS}
     checkpoint = scored["checkpoint"]
     out = {"fold": name, "members": len(results), "training_seeds": seeds,
            "epoch": "+".join(str(r["epoch"]) for r in results),

@@ -58,7 +58,7 @@ from emostream.train import report
 from emostream.train.baselines import ClipProfiles, FoldBaselines, clip_profiles, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
 from emostream.train.data import index_ravdess
-from emostream.train.model import TIME_POOLINGS
+from emostream.train.model import TIME_POOLINGS, CrnnConfig
 from emostream.train.prepare import encode_labels
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Preset:
         if self.architecture != "crnn" and self.freq_pool != 1:
             raise ValueError(f"freq_pool {self.freq_pool} with architecture {self.architecture!r}: "
                              "only the CRNN has it")
-        check_range("freq_pool", self.freq_pool, 1, 10)
+        CrnnConfig(freq_pool=self.freq_pool)  # raises for a pool that is not a divisor of the frequency rows
         if self.architecture != "crnn" and self.time_pooling != "last":
             raise ValueError(f"time_pooling {self.time_pooling!r} with architecture {self.architecture!r}: the "
                              "compact CNN always pools over time; only the CRNN has a choice (\"last\" here)")
@@ -158,8 +158,6 @@ class Preset:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
 
     def crnn_config(self, n_classes: int):
-        from emostream.train.model import CrnnConfig
-
         return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
                           n_classes=n_classes, time_pooling=self.time_pooling, freq_pool=self.freq_pool)
 
@@ -349,6 +347,11 @@ PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"
 PRESETS["wideband-90ep-baseline-freq-pool"] = dataclasses.replace(
     PRESETS["wideband-90ep-baseline"], name="wideband-90ep-baseline-freq-pool", freq_pool=3)
 
+#: The parts of an evaluation run whose clips are scored (folds.json ``clip_probabilities[weights][part]``), and the
+#: weights they are scored with (the chosen checkpoint; the tail average; a version 4 tail average heard cold, each
+#: clip from the prior baseline).
+RUN_PARTS = ("val", "test", "cross")
+CLIP_WEIGHTS = ("checkpoint", "tail_average", "tail_average_cold")
 FOLDED_PROTOCOLS = ("actors", "emobox")  # the protocols with six folds; the others have one
 
 
@@ -921,7 +924,7 @@ def summarise(results: list[dict], classes: list[str] | None = None) -> dict:
     averaged = [r for r in results if "tail_average" in r]
     if averaged:  # over the folds that scored it (runs from before it existed did not), named in ``folds``
         tail = {f"{part}_{key}": _mean_std([r["tail_average"][part][key] for r in averaged])
-                for part in ("val", "test", "cross") if all(part in r["tail_average"] for r in averaged)
+                for part in RUN_PARTS if all(part in r["tail_average"] for r in averaged)
                 for key in ("accuracy", "uar", "max_share")}
         if all("shared_classes" in r["tail_average"].get("cross", {}) for r in averaged):
             tail["cross_shared_classes_uar"] = _mean_std([r["tail_average"]["cross"]["shared_classes"]["uar"]
@@ -1188,7 +1191,7 @@ def save_tail_average(model, averaged: list[np.ndarray], preset: Preset, classes
     tail = result["tail_average"]
     with weights_in(model, averaged):
         save_run_for_export(model, preset, classes, frame, {**fold, "name": f"{fold['name']} tail average"},
-                            {**result, **{k: tail[k] for k in ("val", "test", "cross") if k in tail},
+                            {**result, **{k: tail[k] for k in RUN_PARTS if k in tail},
                              "epoch": None, "averaged_epochs": tail["epochs"], "test_first_window": None}, folder)
 
 

@@ -26,11 +26,15 @@ class CrnnConfig:
     def __post_init__(self):
         if self.time_pooling not in TIME_POOLINGS:
             raise ValueError(f"time_pooling {self.time_pooling!r}: expected one of {', '.join(TIME_POOLINGS)}")
-        if not 1 <= self.freq_pool <= 10:
-            raise ValueError(f"freq_pool {self.freq_pool}: expected 1-10 frequency rows (30 after the conv blocks)")
+        if self.freq_pool not in FREQ_POOLS:
+            raise ValueError(f"freq_pool {self.freq_pool}: expected one of {', '.join(map(str, FREQ_POOLS))} "
+                             "(a divisor of the 30 frequency rows the conv blocks leave; others drop rows)")
 
 
 TIME_POOLINGS = ("last", "mean")
+#: Frequency rows one max-pool step may span: the divisors of the 30 rows the conv blocks leave of 128 mels (a pool
+#: that does not divide them would silently drop the top rows).
+FREQ_POOLS = (1, 2, 3, 5, 6, 10)
 
 
 def build_crnn(
