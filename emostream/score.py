@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                     logger.error("%s", error if str(path) in error else f"{path}: {error}")
                 else:
                     table = rows(scores, args.per)
-                    short_without_windows += args.per == "window" and not table and scores.summary.short
+                    if args.per == "window" and scores.summary.short:
+                        short_without_windows += 1
                     for row in table:
                         writer.write(row)
                     out.flush()
