@@ -343,7 +343,9 @@ PRESETS["wideband-90ep-splice"] = dataclasses.replace(PRESETS["wideband-90ep"], 
 PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-freq-pool",
                                                          freq_pool=3)
 # The same pool on feature version 4 (the recipe of the shipped model's version 4 members): candidate 26 pooled only
-# the version 3 half of the shipped mix; candidate 27 asks whether the version 4 half gains from it too.
+# the version 3 half of the shipped mix; candidate 27 asked whether the version 4 half gains from it too. It did not
+# (two seeds, all six EmoBox folds: alone 0.471 / 0.478 vs 0.474 / 0.476, unseen actors down; all four members pooled
+# 0.504 vs candidate 26's 0.513): version 4 already hears each band against the speaker's profile. Kept for the record.
 PRESETS["wideband-90ep-baseline-freq-pool"] = dataclasses.replace(
     PRESETS["wideband-90ep-baseline"], name="wideband-90ep-baseline-freq-pool", freq_pool=3)
 
