@@ -242,6 +242,7 @@ def test_a_preset_setting_out_of_its_range_is_refused_when_the_preset_is_made():
     assert ev.PRESETS["wideband-90ep-freq-pool"].crnn_config(8).freq_pool == 3
     pooled_v4 = ev.PRESETS["wideband-90ep-baseline-freq-pool"]
     assert (pooled_v4.feature_version, pooled_v4.crnn_config(8).freq_pool) == ("4", 3)
+    assert ev.PRESETS["wideband-90ep-freq-pool-5"].crnn_config(8).freq_pool == 5  # a divisor of the 30 rows
     for rows in (0, 4, 11):  # 1 = none … 10 of the 30 frequency rows; 4 would drop two of them
         with pytest.raises(ValueError, match="freq_pool"):
             dataclasses.replace(plain, freq_pool=rows)

@@ -348,6 +348,10 @@ PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"
 # 0.504 vs candidate 26's 0.513): version 4 already hears each band against the speaker's profile. Kept for the record.
 PRESETS["wideband-90ep-baseline-freq-pool"] = dataclasses.replace(
     PRESETS["wideband-90ep-baseline"], name="wideband-90ep-baseline-freq-pool", freq_pool=3)
+# wideband-90ep pooled over five frequency rows instead of three (the first LSTM reads 6 × 64 values per step): the
+# dose question behind candidate 26's gain, which came from the version 3 members only (candidate 28).
+PRESETS["wideband-90ep-freq-pool-5"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-freq-pool-5",
+                                                           freq_pool=5)
 
 #: The parts of an evaluation run whose clips are scored (folds.json ``clip_probabilities[weights][part]``), and the
 #: weights they are scored with (the chosen checkpoint; the tail average; a version 4 tail average heard cold, each
