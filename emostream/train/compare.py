@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.train import report
-from emostream.train.evaluate import MEMBER_SETTINGS, Preset, tail_span
+from emostream.train.evaluate import MEMBER_SETTINGS, Preset, member_differences, tail_span
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def ensemble_change(data: dict, members: int | None) -> str | None:
     each member's value (``member_dropout``: one per member, …) is named here."""
     if not members:
         return None
-    differ = "; ".join(f"{k}: {', '.join(map(_show, data[f'member_{k}']))}"
-                       for k in MEMBER_SETTINGS if f"member_{k}" in data)
+    differ = member_differences({f"member_{k}": data[f"member_{k}"] for k in MEMBER_SETTINGS if f"member_{k}" in data})
     return (f"seed ensemble of {members} runs of these settings (probabilities averaged)"
             + (f"; members differ in {differ}" if differ else ""))
 

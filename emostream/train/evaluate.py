@@ -955,6 +955,12 @@ def _pct(d: dict, key: str, pct: bool = True) -> str:
     return f"{m:.2%} ± {sd:.2%}" if pct else f"{m:.3f} ± {sd:.3f}"
 
 
+def member_differences(member_settings: dict) -> str:
+    """"dropout: 0.5, 0.3; freq_pool: 3, 1" from ``member_<setting>`` lists (one value per member, in member order):
+    the card's and the ablation table's one wording of how a mixed ensemble's members differ."""
+    return "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
+
+
 def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str],
                exported: dict | None = None, input_versions: list[str] | None = None,
                member_settings: dict | None = None):
@@ -967,9 +973,8 @@ def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], su
     mixed = (f" A mixed ensemble: members of feature versions {' and '.join(inputs)}, each on its own version's "
              "input (one stream computes both)." if len(inputs) > 1 else "")
     if member_settings:
-        differ = "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
-        mixed += (f" Its members differ in {differ} (in member order; the settings show each one's default, or the "
-                  "first member's where it has none).")
+        mixed += (f" Its members differ in {member_differences(member_settings)} (in member order; the settings show "
+                  "each one's default, or the first member's where it has none).")
     settings = (f"Settings: none from this command — `{exported['file']}` is an exported model scored as it is (run "
                 f"`{exported['run_id']}`, feature version {exported['feature_version']}); how it was trained is in "
                 "that run's summary and card." if exported else
