@@ -96,8 +96,23 @@ class FileScores:
         return asdict(self)
 
 
+def float_samples(samples) -> np.ndarray:
+    """Samples as float32 at full scale 1: integer PCM (int16 from ``scipy.io.wavfile``, int32, unsigned 8-bit WAV)
+    scaled from its own full scale, as the daemon's ``--stdin s16le`` is; read as floats, int16 would sit 90 dB too
+    loud and be clipped to noise."""
+    x = np.asarray(samples)
+    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
+        raise ValueError(f"expected float or integer PCM samples, got dtype {x.dtype}")
+    if x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False)
+    full_scale = float(2 ** (8 * x.dtype.itemsize - 1))
+    centred = x.astype(np.float64) - (full_scale if x.dtype.kind == "u" else 0.0)
+    return (centred / full_scale).astype(np.float32)
+
+
 class EmotionStream:
-    """Chunks of (frames,) or (frames, channels) float samples in; window scores out as windows complete.
+    """Chunks of (frames,) or (frames, channels) samples in (float at full scale 1, or integer PCM); window scores
+    out as windows complete.
 
     ``utterances`` collects the utterance results met so far; ``finish()`` ends the stream (flushes the
     resampler, closes the open utterance, scores a stream shorter than one window) and returns the
@@ -115,7 +130,7 @@ class EmotionStream:
         return [WindowScore.from_message(m) for m in messages if m["type"] == "scores"]
 
     def push(self, chunk) -> list[WindowScore]:
-        x = np.asarray(chunk, dtype=np.float32)
+        x = float_samples(chunk)
         if x.ndim == 1:
             x = x[:, np.newaxis]
         if x.ndim != 2 or x.shape[1] != self.pipeline.input_channels:
@@ -179,7 +194,7 @@ class EmotionRecognizer:
         The clip is mixed down and resampled as the daemon does, laid into a quiet noise floor and read by
         the daemon's sliding windows; windows under the silence gate are left out unless all are.
         """
-        x = np.asarray(samples, dtype=np.float32)
+        x = float_samples(samples)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
             raise ValueError(f"expected (frames,) or (frames, channels) samples, got shape {x.shape}")
         level_only = dataclasses.replace(self.config, vad=None)  # evaluation's clip score: no detector to build

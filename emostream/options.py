@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from collections.abc import Callable
 
 
@@ -48,13 +50,17 @@ def ranged(kind: type, low=None, high=None, *, low_open: bool = False, high_open
     return convert
 
 
-def describe(help_text: str, low=None, high=None, unit: str = "") -> str:
-    """``help_text`` with its range appended, e.g. ``'seconds between windows (0.023–10 s)'``."""
+def describe(help_text: str, low=None, high=None, unit: str = "", *, low_open: bool = False,
+             high_open: bool = False) -> str:
+    """``help_text`` with its range appended, e.g. ``'seconds between windows (0.023–10 s)'``; an open bound shows
+    as such (``'(0 ≤ x < 1)'``), so ``--help`` never offers a value the check refuses."""
     unit = f" {unit}" if unit else ""
     if low is not None and high is not None:
+        if low_open or high_open:
+            return f"{help_text} ({low} {'<' if low_open else '≤'} x {'<' if high_open else '≤'} {high}{unit})"
         return f"{help_text} ({low}–{high}{unit})"
     if low is not None:
-        return f"{help_text} (≥ {low}{unit})"
+        return f"{help_text} ({'>' if low_open else '≥'} {low}{unit})"
     return help_text
 
 
@@ -62,4 +68,14 @@ def add_ranged(parser, flag: str, kind: type, default, low=None, high=None, *, h
                low_open: bool = False, high_open: bool = False, **kwargs):
     """``parser.add_argument`` for a number with a range; the range shows in ``--help``."""
     return parser.add_argument(flag, type=ranged(kind, low, high, low_open=low_open, high_open=high_open),
-                               default=default, help=describe(help, low, high, unit), **kwargs)
+                               default=default, **kwargs,
+                               help=describe(help, low, high, unit, low_open=low_open, high_open=high_open))
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null after a reader went away (``… | head``): the interpreter's last flush at exit must
+    not raise the same error again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

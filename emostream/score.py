@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from emostream.inference.model import ModelError
     from emostream.inference.vad import VadUnavailable, vad_from_args
+    from emostream.options import quiet_stdout
 
     files, missing = expand(args.paths)
     for target in missing:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             out.close()
         return 2
     labels = _recognizer.labels
-    failed, short_without_windows = len(missing), 0
+    failed, short_without_windows, pool = len(missing), 0, None
     try:
         writer = Writer(out, args.format, args.per, labels)
         show = args.progress if args.progress is not None else (len(files) > 1 and sys.stderr.isatty())
@@ -203,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
         if pool:
             pool.shutdown()
+    except BrokenPipeError:  # `emostream-score talk.wav | head`: the reader has all it wanted
+        quiet_stdout()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        return 0
     finally:
         if out is not sys.stdout:
             out.close()

@@ -45,6 +45,15 @@ def test_predict_takes_any_rate_and_channel_count(recognizer):
     # Resampled by the daemon's path: the same as handing over the audio already at the model's rate.
     at_model_rate = recognizer.predict(soxr.resample(y16, 16000, SR, "HQ"), sample_rate_hz=SR)
     np.testing.assert_allclose(p_of(at_model_rate, recognizer.labels), p_of(mono, recognizer.labels), atol=2e-3)
+    # Integer PCM (scipy.io.wavfile's int16, an unsigned 8-bit WAV) is read at its own full scale, not as floats.
+    as_int16 = recognizer.predict(np.round(y16 * 32767).astype(np.int16), sample_rate_hz=16000)
+    np.testing.assert_allclose(p_of(as_int16, recognizer.labels), p_of(mono, recognizer.labels), atol=2e-3)
+    as_uint8 = recognizer.predict(np.round(y16 * 127 + 128).astype(np.uint8), sample_rate_hz=16000)
+    assert as_uint8.top == mono.top
+    as_ints, as_floats = recognizer.stream(16000), recognizer.stream(16000)
+    ints = [w for i in range(0, len(y16), 4000) for w in as_ints.push(np.round(y16[i:i + 4000] * 32767).astype("<i2"))]
+    floats = [w for i in range(0, len(y16), 4000) for w in as_floats.push(y16[i:i + 4000])]
+    assert [w.top for w in ints] == [w.top for w in floats] and ints
     # The rate is not assumed: the same array read as 22.05 kHz is different (faster, higher) audio.
     misread = recognizer.predict(y16, sample_rate_hz=SR)
     assert np.abs(p_of(misread, recognizer.labels) - p_of(mono, recognizer.labels)).max() > 1e-3
@@ -92,7 +101,8 @@ def test_restricting_never_divides_by_zero():
 
 
 @pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),
-                                              (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole")])
+                                              (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole"),
+                                              (np.ones(100, bool), SR, "dtype"), (np.array(["a"] * 100), SR, "dtype")])
 def test_predict_refuses_bad_input_with_a_clear_error(recognizer, bad, rate, match):
     with pytest.raises(ValueError, match=match):
         recognizer.predict(bad, sample_rate_hz=rate)

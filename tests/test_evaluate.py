@@ -214,6 +214,19 @@ def test_fold_numbers_are_checked_and_name_the_folds_the_builders_make():
     assert refused.value.code == 2
 
 
+def test_a_missing_corpus_or_model_is_one_line_and_exit_code_2(tmp_path, caplog):
+    out = tmp_path / "out"
+    assert evaluate.main(["--protocol", "random", "--data-dir", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "RAVDESS root" in caplog.text and "Traceback" not in caplog.text
+    caplog.clear()
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    assert evaluate.main(["--protocol", "emobox", "--onnx", str(broken), "--data-dir", str(tmp_path / "none"),
+                          "--out", str(out)]) == 2
+    assert "cannot load model" in caplog.text and "RAVDESS" not in caplog.text  # the model first, before the data
+    assert not out.exists()
+
+
 def test_weight_average_is_the_mean_of_the_epochs_given_in_the_models_dtypes():
     average = evaluate.WeightAverage()
     with pytest.raises(ValueError, match="no weights"):

@@ -114,3 +114,16 @@ def test_missing_portaudio_is_a_clear_error(monkeypatch):
     with pytest.raises(SourceError, match="libportaudio2") as err:
         MicrophoneSource()
     assert "--file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_device_given_as_digits_is_the_index_emostream_devices_lists_and_a_name_stays_a_name(monkeypatch):
+    sd = fake_sounddevice([None])
+    asked = []
+    sd.query_devices = lambda device=None, kind=None: asked.append(device) or {
+        "index": 7, "name": "USB Mic 3", "max_input_channels": 1, "default_samplerate": 48000.0}
+    monkeypatch.setitem(sys.modules, "sounddevice", sd)
+    from emostream.stream.sources import MicrophoneSource
+
+    assert MicrophoneSource(device="3").device == 7
+    MicrophoneSource(device="USB")
+    assert asked == [3, "USB"]

@@ -126,3 +126,24 @@ def test_the_api_names_its_own_threads_argument(recognizer):
 
     with pytest.raises(ValueError, match="^threads must be"):
         EmotionRecognizer(threads=65)
+
+
+def test_help_shows_each_range_as_it_is_checked_open_bounds_included():
+    """--help said "smoothing (0.0–1.0)" while 1 was refused: the shown range must be the checked one."""
+    daemon_help = " ".join(daemon_parser().format_help().split())
+    assert "(0.0 ≤ x < 1.0)" in daemon_help  # --smoothing
+    for parser in (daemon_parser(), score_parser()):
+        for action in parser._actions:
+            bounds = getattr(action.type, "bounds", None)
+            if bounds is None or None in bounds or action.help is None:
+                continue
+            low, high = bounds
+            for value, shown in ((low, "(" + str(low)), (high, str(high))):
+                refused = False
+                try:
+                    action.type(str(value))
+                except Exception:
+                    refused = True
+                assert shown in action.help, f"{action.dest}: range missing from its help {action.help!r}"
+                if refused:  # an open bound: its help must not read as an inclusive "low–high"
+                    assert f"{low}–{high}" not in action.help, f"{action.dest}: open bound shown closed"

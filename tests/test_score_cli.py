@@ -202,3 +202,17 @@ def test_speechlike_at_the_model_rate_needs_no_resampling(capsys, write_clip, re
     streamed = list(recognizer.iter_scores([y], SR))
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["probabilities"] for r in rows] == [w.probabilities for w in streamed]
+
+
+def test_a_reader_that_goes_away_ends_the_scoring_quietly(folder):
+    """`emostream-score … | head`: the reader closes the pipe; no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    root, _ = folder
+    proc = subprocess.Popen([sys.executable, "-m", "emostream.score", str(root), "--per", "window", "--no-vad"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # gone before the first row
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert b"no such file" not in err and b"could not be scored" not in err, err.decode()  # it did score

@@ -44,6 +44,13 @@ def test_token_is_required_when_set(make, daemon_thread):
         assert status_of(running.url + "/?token=wrong") == 401
         assert status_of(running.url + "/?token=s3cret") == "hello"
         assert status_of(running.url, additional_headers={"Authorization": "Bearer s3cret"}) == "hello"
+        assert status_of(running.url + "/?token=%C3%A9") == 401  # beyond ASCII: refused, not a 500
+
+
+def test_a_token_beyond_ascii_is_honoured(make, daemon_thread):
+    with daemon_thread(make(token="clé-ünïcode")) as running:
+        assert status_of(running.url + "/?token=cl%C3%A9-%C3%BCn%C3%AFcode") == "hello"
+        assert status_of(running.url + "/?token=cle-unicode") == 401
 
 
 def test_browser_origins_other_than_the_daemons_own_are_refused(make, daemon_thread):

@@ -351,16 +351,15 @@ def parse_args(argv):
     g = p.add_argument_group("many /listen streams (runs only this measurement)")
     g.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                    help="concurrent real-time /listen clients per level, e.g. 1,10,100")
-    g.add_argument("--streams-duration", type=float, default=15.0, help="seconds of audio per level (5..600)")
-    g.add_argument("--listen-workers", type=int, default=0, help="the daemon's analysis threads (0 = one per core)")
-    g.add_argument("--naive-max", type=int, default=10,
-                   help="largest level also run the naive way (one daemon process per stream)")
+    add_ranged(g, "--streams-duration", float, 15.0, 5.0, 600.0, unit="s", help="seconds of audio per level")
+    add_ranged(g, "--listen-workers", int, 0, 0, 256, help="the daemon's analysis threads (0 = one per core)")
+    add_ranged(g, "--naive-max", int, 10, 0, 1000,
+               help="largest level also run the naive way (one daemon process per stream)")
     args = p.parse_args(argv)
     if len(set(map(str, args.also_model))) < len(args.also_model):
         p.error("--also-model: the same model given twice")
-    if args.streams is not None and (not all(1 <= n <= 10000 for n in args.streams)
-                                     or not 5 <= args.streams_duration <= 600 or not 0 <= args.naive_max <= 1000):
-        p.error("--streams levels must be in 1..10000, --streams-duration in 5..600 s, --naive-max in 0..1000")
+    if args.streams is not None and not all(1 <= n <= 10000 for n in args.streams):
+        p.error("--streams levels must be in 1..10000")
     return args
 
 

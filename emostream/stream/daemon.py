@@ -212,7 +212,8 @@ class EmotionDaemon:
         if not self.host_guard.allows(request.headers.get("Host")):
             # DNS rebinding: a foreign name pointed at this address; its Origin would match its own Host.
             return connection.respond(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; see --allowed-host\n")
-        authorised = not cfg.token or hmac.compare_digest(_request_token(request) or "", cfg.token)
+        # bytes: compare_digest refuses str beyond ASCII, which a token file or a stranger's query may hold
+        authorised = not cfg.token or hmac.compare_digest((_request_token(request) or "").encode(), cfg.token.encode())
         if path == "/healthz":  # bare liveness for anyone; the details (source, counters) only with the token
             return self.respond_json(connection, HTTPStatus.OK, self.health() if authorised else {"status": "ok"})
         if path == "/favicon.ico":  # browsers ask on every visit; 204 keeps their console clean
@@ -428,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
     src.add_argument("--stdin", action="store_true", help="raw PCM on stdin (see --rate, --channels, --format)")
     src.add_argument("--listen-only", action="store_true", help="no local source: score /listen streams until stopped")
-    p.add_argument("--device", help="microphone name or index")
+    p.add_argument("--device", help="microphone: a name (or part of one) or the index emostream-devices lists")
     p.add_argument("--fast", action="store_true", help="file: run as fast as possible, not in real time")
     p.add_argument("--loop", action="store_true", help="file: start again at the end")
     add_ranged(p, "--rate", int, 22050, *INPUT_RATE_RANGE_HZ, unit="Hz", help="stdin: sample rate")

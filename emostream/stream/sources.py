@@ -186,6 +186,8 @@ class MicrophoneSource:
     def __init__(self, device: str | int | None = None, sample_rate_hz: int = 22050, channels: int = 1,
                  block_frames: int = 512):
         sd = _sounddevice()
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)  # "3" from the command line is emostream-devices' index 3; sounddevice reads a name
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as exc:

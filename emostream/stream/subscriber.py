@@ -12,10 +12,9 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 
-from emostream.options import ranged
+from emostream.options import add_ranged, quiet_stdout
 from emostream.stream.guard import TOKEN_ENV, resolve_token
 
 logger = logging.getLogger(__name__)
@@ -142,19 +141,11 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
     return 0
 
 
-def quiet_stdout() -> None:
-    """Point stdout at /dev/null: the interpreter's last flush at exit must not raise the same error again."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
     p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
-    p.add_argument("--count", type=ranged(int, 1, 10**9), help="exit after this many score messages")
+    add_ranged(p, "--count", int, None, 1, 10**9, help="exit after this many score messages")
     p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
     p.add_argument("--until-end", action="store_true",
                    help="exit 0 when the daemon's finite source ends (its 'end' message)")

@@ -57,7 +57,7 @@ from emostream.options import add_ranged, check_range
 from emostream.train import report
 from emostream.train.baselines import ClipProfiles, FoldBaselines, clip_profiles, speaker_keys
 from emostream.train.clipbank import ClipBank, clip_bank
-from emostream.train.data import index_ravdess
+from emostream.train.data import DatasetError, index_ravdess
 from emostream.train.model import TIME_POOLINGS, CrnnConfig
 from emostream.train.prepare import encode_labels
 
@@ -1324,14 +1324,15 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, profiles)
 
 
-def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
+def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path, model=None) -> int:
     """Score an ONNX model (onnxruntime, as served) on each fold's test part: a model trained elsewhere.
 
     A fold without a test part (``ship``) scores its validation part instead, per corpus (``val_by_corpus``).
+    ``model``: ``path`` already loaded (``main`` loads it before preparing the data, so a bad file fails at once).
     """
     from emostream.inference.model import EmotionModel
 
-    model = EmotionModel(path)
+    model = model or EmotionModel(path)
     if model.labels != data.classes:
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
@@ -1437,12 +1438,27 @@ def main(argv: list[str] | None = None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    data = prepare(args.protocol, preset, args.data_dir, args.emodb_dir, args.seed, args.cache_dir,
-                   args.max_clips_per_class, folds_wanted, args.no_cross)
+    exported = None
+    if args.onnx:  # a missing or broken model fails in one line before minutes of data preparation
+        from emostream.inference.model import EmotionModel, ModelError
+
+        try:
+            exported = EmotionModel(args.onnx)
+        except ModelError as exc:
+            logger.error("%s", exc)
+            return 2
+    from emostream.train.emodb import EmoDBError
+
+    try:
+        data = prepare(args.protocol, preset, args.data_dir, args.emodb_dir, args.seed, args.cache_dir,
+                       args.max_clips_per_class, folds_wanted, args.no_cross)
+    except (DatasetError, EmoDBError) as exc:  # a missing corpus: one line, as emostream-train says it
+        logger.error("%s", exc)
+        return 2
     frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
                                                       data.corpus, data.cross)
-    if args.onnx:
-        return score_exported(args.onnx, data, args.protocol, preset, args.out)
+    if exported is not None:
+        return score_exported(args.onnx, data, args.protocol, preset, args.out, exported)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     preparation = {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class}
