@@ -9,7 +9,9 @@ resampler and float32 sums are the only differences chunking can make).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 import json
 import re
 import threading
@@ -37,6 +39,7 @@ from emostream.stream.listen import (
     RealtimeLimiter,
     parse_start,
 )
+from emostream.stream.subscriber import SubscribeError, subscribe
 
 TOLERANCE = 1e-4
 # Stretches of the bundled sample (six RAVDESS clips of actor 21, always installed): seconds from, to.
@@ -396,6 +399,15 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, daemon_threa
         assert got[-1]["type"] == "end" and got[-1]["windows"] == len(offline(model, heard(y, "s16le"), 16000))
         with pytest.raises((OSError, InvalidMessage, TimeoutError)):  # plain ws:// to a TLS port does not get in
             connect(f"ws://127.0.0.1:{port}/listen", open_timeout=5)
+        # emostream-subscribe: an untrusted certificate is one line, never a retry loop; --cafile trusts it
+        with pytest.raises(SubscribeError, match="not trusted.*--cafile"):
+            asyncio.run(subscribe(f"wss://127.0.0.1:{port}"))
+        heard_hello = io.StringIO()
+        with pytest.raises(TimeoutError):  # connected and listening (NoSource sends no scores)
+            asyncio.run(asyncio.wait_for(subscribe(f"wss://127.0.0.1:{port}", out=heard_hello, cafile=str(cert)), 5))
+        assert heard_hello.getvalue().startswith("# ")  # the hello line
+        with pytest.raises(SubscribeError, match="wss://"):
+            asyncio.run(subscribe(f"ws://127.0.0.1:{port}", cafile=str(cert)))
     with pytest.raises(ValueError, match="both --certfile and --keyfile"):
         ServerConfig(certfile=str(cert)).check()
 

@@ -61,8 +61,13 @@ class SubscribeError(RuntimeError):
 
 def explain(exc: Exception, url: str) -> str | None:
     """One line for a failure that retrying will not fix, or None for one worth retrying."""
+    import ssl
+
     from websockets.exceptions import InvalidStatus, InvalidURI
 
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"{url}: the daemon's certificate is not trusted ({exc.verify_message}); for a self-signed one "
+                "pass it as --cafile cert.pem")
     if isinstance(exc, InvalidURI):
         scheme, _, rest = url.partition("://")
         hint = {"http": "ws://", "https": "wss://"}.get(scheme.lower(), "ws://") + (rest or "HOST:PORT")
@@ -94,16 +99,27 @@ def _fatal(url: str):
 
 
 async def subscribe(url: str, as_json: bool = False, count: int | None = None, out=sys.stdout,
-                    token: str | None = None, until_end: bool = False) -> int:
+                    token: str | None = None, until_end: bool = False, cafile: str | None = None) -> int:
+    """``cafile``: certificates to trust for a ``wss://`` daemon (its own, when self-signed)."""
+    import ssl
+
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidURI
 
     received = 0
     labels: list[str] = []
     headers = {"Authorization": f"Bearer {token}"} if token else None
+    tls = {}
+    if cafile is not None:
+        if not url.lower().startswith("wss://"):
+            raise SubscribeError(f"--cafile is for wss:// URLs, not {url}")
+        try:
+            tls = {"ssl": ssl.create_default_context(cafile=cafile)}
+        except (OSError, ssl.SSLError) as exc:
+            raise SubscribeError(f"--cafile {cafile}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         connecting = connect(url, open_timeout=5, max_size=2**20, additional_headers=headers,
-                             process_exception=_fatal(url))
+                             process_exception=_fatal(url), **tls)
     except InvalidURI as exc:  # raised before the first attempt
         raise SubscribeError(explain(exc, url)) from None
     async for websocket in connecting:
@@ -147,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
     add_ranged(p, "--count", int, None, 1, 10**9, help="exit after this many score messages")
     p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
+    p.add_argument("--cafile", help="trust these certificates for a wss:// daemon (a self-signed one: its cert.pem)")
     p.add_argument("--until-end", action="store_true",
                    help="exit 0 when the daemon's finite source ends (its 'end' message)")
     args = p.parse_args(argv)
@@ -154,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         token = resolve_token(None, args.token_file)
-        return asyncio.run(subscribe(args.url, args.json, args.count, token=token, until_end=args.until_end))
+        return asyncio.run(subscribe(args.url, args.json, args.count, token=token, until_end=args.until_end,
+                                     cafile=args.cafile))
     except (SubscribeError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
