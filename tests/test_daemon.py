@@ -19,7 +19,7 @@ from emostream.bench.fanout import start_daemon
 from emostream.features import compute_log_mel_spect
 from emostream.inference.model import EmotionModel
 from emostream.inference.pipeline import PipelineConfig
-from emostream.stream.daemon import EmotionDaemon, ServerConfig
+from emostream.stream.daemon import EmotionDaemon, ServerConfig, build_parser, unused_source_flags
 from emostream.stream.daemon import main as daemon_main
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError
 
@@ -217,6 +217,19 @@ def test_daemon_command_fails_cleanly(tiny_onnx, caplog, args, match):
     assert daemon_main(full) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and match in errors[0] and "\n" not in errors[0]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--rate", "16000"], "--rate"), (["--file", "a.wav", "--format", "f32le"], "--format"),
+    (["--stdin", "--loop"], "--loop"), (["--listen-only", "--fast", "--channels", "2"], "--channels, --fast"),
+    (["--device", "3"], "--device")])
+def test_a_flag_its_source_never_reads_is_refused_not_ignored(args, named, capsys):
+    with pytest.raises(SystemExit) as refused:
+        daemon_main(args)
+    assert refused.value.code == 2 and f"{named}: not read with" in capsys.readouterr().err
+    parser = build_parser()
+    for fine in (["--stdin", "--rate", "16000"], ["--mic", "--device", "3"], ["--loop", "--fast"], ["--rate", "22050"]):
+        assert unused_source_flags(parser.parse_args(fine), parser) == []  # a default restated is not an error
 
 
 def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny_onnx, clip, tmp_path):

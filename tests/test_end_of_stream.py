@@ -128,6 +128,7 @@ def test_commands_daemon_fast_waits_and_subscriber_exits_on_end(write_clip):
     (["--file=talk.wav"], ["--file=talk.wav"]),
     (["--mic"], ["--mic"]),
     (["--stdin", "--rate", "16000"], ["--stdin", "--rate", "16000"]),
+    (["--listen-only"], ["--listen-only"]),  # no file to loop: --loop would be refused
 ])
 def test_run_sh_loops_the_sample_unless_a_source_is_named(tmp_path, argv, expected):
     """scripts/run.sh in a copy of the tree whose setup.sh and daemon only report what they were given."""

@@ -511,8 +511,23 @@ def make_source(args):
     return FileSource(args.file or DEFAULT_SAMPLE, realtime=not args.fast, loop=args.loop)
 
 
+def unused_source_flags(args, parser) -> list[str]:
+    """Flags set away from their defaults that the chosen source never reads (``--rate 16000`` without ``--stdin``
+    would be ignored in silence, the audio read at the wrong rate)."""
+    reads = {"--rate": args.stdin, "--channels": args.stdin, "--format": args.stdin, "--device": args.mic,
+             "--fast": not (args.mic or args.stdin or args.listen_only),
+             "--loop": not (args.mic or args.stdin or args.listen_only)}
+    return [flag for flag, read in reads.items()
+            if not read and getattr(args, flag[2:]) != parser.get_default(flag[2:])]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if unused := unused_source_flags(args, parser):
+        source = "--mic" if args.mic else "--stdin" if args.stdin else "--listen-only" if args.listen_only else "a file"
+        parser.error(f"{', '.join(unused)}: not read with {source} (--rate/--channels/--format are for --stdin, "
+                     "--device for --mic, --fast/--loop for a file)")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit_blas_threads()
