@@ -79,3 +79,15 @@ def quiet_stdout() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` names each option's default where it has a value to name (not None, False or an empty list) and
+    its help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default is None or action.default is False
+                or action.default == [] or action.default is argparse.SUPPRESS):  # `is`: 0.0 == False
+            return text
+        return f"{text} (default: %(default)s)".lstrip()

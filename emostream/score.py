@@ -124,11 +124,12 @@ def _score(path: Path):
 def build_parser() -> argparse.ArgumentParser:
     from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig, add_classes_argument
     from emostream.inference.vad import add_vad_arguments
-    from emostream.options import add_ranged
+    from emostream.options import DefaultsHelpFormatter, add_ranged
     from emostream.paths import DEFAULT_MODEL_PATH
 
     d = PipelineConfig()
-    p = argparse.ArgumentParser(prog="emostream-score", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="emostream-score", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders (recursive) or quoted globs")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("--per", choices=("window", "utterance", "file"), default="file",

@@ -147,3 +147,13 @@ def test_help_shows_each_range_as_it_is_checked_open_bounds_included():
                 assert shown in action.help, f"{action.dest}: range missing from its help {action.help!r}"
                 if refused:  # an open bound: its help must not read as an inclusive "low–high"
                     assert f"{low}–{high}" not in action.help, f"{action.dest}: open bound shown closed"
+
+
+def test_help_names_the_defaults_a_user_would_otherwise_guess():
+    for parser, shown in ((daemon_parser(), ("(default: 0.25)", "(default: 0.0)", "(default: 127.0.0.1)",
+                                             "(default: -50.0)")),
+                          (score_parser(), ("(default: 0.25)", "(default: file)"))):
+        text = " ".join(parser.format_help().split())
+        for default in shown:
+            assert default in text, default
+        assert "(default: None)" not in text and "(default: False)" not in text

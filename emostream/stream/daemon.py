@@ -39,7 +39,7 @@ from emostream.inference.pipeline import (
     add_classes_argument,
 )
 from emostream.inference.vad import VadUnavailable, add_vad_arguments, vad_from_args
-from emostream.options import add_ranged, check_range
+from emostream.options import DefaultsHelpFormatter, add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.guard import TOKEN_ENV, HostGuard, TokenBucket, resolve_token
@@ -423,7 +423,8 @@ class EmotionDaemon:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emostream-daemon", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="emostream-daemon", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--file", type=Path, help=f"audio file to stream (default: the bundled {DEFAULT_SAMPLE.name})")
     src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                help="gate: quieter windows are silence")
     add_vad_arguments(p)
     s = ServerConfig()
-    p.add_argument("--host", default=s.host)
+    p.add_argument("--host", default=s.host, help="address to listen on (beyond loopback needs a token)")
     add_ranged(p, "--port", int, s.port, 0, 65535, help="TCP port (0: any free port)")
     add_ranged(p, "--queue", int, s.queue_messages, 1, 100_000, help="messages queued per subscriber")
     p.add_argument("--token", help="secret clients must present; required to bind beyond loopback. Visible in `ps`: "
