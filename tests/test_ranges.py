@@ -157,3 +157,18 @@ def test_help_names_the_defaults_a_user_would_otherwise_guess():
         for default in shown:
             assert default in text, default
         assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("module, argv, flag", [
+    ("emostream.train.robustness", ["--limit", "-1"], "--limit"),  # once: the last clip silently dropped
+    ("emostream.train.robustness", ["--every", "0"], "--every"),
+    ("emostream.train.evaluate", ["--epochs", "0"], "--epochs"),
+    ("emostream.train.evaluate", ["--max-clips-per-class", "-2"], "--max-clips-per-class"),
+    ("emostream.train.cli", ["--batch-size", "0"], "--batch-size")])
+def test_the_training_tools_refuse_numbers_out_of_range_before_any_work(module, argv, flag, capsys):
+    import importlib
+
+    entry = importlib.import_module(module)
+    with pytest.raises(SystemExit) as refused:
+        entry.parse_args(argv) if module.endswith(".cli") else entry.main(argv)
+    assert refused.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.features import DEFAULT_CONFIG
+from emostream.options import add_ranged
 from emostream.train import report
 from emostream.train.data import DatasetError, class_distribution
 
@@ -46,10 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="emostream-train", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="RAVDESS root (default: $RAVDESS_DIR or ../shared/data/ravdess)")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<preset>)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--split-seed", type=int, default=defaults.split_seed)
-    p.add_argument("--max-clips-per-class", type=int, default=None, help="use only the first N clips of each emotion")
+    add_ranged(p, "--epochs", int, defaults.epochs, 1, 10_000)
+    add_ranged(p, "--batch-size", int, defaults.batch_size, 1, 4096)
+    add_ranged(p, "--split-seed", int, defaults.split_seed, 0, 2**32 - 1)
+    add_ranged(p, "--max-clips-per-class", int, None, 1, 100_000, help="use only the first N clips of each emotion")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: $EMOSTREAM_CACHE or ~/.cache/emostream)")
     p.add_argument("--publish", type=Path, help="also copy the model and its reports into this folder (e.g. models/)")
     p.add_argument("-v", "--verbose", action="store_true")

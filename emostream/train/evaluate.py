@@ -1389,16 +1389,17 @@ def main(argv: list[str] | None = None) -> int:
                                    "(actors/emobox; default all)")
     p.add_argument("--emodb-dir", help="EmoDB root (default: $EMODB_DIR or ../shared/data/emodb)")
     p.add_argument("--no-cross", action="store_true", help="emobox: do not score EmoDB with each fold's model")
-    p.add_argument("--epochs", type=int, help="override the preset's epoch count")
+    add_ranged(p, "--epochs", int, None, 1, 10_000, help="override the preset's epoch count")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one preset setting, e.g. --set mixup_alpha=0.2 --set lstm_units=192,96 "
                         "(repeatable; the card records the settings used)")
     p.add_argument("--label", help="name recorded for this variant (default: the preset's name)")
-    p.add_argument("--threads", type=int, help="TensorFlow intra-op threads (default: all cores)")
-    p.add_argument("--max-clips-per-class", type=int, help="a small slice, for quick checks")
+    add_ranged(p, "--threads", int, None, 1, 256, help="TensorFlow intra-op threads (default: all cores)")
+    add_ranged(p, "--max-clips-per-class", int, None, 1, 100_000, help="a small slice, for quick checks")
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--seed", type=int, default=42, help="data preparation, and fold k's training seed is SEED + k - 1")
+    add_ranged(p, "--seed", int, 42, 0, 10**9,
+               help="data preparation, and fold k's training seed is SEED + k - 1")
     add_ranged(p, "--seed-offset", int, 0, 0, 1_000_000,
                help="added to every fold's training seed only (same clips, banks and folds): another member of a "
                     "seed ensemble (combine runs with emostream-ensemble); use 1000, 2000, …, so that no member "

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.features import DEFAULT_CONFIG, load_audio, windows_for_inputs
+from emostream.options import add_ranged
 from emostream.train.augment import add_noise, add_reverb, loud_level_dbfs
 
 logger = logging.getLogger(__name__)
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actors", default="21,22,23,24", help="RAVDESS actors whose clips are scored")
     p.add_argument("--test-files", type=Path,
                    help="score the clips of this test-file list (a run's test_files.csv) instead of --actors")
-    p.add_argument("--every", type=int, default=1, help="take every N-th clip (quick but spread out)")
+    add_ranged(p, "--every", int, 1, 1, 10_000, help="take every N-th clip (quick but spread out)")
     p.add_argument("--channel", choices=["speech", "song", "both"], default="both")
-    p.add_argument("--limit", type=int, help="score only the first N clips (quick checks)")
+    add_ranged(p, "--limit", int, None, 1, 1_000_000, help="score only the first N clips (quick checks)")
     p.add_argument("--out", type=Path, default=Path("models") / "evaluation" / "robustness")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
