@@ -101,13 +101,14 @@ def float_samples(samples) -> np.ndarray:
     scaled from its own full scale, as the daemon's ``--stdin s16le`` is; read as floats, int16 would sit 90 dB too
     loud and be clipped to noise."""
     x = np.asarray(samples)
-    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
-        raise ValueError(f"expected float or integer PCM samples, got dtype {x.dtype}")
     if x.dtype.kind == "f":
         return x.astype(np.float32, copy=False)
-    full_scale = float(2 ** (8 * x.dtype.itemsize - 1))
-    centred = x.astype(np.float64) - (full_scale if x.dtype.kind == "u" else 0.0)
-    return (centred / full_scale).astype(np.float32)
+    if x.dtype.kind not in "iu" or x.dtype.itemsize > 4:  # int64: most often a list of Python ints, of no scale
+        raise ValueError(f"expected float samples (full scale 1) or int8/int16/int32/uint8/uint16 PCM, got dtype "
+                         f"{x.dtype} (e.g. np.asarray(samples, dtype=np.int16))")
+    full_scale = np.float32(2 ** (8 * x.dtype.itemsize - 1))
+    centred = x.astype(np.float32) - (full_scale if x.dtype.kind == "u" else np.float32(0))
+    return centred / full_scale
 
 
 class EmotionStream:

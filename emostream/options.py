@@ -61,6 +61,8 @@ def describe(help_text: str, low=None, high=None, unit: str = "", *, low_open: b
         return f"{help_text} ({low}–{high}{unit})"
     if low is not None:
         return f"{help_text} ({'>' if low_open else '≥'} {low}{unit})"
+    if high is not None:
+        return f"{help_text} ({'<' if high_open else '≤'} {high}{unit})"
     return help_text
 
 

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emostream-score", description=__doc__.splitlines()[0],
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files, folders (recursive) or quoted globs")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="table format")
     p.add_argument("--per", choices=("window", "utterance", "file"), default="file",
                    help="one row per window, per utterance (speech segment) or per file")
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_stdout()
         if pool:
             pool.shutdown(cancel_futures=True)
-        return 0
+        return 1 if failed else 0
     finally:
         if out is not sys.stdout:
             out.close()

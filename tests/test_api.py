@@ -102,7 +102,8 @@ def test_restricting_never_divides_by_zero():
 
 @pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),
                                               (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole"),
-                                              (np.ones(100, bool), SR, "dtype"), (np.array(["a"] * 100), SR, "dtype")])
+                                              (np.ones(100, bool), SR, "dtype"), (np.array(["a"] * 100), SR, "dtype"),
+                                              ([1, -1] * 4000, SR, "int16")])  # Python ints: int64, no scale
 def test_predict_refuses_bad_input_with_a_clear_error(recognizer, bad, rate, match):
     with pytest.raises(ValueError, match=match):
         recognizer.predict(bad, sample_rate_hz=rate)

@@ -100,7 +100,9 @@ def test_a_mixed_ensembles_row_names_each_members_setting_its_preset_holds_at_th
     mixed = {"member_versions": ["3", "4"], "member_freq_pool": [3, 1], "member_train_floor_snr_db": [[0, 0], [6, 30]]}
     change = compare.ensemble_change(mixed, 2)
     # MEMBER_SETTINGS order, and the card's wording (one helper): a pair stays a pair, not "0,0, 6,30"
-    assert change.endswith("members differ in train_floor_snr_db: [0, 0], [6, 30]; freq_pool: 3, 1")
+    assert change.endswith("members differ in train_floor_snr_db: (0, 0), (6, 30); freq_pool: 3, 1")
+    as_tuples = {**mixed, "member_train_floor_snr_db": [(0, 0), (6, 30)]}  # a preset's tuples: the same words
+    assert compare.ensemble_change(as_tuples, 2) == change
     assert "member_versions" not in change and "versions" not in change
     assert compare.ensemble_change({}, 2) == "seed ensemble of 2 runs of these settings (probabilities averaged)"
     assert compare.ensemble_change(mixed, None) is None  # a single run

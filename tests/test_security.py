@@ -47,10 +47,17 @@ def test_token_is_required_when_set(make, daemon_thread):
         assert status_of(running.url + "/?token=%C3%A9") == 401  # beyond ASCII: refused, not a 500
 
 
-def test_a_token_beyond_ascii_is_honoured(make, daemon_thread):
-    with daemon_thread(make(token="clé-ünïcode")) as running:
-        assert status_of(running.url + "/?token=cl%C3%A9-%C3%BCn%C3%AFcode") == "hello"
-        assert status_of(running.url + "/?token=cle-unicode") == 401
+def test_a_token_beyond_printable_ascii_is_refused_at_start_without_showing_it():
+    for token in ("clé-ünïcode", "tab\there", "bad\udcffbyte"):  # the last: a file's stray byte, surrogate-escaped
+        with pytest.raises(ValueError, match="printable ASCII") as refused:
+            ServerConfig(token=token).check()
+        assert token not in str(refused.value)
+
+
+def test_a_request_token_beyond_ascii_is_a_401_by_query_and_by_header(make, daemon_thread):
+    with daemon_thread(make(token="s3cret")) as running:
+        assert status_of(running.url + "/?token=s3cr%C3%A9t") == 401
+        assert status_of(running.url, additional_headers={"Authorization": "Bearer s3cr\u00e9t"}) == 401
 
 
 def test_browser_origins_other_than_the_daemons_own_are_refused(make, daemon_thread):

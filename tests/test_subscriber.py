@@ -112,3 +112,21 @@ def test_a_reader_that_stops_early_ends_the_subscriber_quietly_and_token_files_r
                                     text=True, timeout=30)
         assert failed.returncode == 1 and "cannot write the output" in failed.stderr
         assert "Traceback" not in failed.stderr and "token file" not in failed.stderr
+
+
+def test_certificate_failures_are_explained_by_what_would_fix_them():
+    import ssl
+
+    from emostream.stream.subscriber import explain
+
+    def failure(code, message):
+        exc = ssl.SSLCertVerificationError(1, message)
+        exc.verify_code, exc.verify_message = code, message
+        return exc
+
+    untrusted = explain(failure(18, "self-signed certificate"), "wss://h:8765")
+    assert "not trusted (self-signed certificate)" in untrusted and "--cafile" in untrusted
+    for code in (62, 64):  # trusted, but issued for another name or address: --cafile would not help
+        wrong_name = explain(failure(code, "Hostname mismatch"), "wss://h:8765")
+        assert "does not name this host" in wrong_name and "--cafile" not in wrong_name
+    assert explain(ConnectionRefusedError(), "wss://h:8765") is None  # worth retrying

@@ -90,6 +90,10 @@ class ServerConfig:
         check_range("request_burst", self.request_burst, 1, 100_000)
         if self.token is not None and not self.token:
             raise ValueError("the token is empty")
+        if self.token is not None and not (self.token.isascii() and self.token.isprintable()):
+            # it travels in URLs and HTTP headers, which websockets reads as Latin-1: beyond ASCII a client's
+            # header and its query would not agree on the bytes (the value itself never appears in a message)
+            raise ValueError("the token must be printable ASCII (it travels in URLs and HTTP headers)")
 
     def check(self) -> None:
         """Refuse to expose scores beyond this machine without a token; keep counts in range."""
@@ -212,8 +216,9 @@ class EmotionDaemon:
         if not self.host_guard.allows(request.headers.get("Host")):
             # DNS rebinding: a foreign name pointed at this address; its Origin would match its own Host.
             return connection.respond(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; see --allowed-host\n")
-        # bytes: compare_digest refuses str beyond ASCII, which a token file or a stranger's query may hold
-        authorised = not cfg.token or hmac.compare_digest((_request_token(request) or "").encode(), cfg.token.encode())
+        # bytes: compare_digest refuses str beyond ASCII, which a stranger's query or header may hold
+        sent = (_request_token(request) or "").encode("utf-8", "surrogateescape")
+        authorised = not cfg.token or hmac.compare_digest(sent, cfg.token.encode())
         if path == "/healthz":  # bare liveness for anyone; the details (source, counters) only with the token
             return self.respond_json(connection, HTTPStatus.OK, self.health() if authorised else {"status": "ok"})
         if path == "/favicon.ico":  # browsers ask on every visit; 204 keeps their console clean

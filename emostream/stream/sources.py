@@ -186,7 +186,7 @@ class MicrophoneSource:
     def __init__(self, device: str | int | None = None, sample_rate_hz: int = 22050, channels: int = 1,
                  block_frames: int = 512):
         sd = _sounddevice()
-        if isinstance(device, str) and device.strip().isdigit():
+        if isinstance(device, str) and device.strip().isdecimal() and device.strip().isascii():
             device = int(device)  # "3" from the command line is emostream-devices' index 3; sounddevice reads a name
         try:
             info = sd.query_devices(device, "input")

@@ -66,6 +66,9 @@ def explain(exc: Exception, url: str) -> str | None:
     from websockets.exceptions import InvalidStatus, InvalidURI
 
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+            return (f"{url}: the daemon's certificate does not name this host ({exc.verify_message}); connect by "
+                    "a name or address it holds")
         return (f"{url}: the daemon's certificate is not trusted ({exc.verify_message}); for a self-signed one "
                 "pass it as --cafile cert.pem")
     if isinstance(exc, InvalidURI):

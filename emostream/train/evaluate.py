@@ -957,8 +957,12 @@ def _pct(d: dict, key: str, pct: bool = True) -> str:
 
 def member_differences(member_settings: dict) -> str:
     """"dropout: 0.5, 0.3; freq_pool: 3, 1" from ``member_<setting>`` lists (one value per member, in member order):
-    the card's and the ablation table's one wording of how a mixed ensemble's members differ."""
-    return "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(str, v))}" for k, v in member_settings.items())
+    the card's and the ablation table's one wording of how a mixed ensemble's members differ. A pair reads "(15, 50)"
+    whether it came as a tuple (a preset) or a list (read back from JSON)."""
+    def show(value) -> str:
+        return str(tuple(value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return "; ".join(f"{k.removeprefix('member_')}: {', '.join(map(show, v))}" for k, v in member_settings.items())
 
 
 def write_card(out: Path, protocol: str, preset: Preset, results: list[dict], summary: dict, classes: list[str],
