@@ -349,7 +349,10 @@ PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"
 PRESETS["wideband-90ep-baseline-freq-pool"] = dataclasses.replace(
     PRESETS["wideband-90ep-baseline"], name="wideband-90ep-baseline-freq-pool", freq_pool=3)
 # wideband-90ep pooled over five frequency rows instead of three (the first LSTM reads 6 × 64 values per step): the
-# dose question behind candidate 26's gain, which came from the version 3 members only (candidate 28).
+# dose question behind candidate 26's gain, which came from the version 3 members only (candidate 28). Lost by its
+# rule (two seeds, all six EmoBox folds, in candidate 26's construction: 0.5136 vs the bar 0.5233, level with the pool
+# of three's 0.5133; alone 0.479 / 0.465 vs 0.474 / 0.477): the dose is flat between three and five. Kept for the
+# record.
 PRESETS["wideband-90ep-freq-pool-5"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-freq-pool-5",
                                                            freq_pool=5)
 
