@@ -1339,15 +1339,13 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, profiles)
 
 
-def score_exported(path: Path, data: Prepared, protocol: str, preset: Preset, out: Path, model=None) -> int:
-    """Score an ONNX model (onnxruntime, as served) on each fold's test part: a model trained elsewhere.
+def score_exported(model, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
+    """Score an ONNX model (an ``EmotionModel``: onnxruntime, as served) on each fold's test part: a model trained
+    elsewhere. ``main`` loads it before preparing the data, so a bad file fails at once.
 
     A fold without a test part (``ship``) scores its validation part instead, per corpus (``val_by_corpus``).
-    ``model``: ``path`` already loaded (``main`` loads it before preparing the data, so a bad file fails at once).
     """
-    from emostream.inference.model import EmotionModel
-
-    model = model or EmotionModel(path)
+    path = model.path
     if model.labels != data.classes:
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
@@ -1474,7 +1472,7 @@ def main(argv: list[str] | None = None) -> int:
     frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
                                                       data.corpus, data.cross)
     if exported is not None:
-        return score_exported(args.onnx, data, args.protocol, preset, args.out, exported)
+        return score_exported(exported, data, args.protocol, preset, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     preparation = {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class}
