@@ -408,8 +408,35 @@ def test_tls_serves_wss_and_https_with_the_given_certificate(model, daemon_threa
         assert heard_hello.getvalue().startswith("# ")  # the hello line
         with pytest.raises(SubscribeError, match="wss://"):
             asyncio.run(subscribe(f"ws://127.0.0.1:{port}", cafile=str(cert)))
+        assert_scheme_hinted(f"ws://127.0.0.1:{port}", f"use wss://127.0.0.1:{port}")
     with pytest.raises(ValueError, match="both --certfile and --keyfile"):
         ServerConfig(certfile=str(cert)).check()
+
+
+def assert_scheme_hinted(url, hint):
+    """The subscriber keeps retrying (a restarting daemon fails alike) but says once which scheme would work."""
+    import logging
+
+    from emostream.stream import subscriber
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    subscriber.logger.addHandler(handler)
+    try:
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(subscribe(url), 8))
+    finally:
+        subscriber.logger.removeHandler(handler)
+    hints = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(hints) == 1 and hint in hints[0], hints
+
+
+def test_a_wss_url_to_a_plain_daemon_is_hinted_towards_ws(model, daemon_thread):
+    daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0), None)
+    with daemon_thread(daemon) as running:
+        port = running.daemon.port
+        assert_scheme_hinted(f"wss://127.0.0.1:{port}", f"use ws://127.0.0.1:{port}")
 
 
 def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_thread):

@@ -3,7 +3,8 @@
 Reconnects with exponential backoff when the daemon restarts or is not up yet. With ``--until-end`` it
 exits 0 when a finite source ends (the daemon's ``{"type": "end"}`` message) instead of waiting for more.
 What cannot succeed by retrying (a wrong token, an ``http://`` URL, a refused Host or Origin) ends with a
-one-line error, exit 2.
+one-line error, exit 2. A failure that a wrong scheme explains (``ws://`` to a TLS daemon, ``wss://`` to a plain
+one) is still retried, since a restarting daemon fails alike, but the scheme that would work is named once.
 """
 
 from __future__ import annotations
@@ -90,13 +91,36 @@ def explain(exc: Exception, url: str) -> str | None:
     return None  # e.g. the connection dropped mid-handshake while the daemon restarts: worth retrying
 
 
+def scheme_hint(exc: Exception, url: str) -> str | None:
+    """A hint for a retried failure that a wrong scheme explains, or None.
+
+    Not fatal: a restarting daemon can fail the same way once. A TLS daemon answers ``ws://`` by closing
+    before any HTTP status line; a plain daemon resets a ``wss://`` connection on the TLS hello.
+    """
+    from websockets.exceptions import InvalidMessage
+
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "ws" and isinstance(exc, InvalidMessage):
+        return f"{url}: no HTTP answer; if the daemon serves TLS (--certfile), use wss://{rest}"
+    if scheme.lower() == "wss" and isinstance(exc, ConnectionResetError):
+        return f"{url}: reset during the TLS handshake; if the daemon serves plain WebSocket, use ws://{rest}"
+    return None
+
+
 def _fatal(url: str):
+    hinted = False
+
     def process_exception(exc: Exception) -> Exception | None:
         from websockets.client import process_exception as default
 
+        nonlocal hinted
         line = explain(exc, url)
         if line is not None:
             return SubscribeError(line)
+        hint = scheme_hint(exc, url)
+        if hint is not None and not hinted:
+            hinted = True
+            logger.warning("%s (retrying)", hint)
         return default(exc)
     return process_exception
 
