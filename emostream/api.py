@@ -16,6 +16,7 @@ passes the gates: the level gate, and the voice gate when one is set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.features import AudioDecodeError
 from emostream.inference import scoring
+from emostream.inference.logmel_stream import level_dbfs
 from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.inference.vad import VadConfig
@@ -124,6 +127,11 @@ class EmotionStream:
         self.pipeline = pipeline
         self.utterances: list[Utterance] = []
         self.messages: list[dict] = []  # every message, as the daemon would send them
+        self.finished = False
+
+    def _check_open(self, what: str) -> None:
+        if self.finished:
+            raise ValueError(f"{what} after finish(): this stream has ended; start another with stream()")
 
     def _split(self, messages: list[dict]) -> list[WindowScore]:
         self.messages += messages
@@ -131,6 +139,7 @@ class EmotionStream:
         return [WindowScore.from_message(m) for m in messages if m["type"] == "scores"]
 
     def push(self, chunk) -> list[WindowScore]:
+        self._check_open("push()")
         x = float_samples(chunk)
         if x.ndim == 1:
             x = x[:, np.newaxis]
@@ -140,6 +149,8 @@ class EmotionStream:
         return self._split(self.pipeline.process(x))
 
     def finish(self) -> list[WindowScore]:
+        self._check_open("finish()")
+        self.finished = True
         return self._split(self.pipeline.finish())
 
     def summary(self) -> ClipScore:
@@ -193,7 +204,9 @@ class EmotionRecognizer:
         """One clip, (frames,) or (frames, channels) at ``sample_rate_hz`` → its mean probabilities.
 
         The clip is mixed down and resampled as the daemon does, laid into a quiet noise floor and read by
-        the daemon's sliding windows; windows under the silence gate are left out unless all are.
+        the daemon's sliding windows; windows under the silence gate are left out. A clip the gate hears as
+        silence (every window under it; a short clip quieter than it, as the daemon judges one) has no emotion:
+        ``top``, ``top_p`` and ``probabilities`` are None and ``windows`` is 0.
         """
         x = float_samples(samples)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
@@ -201,20 +214,27 @@ class EmotionRecognizer:
         level_only = dataclasses.replace(self.config, vad=None)  # evaluation's clip score: no detector to build
         pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1], level_only)
         mono = pipeline.to_model_rate(x, last=True)
-        _, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
+        windows, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
+        short = scoring.is_short(mono.size, pipeline.features)
+        duration_s = round(x.shape[0] / sample_rate_hz, 6)
+        if short:
+            heard = level_dbfs(mono) >= self.config.silence_dbfs  # the daemon's gate for a short stream
+        else:
+            heard = any(w.level_dbfs >= pipeline.context.silence_dbfs for w in windows)
+        if not heard:
+            return ClipScore(top=None, top_p=None, probabilities=None, duration_s=duration_s, windows=0, short=short)
         model = self.model
         p = pipeline.report(model.predict(pipeline.model_input(voiced, model)).mean(axis=0))  # v4: from the prior
         top = int(np.argmax(p))
         return ClipScore(top=self.labels[top], top_p=float(p[top]),
                          probabilities={k: float(v) for k, v in zip(self.labels, p, strict=True)},
-                         duration_s=round(x.shape[0] / sample_rate_hz, 6), windows=len(voiced),
-                         short=scoring.is_short(mono.size, pipeline.features))
+                         duration_s=duration_s, windows=len(voiced), short=short)
 
     def score_file(self, path: str | Path) -> FileScores:
         """Stream a file (any format soundfile reads) through the daemon's path; see ``FileScores``."""
         import soundfile as sf
 
-        from emostream.features import AudioDecodeError
+        from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder, quiet_decoder_for
 
         path = Path(path)
         if not path.is_file():
@@ -225,10 +245,17 @@ class EmotionRecognizer:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return AudioDecodeError(f"cannot read audio file {path}: {reason}")
 
-        try:
-            f = sf.SoundFile(path)
-        except decode_errors as exc:
-            raise unreadable(exc) from None
+        with contextlib.ExitStack() as quiet:  # MP3: the decoder's stderr chatter kept off the terminal
+            quiet.enter_context(quiet_decoder_for(path))
+            try:
+                f = sf.SoundFile(path)
+            except decode_errors as exc:
+                raise unreadable(exc) from None
+            if is_mpeg(f.format) and path.suffix.lower() not in MPEG_SUFFIXES:
+                quiet.enter_context(quiet_decoder(path.name))
+            return self._score_open_file(path, f, decode_errors, unreadable)
+
+    def _score_open_file(self, path: Path, f, decode_errors: tuple, unreadable) -> FileScores:
         with f:
             try:
                 s = self.stream(f.samplerate, f.channels)

@@ -126,6 +126,27 @@ def test_a_clip_shorter_than_a_window_is_scored_and_flagged(recognizer, write_cl
     assert silent.utterances == [] and silent.summary.top is None and silent.summary.probabilities is None
 
 
+@pytest.mark.parametrize("seconds", [0.5, 4.0])  # shorter than a window, and longer
+def test_silence_has_no_emotion_in_predict_as_in_the_daemon(recognizer, seconds):
+    """Before, ``predict`` classified every window when none passed the level gate: zeros came out 'fearful 74%'."""
+    n = int(seconds * 16000)
+    for quiet in (np.zeros(n), np.full(n, np.nan), 1e-4 * speechlike(seconds, seed=8, sr=16000)):  # −80 dBFS
+        clip = recognizer.predict(quiet, 16000)
+        assert (clip.top, clip.top_p, clip.probabilities, clip.windows) == (None, None, None, 0)
+        assert clip.short == (seconds < 2.3)
+    heard = recognizer.predict(speechlike(seconds, seed=8, sr=16000), 16000)
+    assert heard.top is not None and heard.windows >= 1  # the same clip at speech level is scored
+
+
+def test_a_finished_stream_refuses_more_audio_in_one_line(recognizer):
+    s = recognizer.stream(16000)  # resampled: before, soxr's "Input after last input" leaked out of push()
+    s.push(speechlike(3.0, seed=9, sr=16000))
+    s.finish()
+    for again in (lambda: s.push(np.zeros(100)), s.finish):
+        with pytest.raises(ValueError, match="after finish\\(\\): this stream has ended"):
+            again()
+
+
 def test_streaming_is_chunk_size_invariant_and_equals_score_file(recognizer, speech_with_pause):
     import soundfile as sf
 

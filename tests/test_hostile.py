@@ -319,7 +319,7 @@ def test_a_stray_byte_on_s16le_stdin_is_reported(caplog):
 
 # 10. MP3 decoder chatter -------------------------------------------------------------------------
 
-def test_mp3_decoder_warnings_stay_out_of_the_terminal(tmp_path, capfd, caplog):
+def test_mp3_decoder_warnings_stay_out_of_the_terminal(tmp_path, capfd, caplog, recognizer):
     import soundfile as sf
 
     from emostream.stream.ring_buffer import RingBuffer
@@ -343,8 +343,13 @@ def test_mp3_decoder_warnings_stay_out_of_the_terminal(tmp_path, capfd, caplog):
     assert any("MP3 decoder reported" in r.getMessage() for r in caplog.records)
     from emostream.features import load_audio
 
-    assert load_audio(damaged).size > 2 * SR  # the offline path (evaluation, file scoring) is quiet too
+    assert load_audio(damaged).size > 2 * SR  # the offline path (evaluation) is quiet too
     assert "mpg123" not in capfd.readouterr().err
+    disguised = tmp_path / "damaged.audio"  # an MP3 by its content, not its name
+    disguised.write_bytes(bytes(data))
+    for path in (damaged, disguised):  # file scoring (emostream-score, the API): before, the chatter got through
+        assert recognizer.score_file(path).summary.duration_s > 2
+        assert "mpg123" not in capfd.readouterr().err
 
 
 def test_stderr_still_reaches_the_terminal_while_an_mp3_is_read(capfd):
