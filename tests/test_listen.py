@@ -242,7 +242,8 @@ START = json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le",
 
 def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_cadence(model, daemon_thread):
     daemon = EmotionDaemon(model, NoSource(22050), PipelineConfig(), ServerConfig(port=0),
-                           ListenConfig(max_streams=3, max_message_bytes=65536, realtime_burst_s=1.0, workers=2))
+                           ListenConfig(max_streams=3, max_message_bytes=65536, realtime_burst_s=1.0, workers=2,
+                                        max_messages_per_s=100))
     y = load(CLIP, 16000)
     steady = np.tile(y, 3)[: 16000 * 9, None]  # 9 s in real time, 100 ms frames
     with daemon_thread(daemon) as running:
@@ -268,6 +269,9 @@ def test_each_error_gets_its_line_and_close_code_while_another_stream_keeps_its_
         expect_error(url, START, b"\x00\x01\x02", code=CLOSE_BAD_DATA, contains="not a whole number")
         expect_error(url, START, bytes(65536 + 2), code=CLOSE_TOO_BIG, contains="65536 byte limit")
         expect_error(url, START, *[second * 5] * 8, code=CLOSE_POLICY, contains="faster than 2x real time")
+        # one-frame messages without pause: within the audio budget, but each costs the shared loop (before: a
+        # million in 8 s delayed every client's scores ~0.35 s)
+        expect_error(url, START, *[bytes(2)] * 1000, code=CLOSE_POLICY, contains="more than 100 messages per second")
         expect_error(url, START, json.dumps({"type": "pause"}), code=CLOSE_POLICY, contains="unknown message type")
         deadline = time.monotonic() + 5  # refused streams leave the count as their handlers end
         while running.daemon.health()["listen"]["streams"] > 1 and time.monotonic() < deadline:
@@ -326,11 +330,23 @@ def test_classes_the_model_lacks_are_one_line_errors(model, daemon_thread):
 def test_realtime_limiter_allows_the_factor_and_a_burst():
     now = [0.0]
     limiter = RealtimeLimiter(2.0, 1.0, clock=lambda: now[0])
-    limiter.admit(1.0)  # the burst
+    limiter.admit(0.1)  # the first message: counted as recorded before it came (0.05 s at 2x)
     now[0] = 1.0
-    limiter.admit(2.0)  # 3 s of audio in 1 s: 2x + 1 s burst
+    limiter.admit(3.0)  # 3.1 s of audio in 1.05 s: 2x + the 1 s burst
     with pytest.raises(ListenError, match="faster than 2x"):
         limiter.admit(0.1)
+
+
+def test_a_client_may_open_with_a_buffered_chunk_then_stream_in_real_time():
+    """Before, the clock started at the first message: a 2 s opening chunk at exactly real time was refused."""
+    now = [0.0]
+    limiter = RealtimeLimiter(2.0, 1.0, clock=lambda: now[0])
+    limiter.admit(2.0)
+    for _ in range(100):  # then 100 ms every 100 ms, for 10 s
+        now[0] += 0.1
+        limiter.admit(0.1)
+    with pytest.raises(ListenError, match="faster than 2x"):  # but not twice the audio at once
+        limiter.admit(14.0)
 
 
 def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, daemon_thread):

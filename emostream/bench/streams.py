@@ -106,7 +106,7 @@ async def _listen_client(url, i, pcm: bytes, n_frames: int, stagger_s: float, re
         await ws.send(json.dumps({"type": "stop"}))
         try:
             await asyncio.wait_for(reader, 60)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             info["error"] = "no end within 60 s of stop"
 
 

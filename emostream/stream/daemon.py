@@ -43,7 +43,7 @@ from emostream.options import DefaultsHelpFormatter, add_ranged, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.guard import TOKEN_ENV, HostGuard, TokenBucket, resolve_token
-from emostream.stream.listen import ListenConfig, ListenServer, NoSource
+from emostream.stream.listen import MESSAGES_PER_S_RANGE, ListenConfig, ListenServer, NoSource
 from emostream.stream.ring_buffer import RingBuffer
 from emostream.stream.sinks import PublishContext, SinkOptions, check_stream_id, default_stream_id, make_sinks
 from emostream.stream.sources import FileSource, MicrophoneSource, SourceError, StdinSource
@@ -488,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                help="audio seconds a stream may send per second")
     add_ranged(g, "--max-listen-message-bytes", int, ls.max_message_bytes, 1024, 16 * 2**20,
                help="largest binary audio message; larger closes with 1009")
+    add_ranged(g, "--max-listen-messages-per-s", float, ls.max_messages_per_s, *MESSAGES_PER_S_RANGE,
+               help="messages a stream may send per second on average (bursts of one second's); more closes with 1008")
     add_ranged(g, "--listen-workers", int, ls.workers, 0, 256,
                help="analysis threads shared by all streams (0 = one per core)")
     g.add_argument("--broadcast-listeners", action="store_true",
@@ -554,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--no-listen and --listen-only contradict each other")
         listen_config = None if args.no_listen else ListenConfig(
             max_streams=args.max_streams, max_realtime_factor=args.max_realtime_factor,
-            max_message_bytes=args.max_listen_message_bytes, workers=args.listen_workers,
+            max_message_bytes=args.max_listen_message_bytes, max_messages_per_s=args.max_listen_messages_per_s,
+            workers=args.listen_workers,
             broadcast=args.broadcast_listeners)
         if listen_config is not None:
             listen_config.check()

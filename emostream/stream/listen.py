@@ -43,6 +43,7 @@ from emostream.inference.pipeline import (
     checked_classes,
 )
 from emostream.options import check_range
+from emostream.stream.guard import TokenBucket
 from emostream.stream.sources import PCM_FORMATS
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ CLOSE_TOO_BIG = 1009  # one message over the size limit
 CLOSE_INTERNAL = 1011  # analysis failed
 CLOSE_TRY_LATER = 1013  # too many streams, or analysis fell behind
 
+MESSAGES_PER_S_RANGE = (10.0, 100_000.0)  # a 128-frame AudioWorklet block sent as is: 375 per second at 48 kHz
+
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class ListenConfig:
     max_realtime_factor: float = 2.0  # audio seconds per wall second a stream may send on average
     realtime_burst_s: float = 1.0  # audio a stream may send ahead of that budget (a buffered start)
     max_message_bytes: int = 1 << 20  # one binary message; larger → close 1009
+    max_messages_per_s: float = 500.0  # messages a stream may send per second on average (bursts of one second's)
     start_timeout_s: float = 10.0  # time to send the start message
     max_pending_s: float = 10.0  # audio received but not yet analysed; beyond → close 1013
     max_unsent_messages: int = 256  # results the client has not read; beyond → close 1008
@@ -86,6 +90,7 @@ class ListenConfig:
         check_range("--max-realtime-factor", self.max_realtime_factor, 1.0, 1000.0)
         check_range("realtime_burst_s", self.realtime_burst_s, 0.0, 600.0)
         check_range("--max-listen-message-bytes", self.max_message_bytes, 1024, 16 << 20)
+        check_range("--max-listen-messages-per-s", self.max_messages_per_s, *MESSAGES_PER_S_RANGE)
         check_range("start_timeout_s", self.start_timeout_s, 0.1, 300.0)
         check_range("max_pending_s", self.max_pending_s, 1.0, 600.0)
         check_range("max_unsent_messages", self.max_unsent_messages, 8, 100000)
@@ -203,7 +208,11 @@ def decode_pcm(data: bytes, spec: StreamSpec) -> np.ndarray:
 
 
 class RealtimeLimiter:
-    """Audio seconds received may not exceed ``factor`` × wall seconds since the first audio, plus a burst."""
+    """Audio seconds received may not exceed ``factor`` × wall seconds since the stream's audio began, plus a burst.
+
+    The first message's audio counts as recorded before it arrived (sent at ``factor`` × real time), so a client
+    may open with a buffered chunk; before, a 2 s first message at exactly real time was refused.
+    """
 
     def __init__(self, factor: float, burst_s: float, clock: Callable[[], float] = time.monotonic):
         self.factor, self.burst_s, self.clock = factor, burst_s, clock
@@ -213,7 +222,7 @@ class RealtimeLimiter:
     def admit(self, audio_s: float) -> None:
         now = self.clock()
         if self.started is None:
-            self.started = now
+            self.started = now - audio_s / self.factor
         self.audio_s += audio_s
         allowed = self.factor * (now - self.started) + self.burst_s
         if self.audio_s > allowed:
@@ -422,7 +431,7 @@ class ListenServer:
     async def _start(self, websocket) -> ListenSession:
         try:
             raw = await asyncio.wait_for(websocket.recv(), self.config.start_timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
             raise ListenError(f"no start message within {self.config.start_timeout_s:g} s") from None
         if isinstance(raw, bytes):
             raise ListenError("audio before start: send the start message (text JSON) first")
@@ -482,7 +491,13 @@ class ListenServer:
         await session.websocket.close(CLOSE_NORMAL, "end of stream")
 
     async def _read(self, session: ListenSession) -> None:
+        """Each message costs the shared event loop a little whatever it holds: tiny ones sent without pause (a
+        million 2-byte messages in 8 s) delayed every other client's scores by ~0.35 s, so messages are counted."""
+        pace = TokenBucket(self.config.max_messages_per_s, max(10, int(self.config.max_messages_per_s)))
         async for raw in session.websocket:
+            if not pace.allow():
+                raise ListenError(f"more than {self.config.max_messages_per_s:g} messages per second; send "
+                                  "fewer, larger ones (20-100 ms of audio each)")
             if isinstance(raw, bytes):
                 session.feed(raw)
                 continue

@@ -16,6 +16,7 @@ its confidence, the level and the last utterance appear as sensors of one device
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -134,7 +135,7 @@ def discovery_configs(prefix: str, stream_id: str, discovery_prefix: str = "home
 
 class MqttSink(Sink):
     kind = "mqtt"
-    transient = (OSError, TimeoutError, aiomqtt.MqttError)
+    transient = (OSError, asyncio.TimeoutError, aiomqtt.MqttError)  # asyncio's: not the builtin on 3.10
 
     def __init__(self, target: MqttTarget, options: SinkOptions = SinkOptions()):
         super().__init__(target.url, options)

@@ -10,6 +10,7 @@ entries differ by ``stream_id``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def decode(fields: dict) -> dict:
 
 class RedisSink(Sink):
     kind = "redis"
-    transient = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError)
+    transient = (OSError, asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError)  # asyncio's: 3.10
 
     def __init__(self, target: RedisTarget, options: SinkOptions = SinkOptions()):
         super().__init__(target.url, options)
