@@ -82,6 +82,17 @@ def same_windows(published: list[dict], ws_scores: list[dict]) -> None:
     ("mqtt://127.0.0.1/x?qos=3", "qos is 0, 1 or 2"),
     ("mqtt://127.0.0.1/x?protocol=4", "protocol is 3.1.1 or 5"),
     ("mqtts://user:hunter2@127.0.0.1/x?retain=1", "unknown parameter 'retain'"),
+    # connection options the client libraries read only when first connecting: before, a daemon that started,
+    # said "cannot reach the broker" once and retried for ever, publishing nothing
+    ("redis://:hunter2@127.0.0.1/0?socket_timeout=abc", "socket_timeout is seconds in (0, 3600], not 'abc'"),
+    ("redis://127.0.0.1/0?socket_connect_timeout=0", "socket_connect_timeout is seconds"),
+    ("redis://:hunter2@127.0.0.1/0?ssl_cert_reqs=required", "ssl_cert_reqs is for rediss:// (TLS)"),
+    ("rediss://:hunter2@127.0.0.1/0?ssl_cert_reqs=x", "Invalid SSL Certificate Requirements Flag: x"),
+    ("rediss://127.0.0.1/0?ssl_check_hostname=maybe", "ssl_check_hostname is true or false"),
+    ("rediss://:hunter2@127.0.0.1/0?ssl_ca_certs=/no/such/ca.pem", "ssl_ca_certs /no/such/ca.pem: No such file"),
+    ("redis://127.0.0.1/0?protocol=7", "protocol must be either 2 or 3"),
+    ("mqtts://user:hunter2@127.0.0.1/x?ca=/no/such/ca.pem", "ca /no/such/ca.pem: No such file"),
+    ("mqtt://127.0.0.1/x?ca=/no/such/ca.pem", "ca is for mqtts:// (TLS)"),
 ])
 def test_bad_publish_urls_are_one_line_errors_that_never_show_the_password(url, match):
     needs_publish_extra()

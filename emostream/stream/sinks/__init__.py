@@ -83,6 +83,21 @@ def check_stream_id(stream_id: str) -> str:
     return stream_id
 
 
+def check_tls_file(shown: str, name: str, path: str, certificates: bool = True) -> None:
+    """A certificate (or key) file named in a ``--publish`` URL must be readable now, not at the first connection:
+    a missing one otherwise meant a daemon that retried for ever and published nothing."""
+    import ssl
+
+    try:
+        if certificates:
+            ssl.create_default_context(cafile=path)
+        else:
+            open(path, "rb").close()
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise PublishError(f"--publish {shown}: {name} {path}: {reason}") from None
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***`` (for logs and /healthz)."""
     parts = urlsplit(url)

@@ -29,7 +29,7 @@ import aiomqtt
 
 from emostream import __version__
 from emostream.messages import encode
-from emostream.stream.sinks import PublishError, Sink, SinkOptions, redact
+from emostream.stream.sinks import PublishError, Sink, SinkOptions, check_tls_file, redact
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class MqttTarget:
                     raise PublishError(f"--publish {shown}: client_id has 1..128 characters")
                 options["client_id"] = value
             elif name == "ca":
+                if not tls:
+                    raise PublishError(f"--publish {shown}: ca is for mqtts:// (TLS)")
+                check_tls_file(shown, "ca", value)
                 options["ca_file"] = value
             elif name == "discovery_prefix":
                 if not re.fullmatch(r"[A-Za-z0-9_/-]{1,100}", value):

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from emostream.messages import finite
-from emostream.stream.sinks import PublishError, Sink, SinkOptions, redact
+from emostream.stream.sinks import PublishError, Sink, SinkOptions, check_tls_file, redact
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,35 @@ class RedisTarget:
         if not stream or len(stream) > 256 or any(c.isspace() for c in stream):
             raise PublishError(f"--publish {shown}: stream is a key name of 1..256 characters without spaces")
         client_url = urlunsplit((parts.scheme.lower(), parts.netloc, f"/{db}", urlencode(passed), ""))
+        check_client_params(shown, parts.scheme.lower() == "rediss", passed, client_url)
         return cls(url, client_url, stream, maxlen)
+
+
+def check_client_params(shown: str, tls: bool, passed: list[tuple[str, str]], client_url: str) -> None:
+    """redis-py's own options, checked before the daemon starts: it reads them only when it first connects, so a
+    bad one (``socket_timeout=abc``, ``ssl_cert_reqs`` on ``redis://``, a missing CA file) meant a daemon retrying
+    for ever and publishing nothing."""
+    for name, value in passed:
+        if name.startswith("ssl_") and not tls:
+            raise PublishError(f"--publish {shown}: {name} is for rediss:// (TLS)")
+        if name in ("socket_timeout", "socket_connect_timeout"):
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = float("nan")
+            if not 0 < seconds <= 3600:  # NaN fails too
+                raise PublishError(f"--publish {shown}: {name} is seconds in (0, 3600], not {value!r}")
+        elif name == "ssl_check_hostname" and value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise PublishError(f"--publish {shown}: ssl_check_hostname is true or false, not {value!r}")
+        elif name == "ssl_ca_certs":
+            check_tls_file(shown, name, value)
+        elif name in ("ssl_certfile", "ssl_keyfile"):
+            check_tls_file(shown, name, value, certificates=False)
+    try:
+        aioredis.ConnectionPool.from_url(client_url).make_connection()  # parses every option; connects later
+    except Exception as exc:  # redis-py's ValueError, TypeError or RedisError for a value it refuses
+        raise PublishError(f"--publish {shown}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+            from None
 
 
 def fields_of(record: dict) -> dict[str, str]:
