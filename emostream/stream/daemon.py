@@ -396,13 +396,15 @@ class EmotionDaemon:
                 source_thread.start()
             await stop_wait
             source_ended = worker.source_ended  # read before stopping the source makes the ring look finished
+            read_error = getattr(self.source, "error", None)  # the source stopped early: a broken file, say
             logger.info("shutting down")
             self._source_stop.set()
             worker.stop()
             await asyncio.to_thread(worker.join, 5.0)
             await asyncio.sleep(0)  # let messages handed over by the worker reach the queues
             if source_ended:  # a finite source is over: subscribers stop waiting for more
-                self.fan_out(self.pipeline.end_message(), False)
+                self.fan_out(self.pipeline.end_message(f"read error: {read_error}" if read_error else "source ended"),
+                             False)
             subscribers = list(self.broadcaster.subscribers)
             await asyncio.gather(*(s.drain(cfg.drain_on_exit_s) for s in subscribers))
             await asyncio.gather(*(s.websocket.close(1000, "daemon shutting down") for s in subscribers),
@@ -417,13 +419,16 @@ class EmotionDaemon:
             logger.error("analysis stopped: %s", worker.error)
             return 1
         heard_s = self.pipeline.stream.samples_seen / self.pipeline.features.sample_rate_hz
-        if self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s and \
-                not isinstance(self.source, NoSource):
+        if source_ended and self.broadcaster.published == 0 and heard_s < self.pipeline.features.window_s and \
+                not isinstance(self.source, NoSource):  # (a stop request is not the input ending)
             logger.warning("the input ended after %.2f s, shorter than one %.2f s window: %s", heard_s,
                            self.pipeline.features.window_s, "scored inside a noise floor (utterance flagged short)"
                            if self.pipeline.short else f"not scored, {self.pipeline.short_skipped or 'no audio'}")
         logger.info("stopped after %d windows, %.1f s of audio (%d overrun frames)", self.broadcaster.published,
                     heard_s, self.ring.overrun_frames)
+        if read_error:
+            logger.error("the input ended early: %s", read_error)
+            return 1
         return 0
 
 

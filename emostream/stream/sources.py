@@ -59,6 +59,7 @@ class FileSource:
         # Real time: small blocks, like a sound card's, so windows leave on cadence; fast: large blocks.
         self.block_frames = block_frames or (512 if realtime else 8192)
         self.realtime, self.loop = realtime, loop
+        self.error: str | None = None  # why reading stopped early, when it did: the daemon ends with exit 1
         self.description = f"file {self.path.name} ({self.sample_rate_hz} Hz, {self.channels} ch" + \
             (", looped" if loop else "") + (")" if realtime else ", fast)")
 
@@ -80,8 +81,9 @@ class FileSource:
                     if not self.loop:
                         return
                     f.seek(0)
-        except Exception as exc:
-            logger.error("reading %s failed: %s", self.path, exc)
+        except Exception as exc:  # e.g. a file cut short: what was read is scored, then the daemon says why it ended
+            self.error = f"reading {self.path} failed: {str(exc).strip() or type(exc).__name__}"
+            logger.error("%s", self.error)
         finally:
             ring.close()
 
@@ -133,6 +135,7 @@ class StdinSource:
         self.block_bytes = block_frames * channels * self.dtype.itemsize
         self.description = f"stdin {sample_format} {sample_rate_hz} Hz, {channels} ch"
         self.misaligned_blocks = 0  # s16le blocks that looked one byte off
+        self.error: str | None = None  # why reading stopped early, when it did: the daemon ends with exit 1
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         frame_bytes = self.channels * self.dtype.itemsize
@@ -152,6 +155,9 @@ class StdinSource:
                     pending = pending[usable:]
                     if not ring.write_all(samples.astype(np.float32) * scale, stop):
                         return
+        except OSError as exc:  # e.g. EIO from a terminal that went away
+            self.error = f"reading stdin failed: {exc.strerror or exc}"
+            logger.error("%s", self.error)
         finally:
             ring.close()
 

@@ -1,7 +1,8 @@
 """``emostream-subscribe``: print the daemon's scores live, one line per window (or JSON lines).
 
 Reconnects with exponential backoff when the daemon restarts or is not up yet. With ``--until-end`` it
-exits 0 when a finite source ends (the daemon's ``{"type": "end"}`` message) instead of waiting for more.
+exits when a finite source ends (the daemon's ``{"type": "end"}`` message) instead of waiting for more: 0, or 1 when
+the input broke off (reason ``read error: …``).
 What cannot succeed by retrying (a wrong token, an ``http://`` URL, a refused Host or Origin) ends with a
 one-line error, exit 2. A failure that a wrong scheme explains (``ws://`` to a TLS daemon, ``wss://`` to a plain
 one) is still retried, since a restarting daemon fails alike, but the scheme that would work is named once.
@@ -172,7 +173,7 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
                 out.flush()
                 if until_end and message.get("type") == "end":
                     await websocket.close()
-                    return 0
+                    return 0 if message.get("reason", "source ended") == "source ended" else 1
                 if message.get("type") == "scores":
                     received += 1
                     if count is not None and received >= count:
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
     p.add_argument("--cafile", help="trust these certificates for a wss:// daemon (a self-signed one: its cert.pem)")
     p.add_argument("--until-end", action="store_true",
-                   help="exit 0 when the daemon's finite source ends (its 'end' message)")
+                   help="exit when the daemon's finite source ends (its 'end' message): 0, or 1 after a read error")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
