@@ -261,6 +261,7 @@ class EmotionRecognizer:
                 s = self.stream(f.samplerate, f.channels)
             except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels
                 raise AudioDecodeError(f"cannot score audio file {path}: {exc}") from None
+            s.pipeline.input_name, s.pipeline.counted_in = str(path), None  # warnings name the file
             blocks, windows = f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True), []
             while True:  # only the reads are decode errors; the pipeline's own errors propagate as they are
                 try:

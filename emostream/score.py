@@ -40,6 +40,22 @@ COLUMNS = {
 }
 
 
+def audio_in(folder: Path) -> list[Path]:
+    """Audio files under ``folder``, sorted: symlinked folders followed (each real folder once, so a loop ends),
+    hidden names skipped (macOS's ``._talk.wav`` resource files are not audio)."""
+    found, seen = [], set()
+    for where, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(where)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(where, n) for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_SUFFIXES and Path(where, n).is_file()]
+    return sorted(found)
+
+
 def expand(targets: list[str]) -> tuple[list[Path], list[str]]:
     """Files, folders (searched recursively for audio) and glob patterns → files in order, and what matched nothing."""
     files: list[Path] = []
@@ -50,7 +66,7 @@ def expand(targets: list[str]) -> tuple[list[Path], list[str]]:
         found = []
         for m in map(Path, matches):
             if m.is_dir():
-                found += sorted(p for p in m.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+                found += audio_in(m)
             elif m.exists():
                 found.append(m)
         if found:
@@ -98,9 +114,21 @@ class Writer:
 _recognizer = None
 
 
-def _init(model: str, hop_s: float, silence_dbfs: float, vad, classes: tuple[str, ...] | None = None) -> None:
+def configure_logging(verbose: bool) -> None:
+    """The main process's logging, and each ``--jobs`` worker's (a worker starts with none)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="emostream-score: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("numba").setLevel(logging.WARNING)  # -v: hundreds of lines of its compiler's debugging
+
+
+def _init(model: str, hop_s: float, silence_dbfs: float, vad, classes: tuple[str, ...] | None = None,
+          verbose: bool | None = None) -> None:
+    """``verbose``: None in the main process (logging is set already), the flag in a worker."""
     global _recognizer
     from emostream.api import EmotionRecognizer
+
+    if verbose is not None:
+        configure_logging(verbose)
 
     try:  # one BLAS thread per process: --jobs is the parallelism
         from threadpoolctl import threadpool_limits
@@ -158,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             out = open(args.out, "w", newline="", encoding="utf-8")  # noqa: SIM115 — closed in the finally below
         except OSError as exc:
             p.error(f"--out {args.out}: {exc.strerror or exc}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="emostream-score: %(message)s", stream=sys.stderr)
+    configure_logging(args.verbose)
 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -187,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         # forkserver: workers never inherit this process's onnxruntime session or threads through fork()
         pool = ProcessPoolExecutor(min(args.jobs, len(files)), mp_context=multiprocessing.get_context("forkserver"),
                                    initializer=_init,
-                                   initargs=(str(args.model), args.hop, args.silence_dbfs, vad, args.classes)) \
+                                   initargs=(str(args.model), args.hop, args.silence_dbfs, vad, args.classes,
+                                             args.verbose)) \
             if args.jobs > 1 and len(files) > 1 else None
         results = pool.map(_score, files, chunksize=1) if pool else map(_score, files)
         with logging_redirect_tqdm(), tqdm(total=len(files), unit="file", file=sys.stderr, disable=not show) as bar:

@@ -216,3 +216,36 @@ def test_a_reader_that_goes_away_ends_the_scoring_quietly(folder):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
     assert b"no such file" not in err and b"could not be scored" not in err, err.decode()  # it did score
+
+
+def test_a_folder_walk_follows_linked_folders_once_and_skips_hidden_files(write_clip, tmp_path):
+    """Before: macOS's ``._a.wav`` resource files were read as audio (exit 1) and a linked folder was not entered."""
+    from emostream.score import expand
+
+    a = write_clip("root/a.wav", speechlike(0.5, seed=1))
+    (a.parent / "._a.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble, not audio
+    write_clip("root/.cache/x.wav", speechlike(0.5, seed=2))
+    b = write_clip("other/b.wav", speechlike(0.5, seed=3))
+    (a.parent / "link").symlink_to(b.parent, target_is_directory=True)
+    (b.parent / "back").symlink_to(a.parent, target_is_directory=True)  # a loop: root → link → back → root
+    files, missing = expand([str(a.parent)])
+    assert files == [a, a.parent / "link" / "b.wav"] and missing == []
+
+
+def test_jobs_workers_log_like_the_main_process_and_name_the_file(write_clip, tmp_path):
+    """Before: a worker had no logging set up — its warnings came out bare, without the file's name."""
+    import soundfile as sf
+
+    y = speechlike(3.0, seed=5)
+    y[1000:1100] = np.nan
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, y, SR, subtype="FLOAT")
+    good = write_clip("good.wav", speechlike(3.0, seed=6))
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "emostream.score", str(bad), str(good), "--jobs", "2", "--no-vad"],
+                          capture_output=True, text=True, timeout=120)  # its own forkserver, its own stderr
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert f"emostream-score: {bad} holds NaN/Inf samples: replaced by 0" in err and "/healthz" not in err

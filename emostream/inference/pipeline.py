@@ -158,6 +158,8 @@ class EmotionPipeline:
         self.hop_s = self.stream.hop_samples / self.features.sample_rate_hz
         self.nonfinite_samples = 0
         self.clipped_samples = 0
+        # How warnings about the samples name the input, and where its counts can be read (file scoring: the path)
+        self.input_name, self.counted_in = "input", "/healthz"
         if config.vad is not None and config.vad.min_speech_s > self.features.window_s:
             raise ValueError(f"the voice gate's min_speech_s ({config.vad.min_speech_s} s) is longer than a "
                              f"window ({self.features.window_s:.2f} s): no window could ever be classified")
@@ -196,6 +198,9 @@ class EmotionPipeline:
         self.model.predict([silent] * len(self.model.input_versions))
         self.reset()
 
+    def _counted(self) -> str:
+        return f" (counted in {self.counted_in})" if self.counted_in else ""
+
     def to_model_rate(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
         """Mono float32 at the model's rate; NaN/Inf samples become 0 and are counted."""
         frames = np.asarray(frames, dtype=np.float32)
@@ -204,14 +209,14 @@ class EmotionPipeline:
         bad = ~np.isfinite(mono)
         if bad.any():
             if not self.nonfinite_samples:
-                logger.warning("input holds NaN/Inf samples: replaced by 0 (counted in /healthz)")
+                logger.warning("%s holds NaN/Inf samples: replaced by 0%s", self.input_name, self._counted())
             self.nonfinite_samples += int(bad.sum())
             mono = np.where(bad, 0.0, mono).astype(np.float32)
         loud = np.abs(mono) > MAX_SAMPLE
         if loud.any():  # e.g. f32le garbage of 1e30: its power would overflow float32 into Inf/NaN scores
             if not self.clipped_samples:
-                logger.warning("input holds samples beyond ±%g (full scale is 1): clipped (counted in /healthz)",
-                               MAX_SAMPLE)
+                logger.warning("%s holds samples beyond ±%g (full scale is 1): clipped%s", self.input_name,
+                               MAX_SAMPLE, self._counted())
             self.clipped_samples += int(loud.sum())
             mono = np.clip(mono, -MAX_SAMPLE, MAX_SAMPLE)
         if self._resampler is not None:
