@@ -232,6 +232,34 @@ def test_a_flag_its_source_never_reads_is_refused_not_ignored(args, named, capsy
         assert unused_source_flags(parser.parse_args(fine), parser) == []  # a default restated is not an error
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--no-vad", "--vad-threshold", "0.9"], "--vad-threshold: not read with --no-vad"),
+    (["--no-listen", "--max-streams", "3", "--broadcast-listeners"],
+     "--max-streams, --broadcast-listeners: not read with --no-listen")])
+def test_settings_of_a_part_switched_off_are_refused_not_ignored(tiny_onnx, caplog, args, message):
+    assert daemon_main(["--model", str(tiny_onnx), "--port", "0", *args]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(message)
+
+
+def test_sigterm_while_the_model_loads_is_a_clean_stop(tiny_onnx):
+    """Before: the signal handlers came with the server, after the model: SIGTERM then killed it (rc -15) and Ctrl-C
+    printed a traceback. The signal is sent from inside the model's constructor, so it lands there every run."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\n"
+            "from emostream.stream import daemon\n"
+            "load = daemon.EmotionModel\n"
+            "def loading(*a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return load(*a, **k)\n"
+            "daemon.EmotionModel = loading\n"
+            f"sys.exit(daemon.main(['--model', {str(tiny_onnx)!r}, '--port', '0']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "stopped before serving" in done.stderr
+
+
 def test_sigterm_closes_subscribers_normally_and_exits_0_without_tensorflow(tiny_onnx, clip, tmp_path):
     path, _ = clip
     blocker = tmp_path / "block"

@@ -67,15 +67,24 @@ def add_vad_arguments(parser) -> None:
     add_ranged(parser, "--vad-threshold", float, v.threshold, *VAD_THRESHOLD_RANGE, low_open=True, high_open=True,
                help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
     add_ranged(parser, "--vad-min-speech", float, v.min_speech_s, *VAD_MIN_SPEECH_RANGE_S, unit="s",
-               help="voice-activity gate: speech a window must hold to be classified (at most one window, "
-                    "2.32 s for the shipped model)")
+               help="voice-activity gate: speech a window must hold to be classified (less than one window, "
+                    "2.30 s for the shipped model)")
     parser.add_argument("--no-vad", action="store_true",
                         help="level gate only: classify every loud window, speech or not")
 
 
 def vad_from_args(args) -> VadConfig | None:
-    """``add_vad_arguments``' flags → the gate (None with ``--no-vad``)."""
-    return None if args.no_vad else VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
+    """``add_vad_arguments``' flags → the gate (None with ``--no-vad``; ValueError for a gate setting given with it,
+    which would be ignored in silence)."""
+    if args.no_vad:
+        v = VadConfig()
+        given = [flag for flag, value, default in (("--vad-threshold", args.vad_threshold, v.threshold),
+                                                   ("--vad-min-speech", args.vad_min_speech, v.min_speech_s))
+                 if value != default]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not read with --no-vad (the voice gate is off)")
+        return None
+    return VadConfig(threshold=args.vad_threshold, min_speech_s=args.vad_min_speech)
 
 
 class _Silero:

@@ -534,6 +534,20 @@ def unused_source_flags(args, parser) -> list[str]:
             if not read and getattr(args, flag[2:]) != parser.get_default(flag[2:])]
 
 
+LISTEN_FLAGS = ("--max-streams", "--max-realtime-factor", "--max-listen-message-bytes", "--max-listen-messages-per-s",
+                "--listen-workers", "--broadcast-listeners")
+
+
+def unused_listen_flags(args, parser) -> list[str]:
+    """/listen's flags set away from their defaults (meaningless with ``--no-listen``)."""
+    return [flag for flag in LISTEN_FLAGS
+            if getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -549,6 +563,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
     logging.getLogger("numba").setLevel(logging.WARNING)  # librosa's JIT: pages of IR at DEBUG
+    in_main = threading.current_thread() is threading.main_thread()
+    # Until run() installs its own: SIGTERM while the model loads is a clean stop, as Ctrl-C is.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+    try:
+        return _run_from_args(args, parser)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the server's own handlers were in place
+        logger.info("stopped before serving")
+        return 0
+    finally:
+        if in_main and previous is not None:  # None: a handler not set from Python, nothing to put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_from_args(args, parser) -> int:
     try:
         token = resolve_token(args.token, args.token_file)
         server_config = ServerConfig(host=args.host, port=args.port, queue_messages=args.queue, token=token,
@@ -559,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         server_config.check()
         if args.no_listen and args.listen_only:
             raise ValueError("--no-listen and --listen-only contradict each other")
+        if args.no_listen and (unread := unused_listen_flags(args, parser)):
+            raise ValueError(f"{', '.join(unread)}: not read with --no-listen (/listen is off)")
         listen_config = None if args.no_listen else ListenConfig(
             max_streams=args.max_streams, max_realtime_factor=args.max_realtime_factor,
             max_message_bytes=args.max_listen_message_bytes, max_messages_per_s=args.max_listen_messages_per_s,
