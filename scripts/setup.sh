@@ -16,7 +16,7 @@ PYTHON="${PYTHON:-python3}"
 apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: apt-get install $*" >&2
-    [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ] || apt-get update -qq
+    compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null || apt-get update -qq  # a fresh image has none
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || {
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
   else
@@ -45,7 +45,8 @@ if [[ ",$extras," == *",dev,"* ]] && ! command -v openssl >/dev/null; then
   apt_install openssl || echo "setup: openssl missing; the TLS test will skip" >&2
 fi
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# A venv whose creation was interrupted has a python but no pip: made again, not skipped.
+.venv/bin/python -m pip --version >/dev/null 2>&1 || "$PYTHON" -m venv --clear .venv
 stamp=".venv/.installed-$( (cat pyproject.toml; echo "extras=$extras") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing emostream${extras:+[$extras]} into .venv" >&2
