@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -248,7 +249,7 @@ class EmotionRecognizer:
         with contextlib.ExitStack() as quiet:  # MP3: the decoder's stderr chatter kept off the terminal
             quiet.enter_context(quiet_decoder_for(path))
             try:
-                f = sf.SoundFile(path)
+                f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
             except decode_errors as exc:
                 raise unreadable(exc) from None
             if is_mpeg(f.format) and path.suffix.lower() not in MPEG_SUFFIXES:

@@ -181,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     out = sys.stdout
+    if hasattr(out, "reconfigure"):  # a file name that is not UTF-8 goes out as the bytes it is, not a crash
+        out.reconfigure(errors="surrogateescape")
     if args.out is not None:  # opened before the model loads and any file is scored
         try:
-            out = open(args.out, "w", newline="", encoding="utf-8")  # noqa: SIM115 — closed in the finally below
+            # surrogateescape: a file name that is not UTF-8 is written back as the bytes it is
+            out = open(args.out, "w", newline="", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
             p.error(f"--out {args.out}: {exc.strerror or exc}")
     configure_logging(args.verbose)

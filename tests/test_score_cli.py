@@ -249,3 +249,20 @@ def test_jobs_workers_log_like_the_main_process_and_name_the_file(write_clip, tm
     assert done.returncode == 0, done.stderr
     err = done.stderr
     assert f"emostream-score: {bad} holds NaN/Inf samples: replaced by 0" in err and "/healthz" not in err
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_written_back_as_its_bytes(tmp_path, capsys):
+    """Before: soundfile encoded the name as strict UTF-8 and every such file failed ('surrogates not allowed')."""
+    import os
+
+    import soundfile as sf
+
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9.wav"  # "café" as Latin-1 bytes, as an old system may have written it
+    with open(raw, "wb") as f:
+        sf.write(f, speechlike(3.0, seed=7), SR, format="WAV")
+    out = tmp_path / "t.csv"
+    assert score_main([str(folder), "--no-vad", "--out", str(out)]) == 0
+    rows = out.read_bytes().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(raw + b",")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -45,7 +46,7 @@ class FileSource:
             raise SourceError(f"audio file {self.path} not found")
         self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES
         try:
-            with self._quiet(), sf.SoundFile(self.path) as f:
+            with self._quiet(), sf.SoundFile(os.fsencode(self.path)) as f:  # bytes: any name the system holds
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
                 self.mpeg = self.mpeg or is_mpeg(f.format)
         except Exception as exc:  # soundfile.LibsndfileError, RuntimeError on odd formats
@@ -68,7 +69,7 @@ class FileSource:
 
         started, sent = time.monotonic(), 0
         try:
-            with self._quiet(), sf.SoundFile(self.path) as f:
+            with self._quiet(), sf.SoundFile(os.fsencode(self.path)) as f:
                 while not stop.is_set():
                     for block in f.blocks(self.block_frames, dtype="float32", always_2d=True):
                         if not ring.write_all(block, stop):
