@@ -71,6 +71,62 @@ def test_page_shows_live_scores_and_matches_the_websocket_stream(browser, daemon
     page.close()
 
 
+def test_model_text_is_shown_as_text_and_the_token_stays_off_the_screen(browser, onnx_with_run_id, tmp_path,
+                                                                         daemon_thread):
+    """A model's labels and run id are any strings: before, they went into the page as HTML (a script could run in
+    the daemon's origin, which holds the token); the 'not reachable' line showed the URL with the token."""
+    evil_run = '<img src=x onerror="window.pwned = 1">'
+    labels = ["<i>angry</i>", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"]
+    path = tmp_path / "markup.onnx"
+    path.write_bytes(onnx_with_run_id(evil_run, labels=labels))
+    daemon = EmotionDaemon(EmotionModel(path), FileSource(DEFAULT_SAMPLE, realtime=True, loop=True),
+                           PipelineConfig(hop_s=0.25), ServerConfig(port=0, token="ab+c/d="))
+    with daemon_thread(daemon) as running:
+        port = running.daemon.port
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/?token=ab+c/d=")
+        page.wait_for_selector("#status[data-state=open]", timeout=15000)
+        page.wait_for_function("() => window.emostream.last() !== null", timeout=30000)
+        assert evil_run in page.inner_text("#contract") and "<i>angry</i>" in page.inner_text("#bars")
+        assert page.evaluate("() => [...document.querySelectorAll('.bar')].map(b => b.dataset.label)") == labels
+        assert page.evaluate("() => window.pwned === undefined && document.querySelectorAll('img, i').length === 0")
+        assert page.inner_text("#ws-url") == f"ws://127.0.0.1:{port}/"  # no token on the screen
+        page.close()
+
+
+def test_the_main_panel_keeps_to_the_daemons_own_stream_while_listeners_are_broadcast(browser, tiny_onnx,
+                                                                                     daemon_thread):
+    """Before: with --broadcast-listeners the page drew every /listen stream's scores into its own timeline."""
+    import numpy as np
+
+    from emostream.stream.listen import ListenConfig
+
+    model = EmotionModel(tiny_onnx)
+    daemon = EmotionDaemon(model, FileSource(DEFAULT_SAMPLE, realtime=True, loop=True), PipelineConfig(hop_s=0.25),
+                           ServerConfig(port=0), ListenConfig(max_realtime_factor=1000, realtime_burst_s=60,
+                                                              workers=1, broadcast=True))
+    with daemon_thread(daemon) as running:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{running.daemon.port}/")
+        page.wait_for_selector("#status[data-state=open]", timeout=15000)
+        page.wait_for_function("() => window.emostream.last() !== null", timeout=30000)
+        page.evaluate("""() => { window.seen = []; const show = window.emostream.last;
+                                 setInterval(() => { const m = show(); if (m) window.seen.push(m.stream_id || null); },
+                                             20); }""")
+        noise = (np.random.default_rng(3).standard_normal(16000 * 8) * 3000).astype("<i2").tobytes()
+        with connect(f"{running.url}/listen") as ws:  # 8 s of loud audio at once: ~23 tagged windows broadcast
+            ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "format": "s16le"}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            ws.send(noise)
+            ws.send(json.dumps({"type": "stop"}))
+            while json.loads(ws.recv(timeout=30))["type"] != "end":
+                pass
+        page.wait_for_timeout(1000)
+        seen = page.evaluate("() => window.seen")
+        assert seen and set(seen) == {None}  # only the daemon's own, untagged windows
+        page.close()
+
+
 def test_page_behind_a_path_prefix_connects_to_the_same_path(browser, daemon, daemon_thread):
     with daemon_thread(daemon) as running:
         page = browser.new_page()

@@ -47,6 +47,32 @@ def test_token_is_required_when_set(make, daemon_thread):
         assert status_of(running.url + "/?token=%C3%A9") == 401  # beyond ASCII: refused, not a 500
 
 
+def test_a_base64_token_works_as_written_in_the_url(make, daemon_thread):
+    """Before: '+' in ``?token=`` was read as a space (form decoding), so ``openssl rand -base64`` tokens failed."""
+    with daemon_thread(make(token="ab+c/d=")) as running:
+        assert status_of(running.url + "/?token=ab+c/d=") == "hello"
+        assert status_of(running.url + "/?token=ab%2Bc%2Fd%3D") == "hello"  # percent-encoded, as a client may
+        assert status_of(running.url + "/?token=ab%20c/d=") == 401  # a space is not a plus
+
+
+def test_only_get_and_head_are_answered_and_head_has_no_body(make, daemon_thread):
+    import http.client
+
+    with daemon_thread(make()) as running:
+        port = running.daemon.port
+        for method, status in (("DELETE", 405), ("POST", 405), ("OPTIONS", 405), ("HEAD", 200), ("GET", 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(method, "/healthz")
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            assert response.status == status, method
+            if method == "HEAD":  # the GET's length, announced; nothing sent
+                assert body == b"" and int(response.headers["Content-Length"]) > 10
+            elif status == 405:
+                assert response.headers["Allow"] == "GET, HEAD"
+
+
 def test_a_token_beyond_printable_ascii_is_refused_at_start_without_showing_it():
     for token in ("clé-ünïcode", "tab\there", "bad\udcffbyte"):  # the last: a file's stray byte, surrogate-escaped
         with pytest.raises(ValueError, match="printable ASCII") as refused:

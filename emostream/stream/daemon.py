@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from emostream import __version__
 from emostream import messages as msg
@@ -121,9 +121,11 @@ class ServerConfig:
 
 
 def _request_token(request) -> str | None:
-    query = parse_qs(urlsplit(request.path).query)
-    if "token" in query:
-        return query["token"][0]
+    """``?token=`` (percent-decoded only: a '+' in a base64 token is a plus, not a space) or a Bearer header."""
+    for pair in urlsplit(request.path).query.split("&"):
+        name, _, value = pair.partition("=")
+        if unquote(name) == "token":
+            return unquote(value)
     auth = request.headers.get("Authorization", "")
     return auth[7:] if auth.lower().startswith("bearer ") else None
 
@@ -211,6 +213,17 @@ class EmotionDaemon:
         return response
 
     def process_request(self, connection, request):
+        method = getattr(request, "method", "GET")  # websockets < 17 parses GET only
+        if method not in ("GET", "HEAD"):
+            response = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed; GET or HEAD\n")
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        response = self._route(connection, request)
+        if response is not None and method == "HEAD":  # the GET's headers, Content-Length included; no body
+            response.body = b""
+        return response
+
+    def _route(self, connection, request):
         path = request.path.split("?")[0]
         cfg = self.server_config
         if not self.host_guard.allows(request.headers.get("Host")):
