@@ -4,7 +4,8 @@ Audio goes in at any rate and channel count (mixed down and resampled by the dae
 plain results come out:
 
 - ``predict(samples, sample_rate_hz)`` — one clip → ``ClipScore``: the mean over the windows the daemon
-  would produce while the clip streams past inside a quiet noise floor (the evaluation's clip score).
+  would produce while the clip streams past inside a quiet noise floor (the evaluation's clip score; silence,
+  which evaluation still scores, has no emotion here).
 - ``stream(sample_rate_hz, channels)`` — chunks in, ``WindowScore``s out as windows complete (the
   daemon's scores, utterances on the side); ``iter_scores(chunks, ...)`` is the same as a generator.
 - ``score_file(path)`` — a file streamed through the daemon's path → ``FileScores``: the window timeline,

@@ -50,7 +50,8 @@ def audio_in(folder: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        # real folders before links to them, whatever order the filesystem lists: the names shown do not vary
+        dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=lambda d: (os.path.islink(Path(where, d)), d))
         found += [Path(where, n) for n in names
                   if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_SUFFIXES and Path(where, n).is_file()]
     return sorted(found)

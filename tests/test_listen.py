@@ -347,6 +347,9 @@ def test_a_client_may_open_with_a_buffered_chunk_then_stream_in_real_time():
         limiter.admit(0.1)
     with pytest.raises(ListenError, match="faster than 2x"):  # but not twice the audio at once
         limiter.admit(14.0)
+    with pytest.raises(ListenError, match="faster than 2x"):  # and an opening chunk is bounded: 5 s + the burst
+        RealtimeLimiter(2.0, 1.0, clock=lambda: 0.0).admit(6.5)
+    RealtimeLimiter(2.0, 1.0, clock=lambda: 0.0).admit(6.0)
 
 
 def test_broadcast_listeners_tags_stream_scores_for_subscribers(model, daemon_thread):

@@ -53,6 +53,8 @@ def test_a_base64_token_works_as_written_in_the_url(make, daemon_thread):
         assert status_of(running.url + "/?token=ab+c/d=") == "hello"
         assert status_of(running.url + "/?token=ab%2Bc%2Fd%3D") == "hello"  # percent-encoded, as a client may
         assert status_of(running.url + "/?token=ab%20c/d=") == 401  # a space is not a plus
+        bearer = {"Authorization": "Bearer ab+c/d="}
+        assert status_of(running.url + "/?token=", additional_headers=bearer) == "hello"  # empty: the header speaks
 
 
 def test_only_get_and_head_are_answered_and_head_has_no_body(make, daemon_thread):

@@ -29,7 +29,7 @@ class VadUnavailable(RuntimeError):
 
 BACKENDS = ("silero", "webrtc")
 VAD_THRESHOLD_RANGE = (0.0, 1.0)  # open at both ends: 0 would call every frame speech, 1 none
-VAD_MIN_SPEECH_RANGE_S = (0.0, 10.0)  # the pipeline also refuses more than one window holds (2.32 s)
+VAD_MIN_SPEECH_RANGE_S = (0.0, 10.0)  # the pipeline also refuses more than one window holds (2.2988 s)
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def add_vad_arguments(parser) -> None:
     add_ranged(parser, "--vad-threshold", float, v.threshold, *VAD_THRESHOLD_RANGE, low_open=True, high_open=True,
                help="voice-activity gate: speech probability a 32 ms frame needs to count as speech")
     add_ranged(parser, "--vad-min-speech", float, v.min_speech_s, *VAD_MIN_SPEECH_RANGE_S, unit="s",
-               help="voice-activity gate: speech a window must hold to be classified (less than one window, "
-                    "2.30 s for the shipped model)")
+               help="voice-activity gate: speech a window must hold to be classified (at most one window, "
+                    "2.2988 s for the shipped model)")
     parser.add_argument("--no-vad", action="store_true",
                         help="level gate only: classify every loud window, speech or not")
 

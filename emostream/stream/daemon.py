@@ -124,7 +124,7 @@ def _request_token(request) -> str | None:
     """``?token=`` (percent-decoded only: a '+' in a base64 token is a plus, not a space) or a Bearer header."""
     for pair in urlsplit(request.path).query.split("&"):
         name, _, value = pair.partition("=")
-        if unquote(name) == "token":
+        if unquote(name) == "token" and value:  # an empty one leaves the Authorization header to speak
             return unquote(value)
     auth = request.headers.get("Authorization", "")
     return auth[7:] if auth.lower().startswith("bearer ") else None
@@ -213,7 +213,7 @@ class EmotionDaemon:
         return response
 
     def process_request(self, connection, request):
-        method = getattr(request, "method", "GET")  # websockets < 17 parses GET only
+        method = request.method
         if method not in ("GET", "HEAD"):
             response = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed; GET or HEAD\n")
             response.headers["Allow"] = "GET, HEAD"
@@ -585,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("stopped before serving")
         return 0
     finally:
-        if in_main and previous is not None:  # None: a handler not set from Python, nothing to put back
-            signal.signal(signal.SIGTERM, previous)
+        if in_main:  # None: a handler not set from Python; the default is the nearest
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _run_from_args(args, parser) -> int:

@@ -59,7 +59,7 @@ CLOSE_TOO_BIG = 1009  # one message over the size limit
 CLOSE_INTERNAL = 1011  # analysis failed
 CLOSE_TRY_LATER = 1013  # too many streams, or analysis fell behind
 
-MESSAGES_PER_S_RANGE = (10.0, 100_000.0)  # a 128-frame AudioWorklet block sent as is: 375 per second at 48 kHz
+MESSAGES_PER_S_RANGE = (10.0, 100_000.0)  # a 128-frame AudioWorklet block sent as is: 375/s at 48 kHz, 750 at 96
 
 
 
@@ -71,7 +71,7 @@ class ListenConfig:
     max_realtime_factor: float = 2.0  # audio seconds per wall second a stream may send on average
     realtime_burst_s: float = 1.0  # audio a stream may send ahead of that budget (a buffered start)
     max_message_bytes: int = 1 << 20  # one binary message; larger → close 1009
-    max_messages_per_s: float = 500.0  # messages a stream may send per second on average (bursts of one second's)
+    max_messages_per_s: float = 2000.0  # messages a stream may send per second on average (bursts of one second's)
     start_timeout_s: float = 10.0  # time to send the start message
     max_pending_s: float = 10.0  # audio received but not yet analysed; beyond → close 1013
     max_unsent_messages: int = 256  # results the client has not read; beyond → close 1008
@@ -210,9 +210,11 @@ def decode_pcm(data: bytes, spec: StreamSpec) -> np.ndarray:
 class RealtimeLimiter:
     """Audio seconds received may not exceed ``factor`` × wall seconds since the stream's audio began, plus a burst.
 
-    The first message's audio counts as recorded before it arrived (sent at ``factor`` × real time), so a client
-    may open with a buffered chunk; before, a 2 s first message at exactly real time was refused.
+    The first message's audio, up to ``OPENING_S``, counts as recorded before it arrived (sent at ``factor`` × real
+    time), so a client may open with a buffered chunk; before, a 2 s first message at exactly real time was refused.
     """
+
+    OPENING_S = 5.0  # the most buffered audio a stream's first message may carry beyond the burst
 
     def __init__(self, factor: float, burst_s: float, clock: Callable[[], float] = time.monotonic):
         self.factor, self.burst_s, self.clock = factor, burst_s, clock
@@ -222,7 +224,7 @@ class RealtimeLimiter:
     def admit(self, audio_s: float) -> None:
         now = self.clock()
         if self.started is None:
-            self.started = now - audio_s / self.factor
+            self.started = now - min(audio_s, self.OPENING_S) / self.factor
         self.audio_s += audio_s
         allowed = self.factor * (now - self.started) + self.burst_s
         if self.audio_s > allowed:

@@ -83,8 +83,9 @@ class FileSource:
                         return
                     f.seek(0)
         except Exception as exc:  # e.g. a file cut short: what was read is scored, then the daemon says why it ended
-            self.error = f"reading {self.path} failed: {str(exc).strip() or type(exc).__name__}"
-            logger.error("%s", self.error)
+            # the subscribers (and brokers) hear the file's name, as in the hello's source; the log has the path
+            self.error = f"reading {self.path.name} failed: {str(exc).strip() or type(exc).__name__}"
+            logger.error("reading %s failed: %s", self.path, str(exc).strip() or type(exc).__name__)
         finally:
             ring.close()
 
