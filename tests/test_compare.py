@@ -106,3 +106,14 @@ def test_a_mixed_ensembles_row_names_each_members_setting_its_preset_holds_at_th
     assert "member_versions" not in change and "versions" not in change
     assert compare.ensemble_change({}, 2) == "seed ensemble of 2 runs of these settings (probabilities averaged)"
     assert compare.ensemble_change(mixed, None) is None  # a single run
+
+
+def test_a_run_without_test_figures_is_one_line_not_a_traceback(tmp_path):
+    """Before: a ship run (validation only) gave KeyError, an --onnx run (no history) IndexError."""
+    summary = {key: {"mean": 0.5, "std": 0.0} for key in ("macro_f1", "uar")}  # no "accuracy": no test part
+    record = {"protocol": "ship", "preset": dataclasses.asdict(PRESETS["wideband"]), "summary": summary,
+              "folds": [{"fold": "ship", "epoch": 3, "epochs_run": 3, "history": []}]}
+    (tmp_path / "evaluation.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="not a run this table compares") as refused:
+        compare.load_runs(tmp_path)
+    assert "\n" not in str(refused.value)

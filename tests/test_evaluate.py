@@ -197,6 +197,38 @@ def test_merging_runs_over_different_folds_gives_one_evaluation_and_refuses_mixe
                                                                                                 "actors 09-12"]
     with pytest.raises(ValueError, match="fold 4 not in"):
         evaluate.merge_runs([a, b], tmp_path / "bad3", folds=[1, 4])
+    # A rerun into b's folder stopped after its first fold: b's old header beside new folds. Before: merged as b.
+    header = json.loads((b / "evaluation.json").read_text())
+    (b / "evaluation.json").write_text(json.dumps({**header, "folds": [{"fold": "actors 13-16"}]}))
+    with pytest.raises(ValueError, match="name different folds"):
+        evaluate.merge_runs([a, b], tmp_path / "bad4")
+    # Folds scored on EmoDB beside folds that were not: their selection figures do not mix
+    (b / "evaluation.json").write_text(json.dumps(header))
+    with_cross = json.loads((b / "folds.json").read_text())
+    with_cross[0]["cross"] = {"accuracy": 0.5, "uar": 0.5}
+    (b / "folds.json").write_text(json.dumps(with_cross))
+    with pytest.raises(ValueError, match="some of these folds were scored on EmoDB"):
+        evaluate.merge_runs([a, b], tmp_path / "bad5")
+
+
+def test_presets_refuse_settings_out_of_range_and_words_that_are_not_booleans():
+    base = evaluate.PRESETS["improved"]
+    for bad, named in (("epochs=0", "epochs"), ("batch_size=0", "batch_size"), ("learning_rate=nan", "learning_rate"),
+                       ("label_smoothing=5", "label_smoothing"), ("vtlp=1.5", "vtlp"), ("min_epochs=-1", "min_epochs"),
+                       ("conv_filters=32", "conv_filters"), ("spec_augment=ture", "spec_augment")):
+        with pytest.raises(ValueError, match=named):  # before: accepted, and failed (or misled) hours later
+            base.with_overrides([bad])
+    assert base.with_overrides(["spec_augment=off", "epochs=3"]).spec_augment is False
+    with pytest.raises(ValueError, match="cannot read"):
+        evaluate.Preset.from_record({**dataclasses.asdict(base), "a_newer_setting": 1})
+
+
+def test_a_rerun_into_an_old_folder_replaces_the_old_outputs_first(tmp_path):
+    for name in ("evaluation.json", "folds.json", "notes.txt"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "model-fold3").mkdir()
+    evaluate.clear_outputs(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # the user's own file stays
 
 
 def test_fold_numbers_are_checked_and_name_the_folds_the_builders_make():

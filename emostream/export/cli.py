@@ -24,6 +24,7 @@ from emostream.features import (
     windows_for_inputs,
 )
 from emostream.features.contract import ContractError, ModelContract
+from emostream.options import add_ranged
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def parse_args(argv):
                                        "../shared/data/emodb)")
     p.add_argument("--cache-dir", type=Path, help="feature cache")
     p.add_argument("--int8", action="store_true", help="also try static INT8 (kept only if faster and < 1 pt worse)")
-    p.add_argument("--min-windows", type=int, default=MIN_PARITY_WINDOWS, help="fail with fewer parity windows")
+    add_ranged(p, "--min-windows", int, MIN_PARITY_WINDOWS, 1, 1_000_000, help="fail with fewer parity windows")
     return p.parse_args(argv)
 
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline_prior=prior, input_versions=tuple(summary.get("input_versions") or ()),
         )
         try:
-            contract.check_honoured_by(features)
+            contract.check_honoured_by()  # the daemon's signal settings: a run trained on others cannot ship
         except ContractError as exc:
             raise ExportError(f"summary.json: {exc}") from None
         if args.int8 and len(contract.inputs) > 1:

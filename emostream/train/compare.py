@@ -29,6 +29,14 @@ def load_run(folder: Path) -> dict:
         preset = dataclasses.asdict(Preset.from_record(data["preset"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a readable evaluation result ({exc})") from exc
+    try:
+        return table_row(folder, data, preset)
+    except (KeyError, IndexError, TypeError) as exc:  # e.g. a ship run (no test part) or an --onnx run (no history)
+        raise ValueError(f"{path}: not a run this table compares: it lacks test or validation figures "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def table_row(folder, data: dict, preset: dict) -> dict:
     folds = data["folds"]
     # The checkpoint's validation UAR; runs from before folds kept it read it from their history. An ensemble's
     # folds have no history: theirs is the ensemble's own validation score.
@@ -59,7 +67,7 @@ def ensemble_change(data: dict, members: int | None) -> str | None:
 
 def load_runs(folder: Path) -> list[dict]:
     """The run's row, and a second row for its tail-averaged weights when every fold scored them."""
-    run = load_run(folder)
+    run = load_run(folder)  # ValueError (one line) for a folder it cannot read
     try:
         return [run, *tail_average_row(run, json.loads((Path(folder) / "evaluation.json").read_text())["folds"])]
     except (KeyError, TypeError, ValueError) as exc:

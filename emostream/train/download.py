@@ -7,6 +7,7 @@ checked against the expected clip counts (1440 speech, 1012 song).
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import sys
 import urllib.error
@@ -52,9 +53,12 @@ def fetch_resumable(url: str, dest: Path, timeout_s: float = 60.0) -> Path:
         with open(part, "ab" if have else "wb") as out, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr
         ) as bar:
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                bar.update(len(chunk))
+            try:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:  # a reset mid-way: what came is kept to resume
+                raise DownloadError(f"{url}: the download broke off ({exc}); run again to resume") from None
     if total is not None and part.stat().st_size != total:
         raise DownloadError(f"{url}: got {part.stat().st_size} of {total} bytes; run again to resume")
     part.replace(dest)

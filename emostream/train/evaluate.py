@@ -134,6 +134,18 @@ class Preset:
         if self.speaker_adversarial and self.splice_share:
             raise ValueError("splice_share with speaker_adversarial: a spliced window holds two speakers, one speaker "
                              "target")
+        check_range("epochs", self.epochs, 1, 10_000)
+        check_range("min_epochs", self.min_epochs, 0, 10_000)  # beyond epochs: early stopping never starts
+        if self.early_stopping_patience is not None:
+            check_range("early_stopping_patience", self.early_stopping_patience, 1, 10_000)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
+        check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_range("train_context_s", self.train_context_s, 0.0, 60.0)
+        check_range("vtlp", self.vtlp, 0.0, 0.5)  # warp factors 1 ± vtlp: beyond 0.5 no voice is left
+        for name, sizes in (("conv_filters", self.conv_filters), ("lstm_units", self.lstm_units)):
+            if len(sizes) != 2 or not all(isinstance(n, int) and 1 <= n <= 4096 for n in sizes):
+                raise ValueError(f"{name} {sizes}: expected two layer sizes in 1..4096, e.g. 32,64")
         check_range("speaker_adversarial", self.speaker_adversarial, 0.0, 10.0)
         check_range("dropout", self.dropout, 0.0, 0.8)
         check_range("augment_share", self.augment_share, 0.0, 1.0)
@@ -154,8 +166,12 @@ class Preset:
 
     @classmethod
     def from_record(cls, record: dict) -> Preset:
-        """A preset as a result file recorded it: JSON lists back to tuples, later-added settings at defaults."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+        """A preset as a result file recorded it: JSON lists back to tuples, later-added settings at defaults.
+        ValueError (one line) for a record this version cannot read (a setting it does not know, one missing)."""
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
+        except TypeError as exc:  # e.g. a result of a newer version, with a setting this one lacks
+            raise ValueError(f"a preset record this version cannot read ({exc})") from None
 
     def crnn_config(self, n_classes: int):
         return CrnnConfig(conv_filters=self.conv_filters, lstm_units=self.lstm_units, dropout=self.dropout,
@@ -178,6 +194,8 @@ class Preset:
                 raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of the preset's settings")
             current = getattr(self, name)
             if isinstance(current, bool):
+                if text.lower() not in BOOL_WORDS:
+                    raise ValueError(f"--set {item!r}: {name} is true or false (or 1/0, yes/no, on/off)")
                 value = text.lower() in ("1", "true", "yes", "on")
             elif isinstance(current, tuple):
                 value = tuple(int(v) for v in text.split(","))
@@ -186,10 +204,11 @@ class Preset:
             else:
                 value = type(current)(text)
             changes[name] = value
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes)  # __post_init__ checks every range
 
 
 ARCHITECTURES = ("crnn", "cnn")
+BOOL_WORDS = ("1", "0", "true", "false", "yes", "no", "on", "off")
 #: Preset settings a mixed ensemble's members may differ in: they shape training (a speaker head, the tempo of
 #: training crops, the dropout rate, how often a window comes from an augmented copy, how far windows are blended,
 #: whether SpecAugment masks them, the floor under training frames, spliced windows, calm and neutral sharing their
@@ -1128,7 +1147,15 @@ def merge_runs(folders: list[Path], out: Path, folds: list[int] | None = None) -
     runs = [json.loads((Path(f) / "evaluation.json").read_text()) for f in folders]
     first = runs[0]
     check_same_recipe(folders, runs, "merge")
-    results = [r for f in folders for r in json.loads((Path(f) / "folds.json").read_text())]
+    per_folder = [json.loads((Path(f) / "folds.json").read_text()) for f in folders]
+    for folder, run, its_folds in zip(folders, runs, per_folder, strict=True):
+        # a run stopped while rerunning into an old folder leaves the old header beside new folds: refuse it
+        if "folds" in run and [r["fold"] for r in run["folds"]] != [r["fold"] for r in its_folds]:
+            raise ValueError(f"{folder}: folds.json and evaluation.json name different folds (an interrupted run?)")
+    results = [r for its_folds in per_folder for r in its_folds]
+    if len({bool(r.get("cross")) for r in results}) > 1:
+        raise ValueError("some of these folds were scored on EmoDB and some not (--no-cross, or EmoDB absent): "
+                         "their selection figures cannot be merged")
     names = [r["fold"] for r in results]
     if len(set(names)) != len(names):
         raise ValueError(f"the same fold appears twice among {', '.join(map(str, folders))}")
@@ -1143,6 +1170,21 @@ def merge_runs(folders: list[Path], out: Path, folds: list[int] | None = None) -
     report.write_folds(out / "folds.json", results)
     return write_outputs(out, first["protocol"], Preset.from_record(first["preset"]), results, first["classes"],
                          preparation_of(first))
+
+
+OUTPUT_FILES = ("evaluation.json", "evaluation.md", "folds.json", "confusion.png", "confusion_cross.png")
+
+
+def clear_outputs(out: Path) -> None:
+    """A run into a folder an earlier run wrote: its outputs go first, so an interrupted rerun cannot leave the old
+    header (``evaluation.json``) beside new folds, nor old saved models beside new ones. Other files stay."""
+    import shutil
+
+    stale = [out / name for name in OUTPUT_FILES if (out / name).exists()] + sorted(out.glob("model-fold*"))
+    if stale:
+        logger.info("%s: replacing an earlier run's outputs (%s)", out, ", ".join(p.name for p in stale))
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def preparation_of(run: dict) -> dict:
@@ -1408,7 +1450,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(repeatable; the card records the settings used)")
     p.add_argument("--label", help="name recorded for this variant (default: the preset's name)")
     add_ranged(p, "--threads", int, None, 1, 256, help="TensorFlow intra-op threads (default: all cores)")
-    add_ranged(p, "--max-clips-per-class", int, None, 1, 100_000, help="a small slice, for quick checks")
+    add_ranged(p, "--max-clips-per-class", int, None, 1, 100_000,
+               help="a small slice, for quick checks (random protocol: at least 5, so its 20 %% test part holds "
+                    "every class)")
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir", type=Path)
     add_ranged(p, "--seed", int, 42, 0, 10**9,
@@ -1432,6 +1476,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if folds_wanted and not args.merge and args.protocol not in FOLDED_PROTOCOLS:
         p.error(f"--folds: protocol {args.protocol} has one fold")
+    if args.protocol == "random" and args.max_clips_per_class is not None and args.max_clips_per_class < 5:
+        p.error("--max-clips-per-class: at least 5 with the random protocol (its 20 % test part holds every class)")
+    if args.merge and (unread := [flag for flag, given in (("--set", args.overrides), ("--onnx", args.onnx),
+                                                            ("--save-model", args.save_model),
+                                                            ("--preset", args.preset != p.get_default("preset")))
+                                  if given]):
+        p.error(f"{', '.join(unread)}: not read with --merge (it combines finished runs as they are)")
     if args.merge:
         try:
             merge_runs(args.merge, args.out, folds_wanted)
@@ -1474,6 +1525,7 @@ def main(argv: list[str] | None = None) -> int:
     if exported is not None:
         return score_exported(exported, data, args.protocol, preset, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(args.out)
     results = []
     preparation = {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class}
     for fold in folds:  # the seed follows the fold's number, so a --folds run repeats that fold of a full run
