@@ -421,7 +421,7 @@ def test_a_speaker_adversarial_run_trains_both_heads_and_hands_back_the_emotion_
 @pytest.mark.parametrize("argv, message", [
     (["--merge", "a", "b", "--out", "m", "--set", "epochs=3"], "--set: not read with --merge"),
     (["--merge", "a", "b", "--out", "m", "--preset", "wideband"], "--preset: not read with --merge"),
-    (["--protocol", "random", "--max-clips-per-class", "4"], "at least 5 with the random protocol")])
+    (["--protocol", "random", "--max-clips-per-class", "4", "--out", "r"], "at least 5 with the random protocol")])
 def test_flags_that_would_be_ignored_or_fail_hours_later_are_refused_at_once(argv, message, capsys):
     with pytest.raises(SystemExit) as refused:
         evaluate.main(argv)
