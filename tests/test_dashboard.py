@@ -124,6 +124,11 @@ def test_the_main_panel_keeps_to_the_daemons_own_stream_while_listeners_are_broa
         page.wait_for_timeout(1000)
         seen = page.evaluate("() => window.seen")
         assert seen and set(seen) == {None}  # only the daemon's own, untagged windows
+        # The microphone panel, for a loud window the voice gate found no speech in (before: "" and "0 %")
+        page.evaluate("""() => onMicMessage({type: "scores", seq: 0, start_s: 0, end_s: 2.3, silence: false,
+                                             speech: false, probabilities: null, top: null, top_p: null,
+                                             level_dbfs: -10.7})""")
+        assert page.text_content("#mic-top") == "no speech" and page.text_content("#mic-detail") == "-10.7 dBFS"
         page.close()
 
 
