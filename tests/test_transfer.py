@@ -368,6 +368,10 @@ def test_a_ship_run_lists_its_clips_per_corpus_and_exports_with_parity_on_both(r
     run_id = EmotionModel(onnx_path).contract.run_id
     assert evaluation["exported_model"] == {"file": "ship.onnx", "run_id": run_id, "feature_version": "1",
                                            "input_versions": ["1"]}
+    # which clips it scored (before: not said, so a quick slice read as a full run), and each clip's answer
+    assert (evaluation["data_seed"], evaluation["max_clips_per_class"]) == (42, 4)
+    listed_folds = json.loads((scored / "folds.json").read_text())
+    assert [f["fold"] for f in listed_folds] == [f["fold"] for f in evaluation["folds"]]
     settings = next(line for line in (scored / "evaluation.md").read_text().splitlines() if line.startswith("Settings"))
     assert run_id in settings and "epochs" not in settings  # not the training settings of the preset named here
     (fold,) = evaluation["folds"]

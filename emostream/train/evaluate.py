@@ -1381,16 +1381,19 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     return Prepared(frame, y, classes, banks, folds, corpus, cross, speakers, profiles)
 
 
-def score_exported(model, data: Prepared, protocol: str, preset: Preset, out: Path) -> int:
+def score_exported(model, data: Prepared, protocol: str, preset: Preset, out: Path,
+                   preparation: dict | None = None) -> int:
     """Score an ONNX model (an ``EmotionModel``: onnxruntime, as served) on each fold's test part: a model trained
     elsewhere. ``main`` loads it before preparing the data, so a bad file fails at once.
 
     A fold without a test part (``ship``) scores its validation part instead, per corpus (``val_by_corpus``).
+    ``preparation`` (``data_seed``, ``max_clips_per_class``) is recorded, so a quick slice never reads as a full run.
     """
     path = model.path
     if model.labels != data.classes:
         raise SystemExit(f"{path}: labels {model.labels} differ from the protocol's {data.classes}")
     out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)
     results = []
     profiles = None
     if model.features.needs_baseline:  # the speaker's other clips first, as training's evaluation scores them
@@ -1432,7 +1435,8 @@ def score_exported(model, data: Prepared, protocol: str, preset: Preset, out: Pa
                                    feature_version=model.contract.feature_version)  # what was computed for it
     exported = {"file": path.name, "run_id": model.contract.run_id,
                 "feature_version": model.contract.feature_version, "input_versions": list(model.input_versions)}
-    write_outputs(out, protocol, recorded, results, data.classes, {"exported_model": exported})
+    report.write_folds(out / "folds.json", results)  # each clip's answer, as a training run keeps them
+    write_outputs(out, protocol, recorded, results, data.classes, {**(preparation or {}), "exported_model": exported})
     return 0
 
 
@@ -1523,7 +1527,8 @@ def main(argv: list[str] | None = None) -> int:
     frame, y, classes, banks, folds, corpus, cross = (data.frame, data.y, data.classes, data.banks, data.folds,
                                                       data.corpus, data.cross)
     if exported is not None:
-        return score_exported(exported, data, args.protocol, preset, args.out)
+        return score_exported(exported, data, args.protocol, preset, args.out,
+                              {"data_seed": args.seed, "max_clips_per_class": args.max_clips_per_class})
     args.out.mkdir(parents=True, exist_ok=True)
     clear_outputs(args.out)
     results = []
