@@ -39,6 +39,17 @@ def daemon_for(model, path, **server):
                          ServerConfig(port=0, wait_for_subscribers=1, **server))
 
 
+def stream_to_the_end(daemon_thread, daemon) -> tuple[str, int | None, int | None]:
+    """``emostream-subscribe --json --until-end`` against ``daemon``: (its output, its exit code, the daemon's)."""
+    out, result = io.StringIO(), {}
+    with daemon_thread(daemon) as running:
+        client = threading.Thread(target=lambda: result.setdefault(
+            "code", asyncio.run(subscribe(running.url, as_json=True, out=out, until_end=True))), daemon=True)
+        client.start()
+        client.join(30)
+    return out.getvalue(), result.get("code"), running.code
+
+
 def test_a_file_cut_short_ends_with_a_read_error_and_exit_1_not_a_normal_end(shipped, tmp_path, daemon_thread):
     """Before: 'reading … failed' in the log, then the normal end ("source ended"), exit 0 from the daemon and
     from ``emostream-subscribe --until-end`` — a broken file looked like a finished one."""
@@ -48,28 +59,18 @@ def test_a_file_cut_short_ends_with_a_read_error_and_exit_1_not_a_normal_end(shi
     sf.write(whole, speechlike(8.0, seed=11), SR)
     cut = tmp_path / "cut.flac"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    out, result = io.StringIO(), {}
-    with daemon_thread(daemon_for(shipped, cut)) as running:
-        client = threading.Thread(target=lambda: result.setdefault(
-            "code", asyncio.run(subscribe(running.url, as_json=True, out=out, until_end=True))), daemon=True)
-        client.start()
-        client.join(30)
-    assert result.get("code") == 1 and running.code == 1
-    end = json.loads(out.getvalue().splitlines()[-1])
+    out, code, daemon_code = stream_to_the_end(daemon_thread, daemon_for(shipped, cut))
+    assert code == 1 and daemon_code == 1
+    end = json.loads(out.splitlines()[-1])
     assert end["type"] == "end" and end["reason"].startswith("read error: reading ") and "cut.flac" in end["reason"]
     assert end["windows"] >= 1  # what was read before the break was scored
 
 
 def test_a_finite_file_ends_with_utterances_then_end_and_until_end_exits_0(shipped, speech_with_pause, daemon_thread):
     path, _ = speech_with_pause
-    out, result = io.StringIO(), {}
-    with daemon_thread(daemon_for(shipped, path)) as running:
-        client = threading.Thread(target=lambda: result.setdefault(
-            "code", asyncio.run(subscribe(running.url, as_json=True, out=out, until_end=True))), daemon=True)
-        client.start()
-        client.join(30)
-    assert result.get("code") == 0 and running.code == 0
-    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    text, code, daemon_code = stream_to_the_end(daemon_thread, daemon_for(shipped, path))
+    assert code == 0 and daemon_code == 0
+    messages = [json.loads(line) for line in text.splitlines()]
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "hello" and kinds[-1] == "end" and kinds.count("end") == 1
     scores = [m for m in messages if m["type"] == "scores"]
