@@ -379,7 +379,10 @@ PRESETS["wideband-90ep-freq-pool-5"] = dataclasses.replace(PRESETS["wideband-90e
 # `wideband-calm-neutral` did on the 60-epoch recipe (two seeds: EmoDB UAR 0.430 vs 0.400, fewer unseen actors):
 # EmoDB's neutral clips are almost never called neutral (recall 0.06 in candidate 26's mix; 47 % "sad", 25 % "calm"),
 # the largest single loss on that half. In candidate 26's construction the plain version 4 members keep the unseen
-# actors (candidate 29).
+# actors (candidate 29). Lost by its rule (two seeds, all six EmoBox folds, in candidate 26's construction: 0.5151 vs
+# the bar 0.5233, level with 0.5133; EmoDB UAR up to 0.413, four folds of six ahead of the shipped construction, not
+# five): EmoDB neutral recall barely moved (0.061 → 0.072), its sad rose; the unseen actors' neutral fell. Kept for the
+# record.
 PRESETS["wideband-90ep-freq-pool-calm-neutral"] = dataclasses.replace(
     PRESETS["wideband-90ep-freq-pool"], name="wideband-90ep-freq-pool-calm-neutral", calm_neutral_share=0.3)
 
