@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ import numpy as np
 
 from emostream.features import AudioDecodeError
 from emostream.inference import scoring
-from emostream.inference.logmel_stream import level_dbfs
 from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.inference.vad import VadConfig
@@ -219,11 +217,7 @@ class EmotionRecognizer:
         windows, voiced = scoring.stream_windows(mono, pipeline.context, 0, pipeline.features)
         short = scoring.is_short(mono.size, pipeline.features)
         duration_s = round(x.shape[0] / sample_rate_hz, 6)
-        if short:
-            heard = level_dbfs(mono) >= self.config.silence_dbfs  # the daemon's gate for a short stream
-        else:
-            heard = any(w.level_dbfs >= pipeline.context.silence_dbfs for w in windows)
-        if not heard:
+        if not scoring.level_gate_hears(mono, windows, pipeline.context, pipeline.features):
             return ClipScore(top=None, top_p=None, probabilities=None, duration_s=duration_s, windows=0, short=short)
         model = self.model
         p = pipeline.report(model.predict(pipeline.model_input(voiced, model)).mean(axis=0))  # v4: from the prior
@@ -236,7 +230,7 @@ class EmotionRecognizer:
         """Stream a file (any format soundfile reads) through the daemon's path; see ``FileScores``."""
         import soundfile as sf
 
-        from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder, quiet_decoder_for
+        from emostream.decoder_noise import open_quietly
 
         path = Path(path)
         if not path.is_file():
@@ -247,18 +241,11 @@ class EmotionRecognizer:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return AudioDecodeError(f"cannot read audio file {path}: {reason}")
 
-        with contextlib.ExitStack() as quiet:  # MP3: the decoder's stderr chatter kept off the terminal
-            quiet.enter_context(quiet_decoder_for(path))
+        with contextlib.ExitStack() as opened:  # MP3: the decoder's stderr chatter kept off the terminal
             try:
-                f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
+                f = opened.enter_context(open_quietly(path))
             except decode_errors as exc:
                 raise unreadable(exc) from None
-            if is_mpeg(f.format) and path.suffix.lower() not in MPEG_SUFFIXES:
-                quiet.enter_context(quiet_decoder(path.name))
-            return self._score_open_file(path, f, decode_errors, unreadable)
-
-    def _score_open_file(self, path: Path, f, decode_errors: tuple, unreadable) -> FileScores:
-        with f:
             try:
                 s = self.stream(f.samplerate, f.channels)
             except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels

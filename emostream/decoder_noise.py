@@ -111,3 +111,24 @@ def quiet_decoder_for(path) -> AbstractContextManager:
 
     path = Path(path)
     return quiet_decoder(path.name) if path.suffix.lower() in MPEG_SUFFIXES else nullcontext()
+
+
+@contextmanager
+def open_quietly(path, mpeg: bool = False):
+    """``soundfile.SoundFile`` of ``path`` (by its bytes: a name that is not UTF-8 opens too), an MP3's decoder
+    chatter filtered while it is open: known from the start by its suffix (or ``mpeg``, when the caller knows
+    already), else from the format once opened. Errors opening it propagate as soundfile raises them."""
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    import soundfile as sf
+
+    path = Path(path)
+    with ExitStack() as stack:
+        known = mpeg or path.suffix.lower() in MPEG_SUFFIXES
+        if known:
+            stack.enter_context(quiet_decoder(path.name))
+        f = stack.enter_context(sf.SoundFile(os.fsencode(path)))
+        if not known and is_mpeg(f.format):
+            stack.enter_context(quiet_decoder(path.name))
+        yield f

@@ -22,7 +22,7 @@ from emostream import messages as msg
 from emostream.features import windows_for_inputs
 from emostream.inference import scoring
 from emostream.inference.baseline import StreamBaseline
-from emostream.inference.logmel_stream import LogMelStream, level_dbfs
+from emostream.inference.logmel_stream import LogMelStream
 from emostream.inference.model import EmotionModel
 from emostream.inference.vad import VadConfig, VoiceActivity
 from emostream.options import check_range
@@ -293,7 +293,7 @@ class EmotionPipeline:
 
     def _short_clip(self, audio: np.ndarray) -> list[dict]:
         """Fewer samples than one window: laid into the noise floor and scored as evaluation scores a clip."""
-        if level_dbfs(audio) < self.config.silence_dbfs:
+        if not scoring.level_gate_hears(audio, [], self.context, self.features):  # short: its own level
             self.short_skipped = "quieter than the level gate"  # silence stays silence, however short
             return []
         if self.vad is not None and not self.vad.is_speech(0, audio.size):

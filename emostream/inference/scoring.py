@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emostream.features import DEFAULT_CONFIG, LogMelConfig
-from emostream.inference.logmel_stream import LogMelStream, Window
+from emostream.inference.logmel_stream import LogMelStream, Window, level_dbfs
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,15 @@ def embed_in_noise_floor(y: np.ndarray, context: StreamContext = DEFAULT_CONTEXT
 def is_short(n_samples: int, config: LogMelConfig = DEFAULT_CONFIG) -> bool:
     """A clip shorter than one window: no window holds only the clip."""
     return n_samples < config.window_samples
+
+
+def level_gate_hears(y: np.ndarray, windows: list[Window], context: StreamContext = DEFAULT_CONTEXT,
+                     config: LogMelConfig = DEFAULT_CONFIG) -> bool:
+    """Does the level gate hear the clip ``y`` at all: one shorter than a window by its own level (as the daemon
+    judges a stream that short), a longer one by any of its ``windows`` (``stream_windows``) at or above the gate."""
+    if is_short(y.size, config):
+        return level_dbfs(y) >= context.silence_dbfs
+    return any(w.level_dbfs >= context.silence_dbfs for w in windows)
 
 
 def stream_windows(y: np.ndarray, context: StreamContext = DEFAULT_CONTEXT, seed: int = 0,

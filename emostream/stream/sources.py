@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from emostream import messages as msg
-from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, quiet_decoder
+from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, open_quietly
 from emostream.inference.pipeline import check_input
 from emostream.stream.ring_buffer import RingBuffer
 
@@ -39,14 +38,13 @@ class FileSource:
     """Any file soundfile reads, in blocks (never loaded whole), paced in real time unless ``realtime=False``."""
 
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int | None = None):
-        import soundfile as sf
 
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"audio file {self.path} not found")
         self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES
         try:
-            with self._quiet(), sf.SoundFile(os.fsencode(self.path)) as f:  # bytes: any name the system holds
+            with open_quietly(self.path) as f:
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
                 self.mpeg = self.mpeg or is_mpeg(f.format)
         except Exception as exc:  # soundfile.LibsndfileError, RuntimeError on odd formats
@@ -65,11 +63,10 @@ class FileSource:
             (", looped" if loop else "") + (")" if realtime else ", fast)")
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
-        import soundfile as sf
 
         started, sent = time.monotonic(), 0
         try:
-            with self._quiet(), sf.SoundFile(os.fsencode(self.path)) as f:
+            with open_quietly(self.path, self.mpeg) as f:
                 while not stop.is_set():
                     for block in f.blocks(self.block_frames, dtype="float32", always_2d=True):
                         if not ring.write_all(block, stop):
@@ -88,12 +85,6 @@ class FileSource:
             logger.error("reading %s failed: %s", self.path, str(exc).strip() or type(exc).__name__)
         finally:
             ring.close()
-
-    def _quiet(self):
-        """MP3: the decoder's stderr chatter (libmpg123 via libsndfile) filtered out of the terminal."""
-        import contextlib
-
-        return quiet_decoder(self.path.name) if self.mpeg else contextlib.nullcontext()
 
 
 def misaligned_by_a_byte(data: bytes, min_ratio: float = 8.0) -> tuple[bool, float, float]:
