@@ -29,6 +29,12 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
         raise ValueError(f"{name} must be {'<' if high_open else '≤'} {high}, got {value}")
 
 
+def changed_flags(args, parser, flags) -> list[str]:
+    """Those of ``flags`` (``--name``) that ``args`` holds away from the parser's defaults, in the order given."""
+    dest = lambda flag: flag[2:].replace("-", "_")  # noqa: E731
+    return [flag for flag in flags if getattr(args, dest(flag)) != parser.get_default(dest(flag))]
+
+
 def ranged(kind: type, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> Callable:
     """An argparse ``type=`` converting to ``kind`` (int or float) and checking ``low``/``high`` (inclusive
     unless ``*_open``). The bounds appear in the error message and in ``--help`` via ``describe``."""

@@ -39,7 +39,7 @@ from emostream.inference.pipeline import (
     add_classes_argument,
 )
 from emostream.inference.vad import VadUnavailable, add_vad_arguments, vad_from_args
-from emostream.options import DefaultsHelpFormatter, add_ranged, check_range
+from emostream.options import DefaultsHelpFormatter, add_ranged, changed_flags, check_range
 from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.guard import TOKEN_ENV, HostGuard, TokenBucket, resolve_token
@@ -543,8 +543,7 @@ def unused_source_flags(args, parser) -> list[str]:
     reads = {"--rate": args.stdin, "--channels": args.stdin, "--format": args.stdin, "--device": args.mic,
              "--fast": not (args.mic or args.stdin or args.listen_only),
              "--loop": not (args.mic or args.stdin or args.listen_only)}
-    return [flag for flag, read in reads.items()
-            if not read and getattr(args, flag[2:]) != parser.get_default(flag[2:])]
+    return changed_flags(args, parser, [flag for flag, read in reads.items() if not read])
 
 
 LISTEN_FLAGS = ("--max-streams", "--max-realtime-factor", "--max-listen-message-bytes", "--max-listen-messages-per-s",
@@ -553,8 +552,7 @@ LISTEN_FLAGS = ("--max-streams", "--max-realtime-factor", "--max-listen-message-
 
 def unused_listen_flags(args, parser) -> list[str]:
     """/listen's flags set away from their defaults (meaningless with ``--no-listen``)."""
-    return [flag for flag in LISTEN_FLAGS
-            if getattr(args, flag[2:].replace("-", "_")) != parser.get_default(flag[2:].replace("-", "_"))]
+    return changed_flags(args, parser, LISTEN_FLAGS)
 
 
 def _interrupt(signum, frame) -> None:
