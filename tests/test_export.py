@@ -193,6 +193,22 @@ def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, cap
     assert "## ONNX export" in (run / "metrics.md").read_text()
 
 
+def test_the_int8_record_goes_beside_the_runs_card_not_into_the_models_folder(ravdess_dir, tmp_path, capsys):
+    from emostream.train.cli import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--data-dir", str(ravdess_dir), "--max-clips-per-class", "5", "--epochs", "1",
+                       "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assets = tmp_path / "assets"  # as the package's assets are for the default --out
+    assert export_main(["--keras", str(run / "model.keras"), "--out", str(assets / "m.onnx"), "--data-dir",
+                        str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"), "--min-windows", "8",
+                        "--int8"]) == 0
+    record = json.loads((run / "m.int8.json").read_text())
+    assert "INT8" in capsys.readouterr().out and record["method"].startswith("static QDQ")
+    assert sorted(p.name for p in assets.iterdir()) == sorted(["m.onnx"] + (["m.int8.onnx"] if record["shipped"]
+                                                                            else []))
+
+
 def test_large_batches_are_scored_in_chunks_with_the_same_result(onnx_proto):
     from emostream.inference.model import InferenceConfig
 

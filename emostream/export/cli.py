@@ -215,7 +215,8 @@ def int8_report(args, labels, test_files, windows, y_true, features: LogMelConfi
             f"{verdict}.")
     print(text)
     record = {**result.__dict__, "shipped": result.worth_shipping}
-    (args.out.parent / f"{args.out.stem}.int8.json").write_text(json.dumps(record, indent=2) + "\n")
+    # Evidence, like the parity record: beside the run's card; only a kept *.int8.onnx goes beside the model it serves.
+    (args.keras.parent / f"{args.out.stem}.int8.json").write_text(json.dumps(record, indent=2) + "\n")
     card = args.keras.parent / "metrics.md"
     if card.is_file():
         card.write_text(card.read_text().rstrip() + "\n\n" + text + "\n")
