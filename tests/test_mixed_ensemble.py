@@ -12,6 +12,7 @@ from emostream.features import (
     BASELINE_PRIOR_WINDOWS,
     DEFAULT_CONFIG,
     band_profile,
+    compute_log_mel_spect,
     relative_to_baseline,
     windows_for_inputs,
 )
@@ -141,6 +142,32 @@ def test_the_benchmark_times_a_mixed_model_as_the_daemon_feeds_it(mixed, tmp_pat
 
     one.write_bytes(convert(members[0], ModelContract.for_features(LABELS, V3), V3).SerializeToString())
     assert onnx_flops_per_window(path) == pytest.approx(2 * onnx_flops_per_window(one), rel=0.01)
+
+
+def test_a_version_3_member_pooled_over_frequency_mixes_with_a_plain_version_4_member_in_one_graph():
+    """Candidate 26's construction: the version 3 members max-pool the frequency rows before the LSTMs, the version 4
+    members do not. Cloned into one graph, each member keeps its own layers and weights, and the export answers as
+    the Keras twin and as the mean of the members called alone, each on its own version's input."""
+    import keras
+
+    from emostream.export.onnx_export import convert
+    from emostream.train.ensemble import ensemble_model
+    from emostream.train.model import CrnnConfig, build_crnn
+
+    keras.utils.set_random_seed(5)
+    pooled = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8), freq_pool=3), compile=False)
+    plain = build_crnn(CrnnConfig(conv_filters=(4, 8), lstm_units=(16, 8)), compile=False)
+    model = ensemble_model([pooled, plain], ["3", "4"])
+    assert model.get_layer("member_1").get_layer("pool_over_frequency")
+    assert "pool_over_frequency" not in [layer.name for layer in model.get_layer("member_2").layers]
+    contract = ModelContract.for_features(LABELS, V4, baseline_prior=PRIOR, input_versions=("3", "4"))
+    onnx_model = EmotionModel(convert(model, contract, V4).SerializeToString())
+    windows = np.stack([compute_log_mel_spect(speechlike(2.4, seed=s), V3) for s in range(6)])
+    heard = relative_to_baseline(windows, np.asarray(PRIOR))
+    served = onnx_model.predict(windows_for_inputs(onnx_model.input_versions, windows, heard))
+    alone = (pooled(windows, training=False).numpy() + plain(heard, training=False).numpy()) / 2
+    np.testing.assert_allclose(served, model([windows, heard], training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(served, alone, atol=1e-5)
 
 
 def test_only_a_version_and_the_per_window_version_it_builds_on_mix():
