@@ -90,7 +90,7 @@ def test_a_tiny_evaluation_writes_every_output_and_looks_at_test_data_only_at_th
     assert "Weights averaged over the epochs 2–3" in (out / "evaluation.md").read_text()
 
 
-@pytest.mark.parametrize("variant", ["noise", "speed", "reverb", "eq"])
+@pytest.mark.parametrize("variant", ["noise", "speed", "reverb", "eq", "pitch"])
 def test_augmentations_keep_audio_finite_and_change_it(variant):
     from synth import speechlike
 

@@ -183,6 +183,53 @@ def test_mel_axis_warp_moves_formants_and_keeps_identity():
     assert np.argmax(ev.warp_mel_axis(db, 1.1)[:, 0]) > 40 > np.argmax(ev.warp_mel_axis(db, 0.9)[:, 0])
 
 
+def test_the_pitch_copy_moves_f0_by_its_semitones_and_keeps_the_formants_where_a_plain_shift_moves_them():
+    import librosa
+
+    from emostream.train.augment import SR, shift_pitch_keep_formants, spectral_envelope
+
+    t = np.arange(int(1.5 * SR)) / SR
+    f0, formant_hz = 120.0, 1000.0
+    harmonics = np.arange(1, int(5000 / f0))
+    amplitudes = 0.05 + np.exp(-0.5 * ((harmonics * f0 - formant_hz) / 150.0) ** 2)  # one formant at 1 kHz
+    voice = (amplitudes[:, None] * np.sin(2 * np.pi * f0 * harmonics[:, None] * t)).sum(0)
+    voice = (0.5 * voice / np.abs(voice).max()).astype(np.float32)
+
+    def pitch_hz(y):  # the autocorrelation's strongest lag between 2 and 12.5 ms
+        seg = y[SR // 4 : SR // 4 + 4096]
+        ac = np.correlate(seg, seg, "full")[seg.size - 1 :]
+        return SR / (SR // 500 + int(np.argmax(ac[SR // 500 : SR // 80])))
+
+    def formant_peak_hz(y):
+        mean = np.abs(librosa.stft(y, n_fft=1024, hop_length=256)).mean(axis=1, keepdims=True)
+        return np.fft.rfftfreq(1024, 1 / SR)[int(np.argmax(spectral_envelope(mean, 33)[:, 0]))]
+
+    up = shift_pitch_keep_formants(voice, np.random.default_rng(0), semitones=(4.0, 4.0))
+    assert up.dtype == np.float32 and up.shape == voice.shape and np.all(np.isfinite(up))
+    assert pitch_hz(up) == pytest.approx(f0 * 2 ** (4 / 12), rel=0.03)
+    plain = librosa.effects.pitch_shift(voice, sr=SR, n_steps=4.0, n_fft=1024, hop_length=256)
+    assert formant_peak_hz(voice) == pytest.approx(formant_hz, rel=0.08)
+    assert formant_peak_hz(up) == pytest.approx(formant_hz, rel=0.08)  # the vocal tract stays
+    assert formant_peak_hz(plain) > 1.15 * formant_hz  # a plain shift moves it with the pitch (×1.26)
+
+
+def test_a_recipe_with_the_pitch_copy_draws_training_windows_from_it_and_one_without_never_does():
+    from emostream.train.clipbank import ClipBank
+
+    copies = {v: ClipBank(["a.wav"], [np.full((128, 120), -40.0 - i, np.float16)], None)
+              for i, v in enumerate(("orig", *ev.VARIANTS, ev.PITCH_VARIANT))}
+    pitch = ev.PRESETS["wideband-90ep-freq-pool-pitch"]
+    assert pitch.pitch_copy and pitch.augment_variants == (*ev.VARIANTS, "pitch") and pitch.freq_pool == 3
+    assert ev.PRESETS["wideband-90ep-freq-pool"].augment_variants == ev.VARIANTS
+    for preset, expected in ((pitch, {"orig", *ev.VARIANTS, "pitch"}),
+                             (ev.PRESETS["wideband-90ep-freq-pool"], {"orig", *ev.VARIANTS})):
+        windows = ev.TrainingWindows(preset, copies, seed=1)
+        assert {windows.crop(0)[0] for _ in range(400)} == expected
+    with pytest.raises(ValueError, match="pitch_copy"):
+        dataclasses.replace(pitch, augment_share=0.0)
+    assert "pitch_copy" in ev.MEMBER_SETTINGS  # it shapes training only: members of a mix may differ in it
+
+
 def test_time_stretch_changes_tempo_and_keeps_the_spectrum():
     ramp = np.tile(np.arange(120, dtype=np.float32), (128, 1))  # each frame holds its own index
     assert np.allclose(ev.resample_time_axis(ramp[:, :100], 100), ramp[:, :100])

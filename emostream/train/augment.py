@@ -64,7 +64,37 @@ def band_limit_eq(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=y.size).astype(np.float32)
 
 
-AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb, "eq": band_limit_eq}
+def spectral_envelope(magnitude: np.ndarray, keep_coefficients: int) -> np.ndarray:
+    """The smooth envelope of STFT magnitudes (freq bins, frames): the real cepstrum of each frame kept below
+    ``keep_coefficients`` quefrency samples (lifter), back to linear magnitude. Formants stay, harmonics go."""
+    cepstrum = np.fft.irfft(np.log(np.maximum(magnitude, 1e-7)), axis=0)
+    cepstrum[keep_coefficients : cepstrum.shape[0] - keep_coefficients + 1] = 0.0
+    return np.exp(np.fft.rfft(cepstrum, axis=0).real)
+
+
+def shift_pitch_keep_formants(y: np.ndarray, rng: np.random.Generator, semitones: tuple[float, float] = (-4.0, 4.0),
+                              lifter_s: float = 0.0015, max_gain_db: float = 24.0) -> np.ndarray:
+    """Pitch moved by a random number of semitones, tempo and formants kept: another voice's F0 on this vocal tract.
+
+    A phase-vocoder pitch shift moves the whole spectrum, formants too (as ``change_speed`` does); each STFT frame
+    is then given back the original frame's spectral envelope (cepstrum liftered below ``lifter_s`` seconds, 1.5 ms:
+    smoother than the harmonics of any F0 under ~600 Hz), the correction held within ±``max_gain_db``."""
+    import librosa
+
+    n_fft, hop = 1024, 256
+    steps = float(rng.uniform(*semitones))
+    shifted = librosa.effects.pitch_shift(np.asarray(y, np.float32), sr=SR, n_steps=steps, n_fft=n_fft,
+                                          hop_length=hop)
+    before = librosa.stft(np.asarray(y, np.float32), n_fft=n_fft, hop_length=hop)
+    after = librosa.stft(shifted, n_fft=n_fft, hop_length=hop)
+    keep = int(round(lifter_s * SR))
+    limit = 10 ** (max_gain_db / 20)
+    gain = np.clip(spectral_envelope(np.abs(before), keep) / spectral_envelope(np.abs(after), keep), 1 / limit, limit)
+    return librosa.istft(after * gain, hop_length=hop, n_fft=n_fft, length=y.size).astype(np.float32)
+
+
+AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb, "eq": band_limit_eq,
+                 "pitch": shift_pitch_keep_formants}
 
 LOUD_PERCENTILE = 90  # a clip's "loud frames": this percentile of its frame levels (speech, not its pauses)
 

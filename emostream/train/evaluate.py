@@ -69,7 +69,8 @@ EMOBOX_FOLDS = [[1, 11, 20, 21], [4, 10, 12, 14], [8, 9, 19, 23], [3, 5, 7, 24],
 CORPUS_VAL_ACTORS = [21, 22, 23, 24]
 SHIP_VAL = {"ravdess": [21, 22, 23, 24], "emodb": [15, 16]}
 PROTOCOLS = ("random", "actors", "emobox", "corpus", "ship")
-VARIANTS = ("noise", "speed", "reverb", "eq")
+VARIANTS = ("noise", "speed", "reverb", "eq")  # the augmented copies every recipe with augment_share draws from
+PITCH_VARIANT = "pitch"  # a fifth copy, for recipes with pitch_copy (``augment.shift_pitch_keep_formants``)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ class Preset:
     # speaker's take of the same emotion (``TrainingWindows.splice_partners``); 0 = off (earlier runs reproduce).
     splice_share: float = 0.0
     freq_pool: int = 1  # the CRNN's max-pool over frequency rows before the LSTMs (``CrnnConfig.freq_pool``); 1 = none
+    # A fifth augmented copy beside the four: pitch moved ±4 semitones, tempo and formants kept; False = off (earlier
+    # runs reproduce).
+    pitch_copy: bool = False
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -158,7 +162,14 @@ class Preset:
             low, high = self.train_floor_snr_db
             check_range("train_floor_snr_db low", low, 0, 80)  # 80 dB: the features' own floor below the loudest
             check_range("train_floor_snr_db high", high, low, 80)
+        if self.pitch_copy and not self.augment_share:
+            raise ValueError("pitch_copy with augment_share 0: no training window would come from a copy")
         self.features  # noqa: B018 — an unknown feature version fails here, before any training
+
+    @property
+    def augment_variants(self) -> tuple[str, ...]:
+        """The augmented copies a training window may come from (each equally likely)."""
+        return VARIANTS + ((PITCH_VARIANT,) if self.pitch_copy else ())
 
     @property
     def features(self) -> LogMelConfig:
@@ -216,7 +227,8 @@ BOOL_WORDS = ("1", "0", "true", "false", "yes", "no", "on", "off")
 #: the CRNN pools over time or frequency; each member's graph is its own Keras config), and leave the ensemble's input
 #: and output as every member's. An ensemble records each as ``member_<setting>`` (one value per member).
 MEMBER_SETTINGS = ("speaker_adversarial", "time_stretch", "dropout", "augment_share", "mixup_alpha", "spec_augment",
-                   "time_pooling", "train_floor_snr_db", "splice_share", "freq_pool", "calm_neutral_share")
+                   "time_pooling", "train_floor_snr_db", "splice_share", "freq_pool", "calm_neutral_share",
+                   "pitch_copy")
 SPEECH_ONLY_PROTOCOLS = ("emobox", "ship")  # users speak to the model: these learn from speech unless train_song
 
 PRESETS = {
@@ -385,6 +397,14 @@ PRESETS["wideband-90ep-freq-pool-5"] = dataclasses.replace(PRESETS["wideband-90e
 # record.
 PRESETS["wideband-90ep-freq-pool-calm-neutral"] = dataclasses.replace(
     PRESETS["wideband-90ep-freq-pool"], name="wideband-90ep-freq-pool-calm-neutral", calm_neutral_share=0.3)
+# The pooled version 3 recipe (candidate 26's members) with a fifth augmented copy: each clip's pitch moved by a
+# random ±4 semitones with its tempo and formants kept (``augment.shift_pitch_keep_formants``). The "speed" copy moves
+# pitch and formants together, like another vocal tract; nothing yet sets one voice's F0 on another's vocal tract, so
+# the network may still read a level of F0 against a timbre — a speaker trait that RAVDESS's 24 voices tie to their
+# emotions and EmoDB's voices do not share (its neutral clips are heard as sad or calm). Pooling over frequency
+# blurred where energy lies; this changes what the network hears.
+PRESETS["wideband-90ep-freq-pool-pitch"] = dataclasses.replace(
+    PRESETS["wideband-90ep-freq-pool"], name="wideband-90ep-freq-pool-pitch", pitch_copy=True)
 
 #: The parts of an evaluation run whose clips are scored (folds.json ``clip_probabilities[weights][part]``), and the
 #: weights they are scored with (the chosen checkpoint; the tail average; a version 4 tail average heard cold, each
@@ -515,7 +535,7 @@ class TrainingWindows:
         p = self.preset
         variant = "orig"
         if p.augment_share and self.rng.random() < p.augment_share:
-            variant = VARIANTS[self.rng.integers(len(VARIANTS))]
+            variant = p.augment_variants[self.rng.integers(len(p.augment_variants))]
         db = self.banks[variant].db[row].astype(np.float32)
         span = self.frames
         if p.time_stretch:
@@ -1360,7 +1380,7 @@ def prepare(protocol: str, preset: Preset, data_dir=None, emodb_dir=None, seed: 
     heard = {"context_s": preset.train_context_s, "floor_snr_db": preset.train_floor_snr_db}
     banks = {"orig": clip_bank(Path("/"), paths, "orig", seed, cache_dir, **heard)}
     if preset.augment_share:
-        for variant in VARIANTS:
+        for variant in preset.augment_variants:
             banks[variant] = clip_bank(Path("/"), paths, variant, seed, cache_dir, **heard)
     corpus, actors = frame["corpus"].to_numpy(), frame["actor"].to_numpy()
     cross = None
