@@ -213,6 +213,33 @@ def test_the_pitch_copy_moves_f0_by_its_semitones_and_keeps_the_formants_where_a
     assert formant_peak_hz(plain) > 1.15 * formant_hz  # a plain shift moves it with the pitch (×1.26)
 
 
+def test_the_spectral_envelope_is_smooth_across_harmonics_where_the_raw_spectrum_is_not():
+    from emostream.train.augment import SR, spectral_envelope
+
+    t = np.arange(4096) / SR
+    comb = sum(np.sin(2 * np.pi * 120.0 * k * t) for k in range(1, 80))  # a flat 120 Hz harmonic comb
+    magnitude = np.abs(np.fft.rfft(comb[:1024] * np.hanning(1024)))[:, None]
+    band = (np.fft.rfftfreq(1024, 1 / SR) > 500) & (np.fft.rfftfreq(1024, 1 / SR) < 4000)
+
+    def ripple_db(m):
+        db = 20 * np.log10(m[band, 0])
+        return db.max() - db.min()
+
+    assert ripple_db(magnitude) > 30  # harmonics and the gaps between them (≈ 43 dB)
+    assert ripple_db(spectral_envelope(magnitude, 33)) < 8  # 1.5 ms lifter: the harmonics are gone (≈ 4.5 dB)
+    assert ripple_db(spectral_envelope(magnitude, 400)) > 30  # a lifter past the 8.3 ms period keeps them
+
+
+def test_a_changed_copy_is_computed_afresh_and_the_other_copies_keep_their_cache(monkeypatch):
+    from emostream.train import augment, clipbank
+
+    before = {v: clipbank.bank_file_name(["a.wav"], v, 42) for v in ("orig", *ev.VARIANTS, ev.PITCH_VARIANT)}
+    monkeypatch.setitem(augment.AUGMENTATION_VERSIONS, ev.PITCH_VARIANT, augment.AUGMENTATION_VERSIONS["pitch"] + 1)
+    after = {v: clipbank.bank_file_name(["a.wav"], v, 42) for v in before}
+    assert after["pitch"] != before["pitch"] and {v: after[v] for v in after if v != "pitch"} == {
+        v: before[v] for v in before if v != "pitch"}
+
+
 def test_a_recipe_with_the_pitch_copy_draws_training_windows_from_it_and_one_without_never_does():
     from emostream.train.clipbank import ClipBank
 

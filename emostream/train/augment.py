@@ -93,6 +93,10 @@ def shift_pitch_keep_formants(y: np.ndarray, rng: np.random.Generator, semitones
     return librosa.istft(after * gain, hop_length=hop, n_fft=n_fft, length=y.size).astype(np.float32)
 
 
+#: A copy's version where its function has changed or may: part of its banks' cache key (``clipbank.bank_file_name``),
+#: so a bank computed by an earlier function is never read back. The first four predate it (their keys unchanged).
+AUGMENTATION_VERSIONS = {"pitch": 1}
+
 AUGMENTATIONS = {"noise": add_noise, "speed": change_speed, "reverb": add_reverb, "eq": band_limit_eq,
                  "pitch": shift_pitch_keep_formants}
 

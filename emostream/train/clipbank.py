@@ -32,7 +32,7 @@ from emostream.inference.scoring import (
     embed_in_noise_floor,
     is_short,
 )
-from emostream.train.augment import AUGMENTATIONS, floor_under
+from emostream.train.augment import AUGMENTATION_VERSIONS, AUGMENTATIONS, floor_under
 from emostream.train.featurize import default_cache_dir, save_npz_atomically
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,21 @@ def _clip(args: tuple[str, str, int, float, tuple[int, int]]):
     return db, clip_windows(y, seed=clip_seed(Path(path).name, seed)).astype(np.float16)
 
 
+def bank_file_name(paths: list[str], variant: str, seed: int, context_s: float = 0.0,
+                   floor_snr_db: tuple[int, int] = (0, 0)) -> str:
+    """The cache file of a bank: named by everything its contents depend on, a copy's own version included
+    (``augment.AUGMENTATION_VERSIONS``), so a changed augmentation is computed afresh, never read stale."""
+    # The bank holds dB frames and version 1 windows whatever version trains (``from_version_1`` derives the others).
+    signal = {k: v for k, v in DEFAULT_CONFIG.to_dict().items() if k != "feature_version"}
+    augment = {"augment": AUGMENTATION_VERSIONS[variant]} if variant in AUGMENTATION_VERSIONS else {}
+    key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
+                                     "config": signal, "hop": TEST_HOP_FRAMES,
+                                     "scoring": dataclasses.asdict(DEFAULT_CONTEXT), "context_s": context_s,
+                                     "bank": 2} | ({"floor_snr_db": list(floor_snr_db)} if any(floor_snr_db) else {})
+                                    | augment).encode())
+    return f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"
+
+
 def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0,
               cache_dir: Path | None = None, workers: int | None = None, context_s: float = 0.0,
               floor_snr_db: tuple[int, int] = (0, 0)) -> ClipBank:
@@ -87,14 +102,7 @@ def clip_bank(root: Path, paths: list[str], variant: str = "orig", seed: int = 0
     ``floor_snr_db`` other than (0, 0): the training frames (not the test windows) hear a white floor that many dB
     (drawn per clip) below the clip's loud frames (``augment.floor_under``)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    # The bank holds dB frames and version 1 windows whatever version trains (``from_version_1`` derives the others).
-    signal = {k: v for k, v in DEFAULT_CONFIG.to_dict().items() if k != "feature_version"}
-    key = hashlib.sha256(json.dumps({"v": FEATURE_VERSION, "variant": variant, "seed": seed, "paths": paths,
-                                     "config": signal, "hop": TEST_HOP_FRAMES,
-                                     "scoring": dataclasses.asdict(DEFAULT_CONTEXT), "context_s": context_s,
-                                     "bank": 2} | ({"floor_snr_db": list(floor_snr_db)} if any(floor_snr_db) else {})
-                                    ).encode())
-    cache = cache_dir / f"clipbank-{variant}-{key.hexdigest()[:16]}.npz"
+    cache = cache_dir / bank_file_name(paths, variant, seed, context_s, floor_snr_db)
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             db = np.split(z["db"], z["db_offsets"][1:-1], axis=1)
