@@ -370,8 +370,10 @@ PRESETS["wideband-90ep-splice"] = dataclasses.replace(PRESETS["wideband-90ep"], 
 # overfitting their corpus more than convolutional ones. Unlike half the recurrent width (lost), the LSTMs keep their
 # size; unlike vocal-tract warping (a tie), the invariance is built in, not drawn per window.
 # Lost by its rule (all six EmoBox folds, seed 0: 0.474 vs `wideband-90ep` seed 0's 0.472, a tie at 41 % of the
-# weights), yet in that seed's place in the shipped mix 0.5088 vs 0.4987, ahead on all six folds: candidate 26 (both
-# version 3 members pooled, a fresh seed) is its test.
+# weights), yet in that seed's place in the shipped mix 0.5088 vs 0.4987, ahead on all six folds; candidate 26 (both
+# version 3 members pooled, a fresh seed) repeated it (0.5133) short of its margin, and on a seed never looked at
+# (candidate 30, seed 2000, paired with `wideband-90ep-baseline` seed 2000) the gain was gone: 0.4925 vs the plain
+# pair's 0.4920, alone 0.4697 vs 0.4702. Kept: level with the plain recipe at 41 % of the weights.
 PRESETS["wideband-90ep-freq-pool"] = dataclasses.replace(PRESETS["wideband-90ep"], name="wideband-90ep-freq-pool",
                                                          freq_pool=3)
 # The same pool on feature version 4 (the recipe of the shipped model's version 4 members): candidate 26 pooled only
