@@ -402,7 +402,7 @@ PRESETS["wideband-90ep-freq-pool-calm-neutral"] = dataclasses.replace(
 # The pooled version 3 recipe (candidate 26's members) with a fifth augmented copy: each clip's pitch moved by a
 # random ±4 semitones with its tempo and formants kept (``augment.shift_pitch_keep_formants``). The "speed" copy moves
 # pitch and formants together, like another vocal tract; nothing yet sets one voice's F0 on another's vocal tract, so
-# the network may still read a level of F0 against a timbre — a speaker trait that RAVDESS's 24 voices tie to their
+# the network may still read a level of F0 against a timbre — a speaker trait RAVDESS's 24 voices may tie to their
 # emotions and EmoDB's voices do not share (its neutral clips are heard as sad or calm). Pooling over frequency
 # blurred where energy lies; this changes what the network hears.
 PRESETS["wideband-90ep-freq-pool-pitch"] = dataclasses.replace(
