@@ -171,15 +171,31 @@ def test_lstms_are_rebuilt_off_cudnn_with_the_same_weights(small_crnn):
         np.testing.assert_array_equal(a, b)
 
 
-def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained_slice(ravdess_dir, tmp_path_factory):
+    """A run trained for one epoch on 5 clips per class, once for the module, and its feature cache."""
     from emostream.train.cli import main as train_main
 
-    run = tmp_path / "run"
+    root = tmp_path_factory.mktemp("trained")
     assert train_main(["--data-dir", str(ravdess_dir), "--max-clips-per-class", "5", "--epochs", "1",
-                       "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+                       "--out", str(root / "run"), "--cache-dir", str(root / "cache")]) == 0
+    return root / "run", root / "cache"
+
+
+def own_copy(trained_slice, tmp_path):
+    """The trained run copied for one test (export writes its records and card into the run's folder)."""
+    import shutil
+
+    run, cache = trained_slice
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run", cache
+
+
+def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, trained_slice, tmp_path, capsys):
+    run, cache = own_copy(trained_slice, tmp_path)
     out = tmp_path / "m.onnx"
     args = ["--keras", str(run / "model.keras"), "--out", str(out), "--data-dir", str(ravdess_dir),
-            "--cache-dir", str(tmp_path / "cache")]
+            "--cache-dir", str(cache)]
     assert export_main(args) == 1  # 8 test windows are fewer than the 200 parity demands
     assert not out.exists()
     assert export_main([*args, "--min-windows", "8"]) == 0
@@ -193,16 +209,12 @@ def test_export_command_end_to_end_on_a_trained_slice(ravdess_dir, tmp_path, cap
     assert "## ONNX export" in (run / "metrics.md").read_text()
 
 
-def test_the_int8_record_goes_beside_the_runs_card_not_into_the_models_folder(ravdess_dir, tmp_path, capsys):
-    from emostream.train.cli import main as train_main
-
-    run = tmp_path / "run"
-    assert train_main(["--data-dir", str(ravdess_dir), "--max-clips-per-class", "5", "--epochs", "1",
-                       "--out", str(run), "--cache-dir", str(tmp_path / "cache")]) == 0
+def test_the_int8_record_goes_beside_the_runs_card_not_into_the_models_folder(ravdess_dir, trained_slice, tmp_path,
+                                                                              capsys):
+    run, cache = own_copy(trained_slice, tmp_path)
     assets = tmp_path / "assets"  # as the package's assets are for the default --out
     assert export_main(["--keras", str(run / "model.keras"), "--out", str(assets / "m.onnx"), "--data-dir",
-                        str(ravdess_dir), "--cache-dir", str(tmp_path / "cache"), "--min-windows", "8",
-                        "--int8"]) == 0
+                        str(ravdess_dir), "--cache-dir", str(cache), "--min-windows", "8", "--int8"]) == 0
     record = json.loads((run / "m.int8.json").read_text())
     assert "INT8" in capsys.readouterr().out and record["method"].startswith("static QDQ")
     assert sorted(p.name for p in assets.iterdir()) == sorted(["m.onnx"] + (["m.int8.onnx"] if record["shipped"]

@@ -38,15 +38,13 @@ class FileSource:
     """Any file soundfile reads, in blocks (never loaded whole), paced in real time unless ``realtime=False``."""
 
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int | None = None):
-
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"audio file {self.path} not found")
-        self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES
         try:
             with open_quietly(self.path) as f:
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
-                self.mpeg = self.mpeg or is_mpeg(f.format)
+                self.mpeg = self.path.suffix.lower() in MPEG_SUFFIXES or is_mpeg(f.format)  # run() reopens it
         except Exception as exc:  # soundfile.LibsndfileError, RuntimeError on odd formats
             raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
         if frames == 0:
@@ -63,7 +61,6 @@ class FileSource:
             (", looped" if loop else "") + (")" if realtime else ", fast)")
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
-
         started, sent = time.monotonic(), 0
         try:
             with open_quietly(self.path, self.mpeg) as f:
