@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> None:
@@ -78,6 +79,22 @@ def add_ranged(parser, flag: str, kind: type, default, low=None, high=None, *, h
     return parser.add_argument(flag, type=ranged(kind, low, high, low_open=low_open, high_open=high_open),
                                default=default, **kwargs,
                                help=describe(help, low, high, unit, low_open=low_open, high_open=high_open))
+
+
+def add_model_option(parser, help: str = "ONNX model with its feature contract"):
+    """``--model``, the shipped model unless named; ``--help`` says so rather than print where this install keeps it."""
+    from emostream.paths import DEFAULT_MODEL_PATH
+
+    return parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, metavar="ONNX",
+                               help=f"{help} (default: the shipped {DEFAULT_MODEL_PATH.name})")
+
+
+def add_sample_option(parser, flag: str = "--audio", help: str = "audio file to play"):
+    """An audio file option defaulting to the sample clip shipped in the package."""
+    from emostream.paths import DEFAULT_SAMPLE
+
+    return parser.add_argument(flag, type=Path, default=DEFAULT_SAMPLE,
+                               help=f"{help} (default: the bundled {DEFAULT_SAMPLE.name})")
 
 
 def quiet_stdout() -> None:

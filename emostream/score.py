@@ -153,8 +153,7 @@ def _score(path: Path):
 def build_parser() -> argparse.ArgumentParser:
     from emostream.inference.pipeline import HOP_RANGE_S, SILENCE_RANGE_DBFS, PipelineConfig, add_classes_argument
     from emostream.inference.vad import add_vad_arguments
-    from emostream.options import DefaultsHelpFormatter, add_ranged
-    from emostream.paths import DEFAULT_MODEL_PATH
+    from emostream.options import DefaultsHelpFormatter, add_model_option, add_ranged
 
     d = PipelineConfig()
     p = argparse.ArgumentParser(prog="emostream-score", description=__doc__.splitlines()[0],
@@ -165,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one row per window, per utterance (speech segment) or per file")
     p.add_argument("--out", type=Path, help="output file (default: stdout)")
     add_ranged(p, "--jobs", int, 1, 1, MAX_JOBS, help="files scored at once (processes)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
+    add_model_option(p)
     add_classes_argument(p)
     add_ranged(p, "--hop", float, d.hop_s, *HOP_RANGE_S, unit="s",
                help="seconds between windows (rounded to 512 samples, as the daemon's)")

@@ -159,6 +159,20 @@ def test_help_names_the_defaults_a_user_would_otherwise_guess():
         assert "(default: None)" not in text and "(default: False)" not in text
 
 
+@pytest.mark.parametrize("module", ["emostream.stream.daemon", "emostream.score", "emostream.train.robustness",
+                                    "emostream.bench.cli", "emostream.bench.stress"])
+def test_help_names_the_shipped_model_not_where_this_install_keeps_it(module, capsys):
+    import importlib
+
+    from emostream.paths import DEFAULT_MODEL_PATH
+
+    with pytest.raises(SystemExit) as shown:
+        importlib.import_module(module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert shown.value.code == 0
+    assert f"the shipped {DEFAULT_MODEL_PATH.name}" in text and str(DEFAULT_MODEL_PATH.parent) not in text
+
+
 @pytest.mark.parametrize("module, argv, flag", [
     ("emostream.train.robustness", ["--limit", "-1"], "--limit"),  # once: the last clip silently dropped
     ("emostream.train.robustness", ["--every", "0"], "--every"),

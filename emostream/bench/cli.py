@@ -30,8 +30,7 @@ from emostream.bench.measure import (
 from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.model import EmotionModel, InferenceConfig
 from emostream.inference.pipeline import HOP_RANGE_S, EmotionPipeline, PipelineConfig
-from emostream.options import add_ranged, ranged
-from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.options import add_model_option, add_ranged, add_sample_option, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -330,14 +329,14 @@ def subscriber_counts(text: str) -> list[int]:
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    add_model_option(p, help="ONNX model timed")
     p.add_argument("--keras", type=Path, default=Path("models") / "model.keras",
                    help="Keras twin for the side-by-side (used when TensorFlow is installed)")
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--also-model", type=Path, action="append", default=[], metavar="ONNX",
                    help="another model timed beside --model, same settings (repeatable), e.g. one member of an "
                         "ensemble")
-    p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
+    add_sample_option(p, help="audio the windows are cut from")
     add_ranged(p, "--windows", int, 1000, 10, 1_000_000, help="timed windows per stage")
     add_ranged(p, "--keras-windows", int, 100, 1, 100_000)
     add_ranged(p, "--hop", float, 0.25, *HOP_RANGE_S, unit="s", help="seconds between windows")

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.bench.fanout import get_text, raise_fd_limit, start_daemon
-from emostream.options import add_ranged
-from emostream.paths import DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.options import add_model_option, add_ranged, add_sample_option
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +240,8 @@ async def soak(daemon_args: list[str], seconds: float, sample_every_s: float = 1
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-stress", description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
-    p.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE)
+    add_model_option(p, help="ONNX model the daemon serves")
+    add_sample_option(p, help="audio the daemon streams")
     add_ranged(p, "--cycles", int, 10_000, 0, 1_000_000, help="connect/disconnect storm size (0 skips)")
     add_ranged(p, "--subscribers", int, 1000, 0, 20_000, help="concurrent reading subscribers (0 skips)")
     add_ranged(p, "--stuck", int, 50, 0, 10_000, help="subscribers that never read, alongside the crowd")

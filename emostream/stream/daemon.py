@@ -39,8 +39,8 @@ from emostream.inference.pipeline import (
     add_classes_argument,
 )
 from emostream.inference.vad import VadUnavailable, add_vad_arguments, vad_from_args
-from emostream.options import DefaultsHelpFormatter, add_ranged, changed_flags, check_range
-from emostream.paths import DASHBOARD, DEFAULT_MODEL_PATH, DEFAULT_SAMPLE
+from emostream.options import DefaultsHelpFormatter, add_model_option, add_ranged, changed_flags, check_range
+from emostream.paths import DASHBOARD, DEFAULT_SAMPLE
 from emostream.stream.broadcast import ScoreBroadcaster
 from emostream.stream.guard import TOKEN_ENV, HostGuard, TokenBucket, resolve_token
 from emostream.stream.listen import MESSAGES_PER_S_RANGE, ListenConfig, ListenServer, NoSource
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ranged(p, "--rate", int, 22050, *INPUT_RATE_RANGE_HZ, unit="Hz", help="stdin: sample rate")
     add_ranged(p, "--channels", int, 1, *INPUT_CHANNELS_RANGE, help="stdin: channels")
     p.add_argument("--format", default="s16le", choices=sorted(StdinSource.FORMATS), help="stdin: sample format")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX model with its feature contract")
+    add_model_option(p)
     add_ranged(p, "--threads", int, InferenceConfig.intra_op_threads, *THREADS_RANGE,
                help="onnxruntime intra-op threads")
     add_classes_argument(p)
