@@ -405,6 +405,7 @@ PRESETS["wideband-90ep-freq-pool-calm-neutral"] = dataclasses.replace(
 # the network may still read a level of F0 against a timbre — a speaker trait RAVDESS's 24 voices may tie to their
 # emotions and EmoDB's voices do not share (its neutral clips are heard as sad or calm). Pooling over frequency
 # blurred where energy lies; this changes what the network hears.
+# Candidate 31 lost (mix 0.5108 vs 0.5133 without the copy; alone level): kept for the record and its tests.
 PRESETS["wideband-90ep-freq-pool-pitch"] = dataclasses.replace(
     PRESETS["wideband-90ep-freq-pool"], name="wideband-90ep-freq-pool-pitch", pitch_copy=True)
 
