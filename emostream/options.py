@@ -89,11 +89,11 @@ def add_model_option(parser, help: str = "ONNX model with its feature contract")
                                help=f"{help} (default: the shipped {DEFAULT_MODEL_PATH.name})")
 
 
-def add_sample_option(parser, flag: str = "--audio", help: str = "audio file to play"):
-    """An audio file option defaulting to the sample clip shipped in the package."""
+def add_sample_option(parser, help: str = "audio file to play"):
+    """``--audio``, the sample clip shipped in the package unless named."""
     from emostream.paths import DEFAULT_SAMPLE
 
-    return parser.add_argument(flag, type=Path, default=DEFAULT_SAMPLE,
+    return parser.add_argument("--audio", type=Path, default=DEFAULT_SAMPLE,
                                help=f"{help} (default: the bundled {DEFAULT_SAMPLE.name})")
 
 

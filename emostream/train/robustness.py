@@ -162,7 +162,6 @@ def write_report(results: dict, out: Path, what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     p = argparse.ArgumentParser(prog="emostream-robustness", description=__doc__.splitlines()[0])
     add_model_option(p, help="ONNX model")
     p.add_argument("--data-dir", help="RAVDESS root (default: $RAVDESS_DIR or ../shared/data/ravdess)")
