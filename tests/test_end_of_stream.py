@@ -167,6 +167,18 @@ def test_run_sh_loops_the_sample_unless_a_source_is_named(tmp_path, argv, expect
     assert out.stdout.splitlines() == expected
 
 
+@pytest.mark.parametrize("argv", [["--fi", "talk.wav"], ["--mi"], ["--std"]])
+def test_the_daemon_refuses_abbreviated_flags_that_run_sh_would_not_see_as_a_source(argv, capsys):
+    """run.sh adds --loop unless a source flag is spelt out; an abbreviation must fail in one line, not loop the
+    sample (``--fi``) or be refused for the --loop run.sh added (``--mi``)."""
+    from emostream.stream.daemon import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--loop", *argv])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {argv[0]}" in capsys.readouterr().err
+
+
 def test_the_readme_documents_every_message_type_and_its_fields():
     from emostream.messages import SCHEMA
 

@@ -446,8 +446,9 @@ class EmotionDaemon:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: scripts/run.sh decides whether a source was named by the flags' full spellings.
     p = argparse.ArgumentParser(prog="emostream-daemon", description=__doc__.splitlines()[0],
-                                formatter_class=DefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter, allow_abbrev=False)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--file", type=Path, help=f"audio file to stream (default: the bundled {DEFAULT_SAMPLE.name})")
     src.add_argument("--mic", action="store_true", help="capture from a microphone (see emostream-devices)")
