@@ -31,7 +31,7 @@ from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConf
 from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.inference.vad import VadConfig
 from emostream.options import check_range
-from emostream.paths import DEFAULT_MODEL_PATH
+from emostream.paths import DEFAULT_MODEL_PATH, why_not_a_file
 
 #: Frames read per block from a file: the daemon's ``--fast`` file source reads the same.
 FILE_BLOCK_FRAMES = 8192
@@ -143,9 +143,11 @@ class EmotionStream:
         x = float_samples(chunk)
         if x.ndim == 1:
             x = x[:, np.newaxis]
-        if x.ndim != 2 or x.shape[1] != self.pipeline.input_channels:
-            raise ValueError(f"expected (frames,) or (frames, {self.pipeline.input_channels}) samples, "
-                             f"got shape {np.shape(chunk)}")
+        channels = self.pipeline.input_channels
+        if x.ndim != 2 or x.shape[1] != channels:
+            expected = "(frames,) or (frames, 1)" if channels == 1 else f"(frames, {channels})"
+            raise ValueError(f"this stream has {channels} channel{'s' if channels > 1 else ''}: expected {expected} "
+                             f"samples, got shape {np.shape(chunk)}")
         return self._split(self.pipeline.process(x))
 
     def finish(self) -> list[WindowScore]:
@@ -206,7 +208,8 @@ class EmotionRecognizer:
         The clip is mixed down and resampled as the daemon does, laid into a quiet noise floor and read by
         the daemon's sliding windows; windows under the silence gate are left out. A clip the gate hears as
         silence (every window under it; a short clip quieter than it, as the daemon judges one) has no emotion:
-        ``top``, ``top_p`` and ``probabilities`` are None and ``windows`` is 0.
+        ``top``, ``top_p`` and ``probabilities`` are None, ``windows`` is 0, and ``short`` is False: as in
+        ``score_file`` and the daemon, ``short`` flags a clip scored inside a noise floor, not one left unscored.
         """
         x = float_samples(samples)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
@@ -218,7 +221,7 @@ class EmotionRecognizer:
         short = scoring.is_short(mono.size, pipeline.features)
         duration_s = round(x.shape[0] / sample_rate_hz, 6)
         if not scoring.level_gate_hears(mono, windows, pipeline.context, pipeline.features):
-            return ClipScore(top=None, top_p=None, probabilities=None, duration_s=duration_s, windows=0, short=short)
+            return ClipScore(top=None, top_p=None, probabilities=None, duration_s=duration_s, windows=0, short=False)
         model = self.model
         p = pipeline.report(model.predict(pipeline.model_input(voiced, model)).mean(axis=0))  # v4: from the prior
         top = int(np.argmax(p))
@@ -233,8 +236,8 @@ class EmotionRecognizer:
         from emostream.decoder_noise import open_quietly
 
         path = Path(path)
-        if not path.is_file():
-            raise AudioDecodeError(f"audio file {path} not found")
+        if reason := why_not_a_file(path, "audio file"):
+            raise AudioDecodeError(reason)
         decode_errors = (sf.LibsndfileError, RuntimeError, TypeError)  # soundfile's; not the pipeline's
 
         def unreadable(exc: Exception) -> AudioDecodeError:

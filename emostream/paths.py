@@ -16,6 +16,16 @@ def asset(name: str) -> Path:
     return Path(str(files("emostream").joinpath("assets", name)))
 
 
+def why_not_a_file(path: Path, what: str) -> str | None:
+    """None when ``path`` is a file to open; otherwise the one-line reason, naming it as ``what`` ("audio file",
+    "model file"): a folder given where a file belongs is said to be a folder, not "not found"."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"{what} {path} is a folder, not a file"
+    return f"{what} {path} is not a regular file" if path.exists() else f"{what} {path} not found"
+
+
 DEFAULT_MODEL_PATH = asset("emotion_crnn.onnx")
 DEFAULT_SAMPLE = asset("sample.flac")
 DASHBOARD = asset("dashboard.html")

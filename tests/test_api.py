@@ -124,6 +124,7 @@ def test_a_clip_shorter_than_a_window_is_scored_and_flagged(recognizer, write_cl
     np.testing.assert_allclose(p_of(scored.summary, recognizer.labels), p_of(clip, recognizer.labels), atol=1e-6)
     silent = recognizer.score_file(write_clip("quiet.wav", np.zeros(SR // 2, np.float32)))
     assert silent.utterances == [] and silent.summary.top is None and silent.summary.probabilities is None
+    assert silent.summary == recognizer.predict(np.zeros(SR // 2, np.float32), SR)  # short=False by both doors
 
 
 @pytest.mark.parametrize("seconds", [0.5, 4.0])  # shorter than a window, and longer
@@ -133,9 +134,20 @@ def test_silence_has_no_emotion_in_predict_as_in_the_daemon(recognizer, seconds)
     for quiet in (np.zeros(n), np.full(n, np.nan), 1e-4 * speechlike(seconds, seed=8, sr=16000)):  # −80 dBFS
         clip = recognizer.predict(quiet, 16000)
         assert (clip.top, clip.top_p, clip.probabilities, clip.windows) == (None, None, None, 0)
-        assert clip.short == (seconds < 2.3)
+        assert not clip.short  # left unscored, not scored inside a floor: as score_file says of it
     heard = recognizer.predict(speechlike(seconds, seed=8, sr=16000), 16000)
     assert heard.top is not None and heard.windows >= 1  # the same clip at speech level is scored
+
+
+@pytest.mark.parametrize("channels, chunk", [(2, np.zeros(1000)), (2, np.zeros((1000, 1))), (1, np.zeros((1000, 2)))])
+def test_a_chunk_of_the_wrong_channel_count_is_refused_by_a_message_that_says_what_fits(recognizer, channels, chunk):
+    """Before, a mono chunk pushed to a stereo stream was told "expected (frames,) or (frames, 2)": the shape
+    refused."""
+    with pytest.raises(ValueError) as error:
+        recognizer.stream(16000, channels=channels).push(chunk)
+    message = str(error.value)
+    assert f"this stream has {channels} channel" in message and f"got shape {chunk.shape}" in message
+    assert ("(frames,)" in message) == (channels == 1)
 
 
 def test_a_finished_stream_refuses_more_audio_in_one_line(recognizer):
@@ -191,7 +203,8 @@ def test_score_file_refuses_what_it_cannot_read_in_one_line(recognizer, tmp_path
     from emostream.features import AudioDecodeError
 
     (tmp_path / "notes.wav").write_text("not audio")
-    for path, match in ((tmp_path / "absent.wav", "not found"), (tmp_path / "notes.wav", "cannot read")):
+    for path, match in ((tmp_path / "absent.wav", "not found"), (tmp_path / "notes.wav", "cannot read"),
+                        (tmp_path, "is a folder, not a file")):
         with pytest.raises(AudioDecodeError, match=match) as err:
             recognizer.score_file(path)
         assert "\n" not in str(err.value)

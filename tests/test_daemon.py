@@ -210,7 +210,8 @@ def test_classes_set_the_hello_labels_and_every_score(tiny_onnx, clip, daemon_th
 @pytest.mark.parametrize(
     "args,match",
     [(["--mic"], "--file"), (["--classes", "angry,joy"], "'joy'"),
-     (["--model", "/nonexistent/model.onnx"], "not found"), (["--file", "/nonexistent/a.wav"], "not found")],
+     (["--model", "/nonexistent/model.onnx"], "not found"), (["--file", "/nonexistent/a.wav"], "not found"),
+     (["--model", "/"], "model file / is a folder, not a file"), (["--file", "/"], "audio file / is a folder")],
 )
 def test_daemon_command_fails_cleanly(tiny_onnx, caplog, args, match):
     full = ["--model", str(tiny_onnx), "--port", "0", *args]

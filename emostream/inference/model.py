@@ -15,7 +15,7 @@ import numpy as np
 from emostream.features import DEFAULT_CONFIG, LogMelConfig
 from emostream.features.contract import ContractError, ModelContract
 from emostream.options import check_range
-from emostream.paths import DEFAULT_MODEL_PATH
+from emostream.paths import DEFAULT_MODEL_PATH, why_not_a_file
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class EmotionModel:
         source = path
         if not isinstance(path, bytes):
             self.path = Path(path)
-            if not self.path.is_file():
-                raise ModelError(f"model file {self.path} not found")
+            if reason := why_not_a_file(self.path, "model file"):
+                raise ModelError(reason)
             source = str(self.path)
         else:
             self.path = None

@@ -19,6 +19,7 @@ import numpy as np
 from emostream import messages as msg
 from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, open_quietly
 from emostream.inference.pipeline import check_input
+from emostream.paths import why_not_a_file
 from emostream.stream.ring_buffer import RingBuffer
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ class FileSource:
 
     def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, block_frames: int | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceError(f"audio file {self.path} not found")
+        if reason := why_not_a_file(self.path, "audio file"):
+            raise SourceError(reason)
         try:
             with open_quietly(self.path) as f:
                 self.sample_rate_hz, self.channels, frames = f.samplerate, f.channels, f.frames
