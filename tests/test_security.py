@@ -47,6 +47,21 @@ def test_token_is_required_when_set(make, daemon_thread):
         assert status_of(running.url + "/?token=%C3%A9") == 401  # beyond ASCII: refused, not a 500
 
 
+def test_the_subscriber_tells_a_missing_token_from_a_refused_one(make, daemon_thread):
+    """Before, a wrong token was answered "the daemon wants a token" — as if none had been given."""
+    import asyncio
+
+    from emostream.stream.subscriber import SubscribeError, subscribe
+
+    with daemon_thread(make(token="s3cret")) as running:
+        for url, token, says in [(running.url, None, "wants a token"),
+                                 (running.url + "/?token=", None, "wants a token"),
+                                 (running.url, "wrong", "refused the token"),
+                                 (running.url + "/?token=wrong", None, "refused the token")]:
+            with pytest.raises(SubscribeError, match=says):
+                asyncio.run(subscribe(url, count=1, token=token))
+
+
 def test_a_base64_token_works_as_written_in_the_url(make, daemon_thread):
     """Before: '+' in ``?token=`` was read as a space (form decoding), so ``openssl rand -base64`` tokens failed."""
     with daemon_thread(make(token="ab+c/d=")) as running:

@@ -61,8 +61,9 @@ class SubscribeError(RuntimeError):
     """A connection that retrying cannot fix; the message is one line."""
 
 
-def explain(exc: Exception, url: str) -> str | None:
-    """One line for a failure that retrying will not fix, or None for one worth retrying."""
+def explain(exc: Exception, url: str, token_sent: bool = False) -> str | None:
+    """One line for a failure that retrying will not fix, or None for one worth retrying; ``token_sent``: a token
+    went with the request (header or ``?token=``), so a 401 means it was refused, not missing."""
     import ssl
 
     from websockets.exceptions import InvalidStatus, InvalidURI
@@ -79,6 +80,8 @@ def explain(exc: Exception, url: str) -> str | None:
         return f"{url} is not a WebSocket URL: use {hint}"
     if isinstance(exc, InvalidStatus):
         code = exc.response.status_code
+        if code == 401 and token_sent:
+            return f"{url}: the daemon refused the token (HTTP 401): check it against the daemon's --token-file"
         if code == 401:
             return (f"{url}: the daemon wants a token (HTTP 401): set ${TOKEN_ENV}, pass --token-file, "
                     "or add ?token=... to the URL")
@@ -108,14 +111,14 @@ def scheme_hint(exc: Exception, url: str) -> str | None:
     return None
 
 
-def _fatal(url: str):
+def _fatal(url: str, token_sent: bool):
     hinted = False
 
     def process_exception(exc: Exception) -> Exception | None:
         from websockets.client import process_exception as default
 
         nonlocal hinted
-        line = explain(exc, url)
+        line = explain(exc, url, token_sent)
         if line is not None:
             return SubscribeError(line)
         hint = scheme_hint(exc, url)
@@ -130,6 +133,7 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
                     token: str | None = None, until_end: bool = False, cafile: str | None = None) -> int:
     """``cafile``: certificates to trust for a ``wss://`` daemon (its own, when self-signed)."""
     import ssl
+    from urllib.parse import parse_qs, urlsplit
 
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidURI
@@ -137,6 +141,7 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
     received = 0
     labels: list[str] = []
     headers = {"Authorization": f"Bearer {token}"} if token else None
+    token_sent = bool(token) or bool(parse_qs(urlsplit(url).query).get("token"))  # parse_qs drops "?token="
     tls = {}
     if cafile is not None:
         if not url.lower().startswith("wss://"):
@@ -147,7 +152,7 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
             raise SubscribeError(f"--cafile {cafile}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         connecting = connect(url, open_timeout=5, max_size=2**20, additional_headers=headers,
-                             process_exception=_fatal(url), **tls)
+                             process_exception=_fatal(url, token_sent), **tls)
     except InvalidURI as exc:  # raised before the first attempt
         raise SubscribeError(explain(exc, url)) from None
     async for websocket in connecting:
