@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
 from emostream.inference.vad import VadConfig
 from emostream.options import check_range
 from emostream.paths import DEFAULT_MODEL_PATH, why_not_a_file
+from emostream.wav_header import cut_short
+
+logger = logging.getLogger(__name__)
 
 #: Frames read per block from a file: the daemon's ``--fast`` file source reads the same.
 FILE_BLOCK_FRAMES = 8192
@@ -254,6 +258,8 @@ class EmotionRecognizer:
             except ValueError as exc:  # a header of 1 Hz or 2^30 Hz, or 1000 channels
                 raise AudioDecodeError(f"cannot score audio file {path}: {exc}") from None
             s.pipeline.input_name, s.pipeline.counted_in = str(path), None  # warnings name the file
+            if warning := cut_short(path, f.samplerate):
+                logger.warning("%s", warning)
             blocks, windows = f.blocks(FILE_BLOCK_FRAMES, dtype="float32", always_2d=True), []
             while True:  # only the reads are decode errors; the pipeline's own errors propagate as they are
                 try:

@@ -210,6 +210,15 @@ def test_score_file_refuses_what_it_cannot_read_in_one_line(recognizer, tmp_path
         assert "\n" not in str(err.value)
 
 
+def test_score_file_says_when_a_wav_is_shorter_than_its_header(recognizer, write_clip, caplog):
+    path = write_clip("cut.wav", speechlike(3.0, seed=4))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    scored = recognizer.score_file(path)
+    assert scored.summary.duration_s == pytest.approx(2.0, abs=0.01)
+    assert "cut.wav: its header declares 3.00 s of audio, the file holds 2.00 s" in caplog.text
+
+
 def test_the_voice_gate_is_opt_in_and_marks_windows_without_speech(recognizer):
     """``vad=VadConfig()``: the sample's speech is classified, loud pink noise after it is not (``speech``
     False, no label) in ``iter_scores``; ``predict`` stays the evaluation's level-gate score; a ``vad`` that

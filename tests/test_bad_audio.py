@@ -51,7 +51,7 @@ def model(tiny_onnx):
     return EmotionModel(tiny_onnx)
 
 
-def test_truncated_file_gives_the_windows_it_holds(model, tmp_path):
+def test_truncated_file_gives_the_windows_it_holds_and_says_it_was_cut(model, tmp_path, caplog):
     path = tmp_path / "full.wav"
     sf.write(path, speechlike(6.0, seed=3), SR, subtype="PCM_16")
     data = path.read_bytes()
@@ -59,6 +59,7 @@ def test_truncated_file_gives_the_windows_it_holds(model, tmp_path):
     code, messages, _ = run_file(model, path, silence_dbfs=-120)
     assert code == 0
     assert 1 <= len(messages) <= (3 * SR - 50688) // 5632 + 2
+    assert "full.wav: its header declares 6.00 s of audio, the file holds 3.00 s (cut short?)" in caplog.text
 
 
 def test_audio_shorter_than_a_window_ends_cleanly_and_says_why(model, tmp_path, caplog):

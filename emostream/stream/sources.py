@@ -21,6 +21,7 @@ from emostream.decoder_noise import MPEG_SUFFIXES, is_mpeg, open_quietly
 from emostream.inference.pipeline import check_input
 from emostream.paths import why_not_a_file
 from emostream.stream.ring_buffer import RingBuffer
+from emostream.wav_header import cut_short
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class FileSource:
             raise SourceError(f"cannot read audio file {self.path}: {str(exc).strip().splitlines()[0]}") from None
         if frames == 0:
             raise SourceError(f"audio file {self.path} holds no samples")
+        if warning := cut_short(self.path, self.sample_rate_hz):
+            logger.warning("%s", warning)
         try:  # before anything sized by the header (the ring buffer, the resampler) is allocated
             self.sample_rate_hz, self.channels = check_input(self.sample_rate_hz, self.channels)
         except ValueError as exc:
