@@ -29,7 +29,7 @@ import numpy as np
 from emostream.features import AudioDecodeError
 from emostream.inference import scoring
 from emostream.inference.model import THREADS_RANGE, EmotionModel, InferenceConfig
-from emostream.inference.pipeline import EmotionPipeline, PipelineConfig
+from emostream.inference.pipeline import INPUT_CHANNELS_RANGE, EmotionPipeline, PipelineConfig
 from emostream.inference.vad import VadConfig
 from emostream.options import check_range
 from emostream.paths import DEFAULT_MODEL_PATH, why_not_a_file
@@ -218,6 +218,9 @@ class EmotionRecognizer:
         x = float_samples(samples)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
             raise ValueError(f"expected (frames,) or (frames, channels) samples, got shape {x.shape}")
+        if x.ndim == 2 and x.shape[1] > INPUT_CHANNELS_RANGE[1] >= x.shape[0]:
+            raise ValueError(f"expected (frames, channels) samples, got shape {x.shape}: for a (channels, frames) "
+                             "array pass its transpose (samples.T)")
         level_only = dataclasses.replace(self.config, vad=None)  # evaluation's clip score: no detector to build
         pipeline = self._pipeline(sample_rate_hz, 1 if x.ndim == 1 else x.shape[1], level_only)
         mono = pipeline.to_model_rate(x, last=True)

@@ -92,7 +92,8 @@ def quiet_decoder(what: str = "the input"):
                 if _state["depth"] == 0:
                     count, kept = _stop()
         if count:
-            logger.info("the MP3 decoder reported %d problem(s) in %s and went on (details with -v)", count, what)
+            more = "" if logger.isEnabledFor(logging.DEBUG) else " (details with -v)"
+            logger.info("the MP3 decoder reported %d problem(s) in %s and went on%s", count, what, more)
             for line in kept:
                 logger.debug("decoder: %s", line)
 

@@ -84,8 +84,9 @@ def test_classes_restrict_the_output_to_the_argmax_over_them(recognizer, speech_
     assert np.abs(p_of(scored.summary, four.labels) - mean_of_restricted).max() > 1e-3
     with pytest.raises(ValueError, match=r"\['joy'\] are not classes of this model \(angry, calm"):
         EmotionRecognizer(classes=["angry", "joy"])
-    for bad in ("angry", ["angry"], ["sad", "sad"]):
-        with pytest.raises(ValueError, match="classes"):
+    for bad, says in (("angry", "a list"), (["angry"], "at least two"),
+                      (["sad", "sad", "angry"], "'sad' more than once")):
+        with pytest.raises(ValueError, match=says):
             EmotionRecognizer(classes=bad)
 
 
@@ -103,6 +104,7 @@ def test_restricting_never_divides_by_zero():
 @pytest.mark.parametrize("bad, rate, match", [(np.zeros(0), SR, "shape"), (np.zeros((2, 2, 2)), SR, "shape"),
                                               (np.ones(100), 0, "sample_rate_hz"), (np.ones(100), 8000.5, "whole"),
                                               (np.ones(100, bool), SR, "dtype"), (np.array(["a"] * 100), SR, "dtype"),
+                                              (np.ones((2, 48000)), SR, r"transpose \(samples.T\)"),
                                               ([1, -1] * 4000, SR, "int16")])  # Python ints: int64, no scale
 def test_predict_refuses_bad_input_with_a_clear_error(recognizer, bad, rate, match):
     with pytest.raises(ValueError, match=match):

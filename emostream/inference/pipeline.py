@@ -74,7 +74,10 @@ def checked_classes(classes) -> tuple[str, ...]:
     names = tuple(classes)
     if not all(isinstance(c, str) and c for c in names):
         raise ValueError(f"classes must be class names, got {list(names)!r:.60}")
-    if len(names) < 2 or len(set(names)) != len(names):
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise ValueError(f"classes must name each class once, got {', '.join(map(repr, repeated))} more than once")
+    if len(names) < 2:
         raise ValueError(f"classes must name at least two distinct classes, got {list(names)!r:.80}")
     return names
 
@@ -110,9 +113,8 @@ def parse_classes(text: str) -> tuple[str, ...]:
     against the model)."""
     try:
         return checked_classes([n.strip() for n in text.split(",") if n.strip()])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two or more distinct class names separated by commas, "
-                                         f"got {text!r:.60}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (two or more names separated by commas)") from None
 
 
 def add_classes_argument(parser) -> None:

@@ -192,7 +192,8 @@ async def subscribe(url: str, as_json: bool = False, count: int | None = None, o
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emostream-subscribe", description=__doc__.splitlines()[0])
-    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765", help="daemon WebSocket URL")
+    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8765",
+                   help="daemon WebSocket URL (default: ws://127.0.0.1:8765)")
     p.add_argument("--json", action="store_true", help="print each message as a JSON line")
     add_ranged(p, "--count", int, None, 1, 10**9, help="exit after this many score messages")
     p.add_argument("--token-file", help=f"read the daemon's token from this file (default: ${TOKEN_ENV})")
