@@ -7,6 +7,7 @@ and the feature contract is read from the model file and checked before the firs
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,15 @@ def _onnxruntime():
     return onnxruntime
 
 
+def onnxruntime_reason(exc: Exception) -> str:
+    """onnxruntime's load error in words: ``[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from PATH
+    failed:Protobuf parsing failed.`` → ``not an ONNX model (Protobuf parsing failed)``."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
+    first = re.sub(r"^Load model from .* failed: ?", "", first).strip().rstrip(".")
+    return f"not an ONNX model ({first})" if "Protobuf parsing failed" in first else first
+
+
 class EmotionModel:
     """Load ``path`` once; ``predict`` maps (n, n_mels, frames) windows to (n, n_labels) probabilities."""
 
@@ -76,8 +86,7 @@ class EmotionModel:
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load model {self.path or '<bytes>'}: {first}") from None
+            raise ModelError(f"cannot load model {self.path or '<bytes>'}: {onnxruntime_reason(exc)}") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         try:
             self.contract = ModelContract.from_metadata(metadata)
