@@ -93,6 +93,8 @@ def same_windows(published: list[dict], ws_scores: list[dict]) -> None:
     ("redis://127.0.0.1/0?protocol=7", "protocol must be either 2 or 3"),
     ("mqtts://user:hunter2@127.0.0.1/x?ca=/no/such/ca.pem", "ca /no/such/ca.pem: No such file"),
     ("mqtt://127.0.0.1/x?ca=/no/such/ca.pem", "ca is for mqtts:// (TLS)"),
+    ("mqtt://127.0.0.1/x?keepalive=0", "keepalive is whole seconds in 1..3600"),
+    ("mqtt://127.0.0.1/x?keepalive=2.5", "keepalive is whole seconds in 1..3600"),
 ])
 def test_bad_publish_urls_are_one_line_errors_that_never_show_the_password(url, match):
     needs_publish_extra()
@@ -113,6 +115,8 @@ def test_publish_urls_parse_into_targets_with_defaults_and_redacted_names():
         ("broker.example", 8883, True, "home/emotion", "alice", "pw@x", 1, "5")
     assert make_sink("mqtt://127.0.0.1").target.port == 1883 and make_sink("mqtt://127.0.0.1").target.prefix == \
         "emostream"
+    assert make_sink("mqtt://127.0.0.1").target.keepalive_s == 10
+    assert make_sink("mqtt://127.0.0.1?keepalive=60").target.keepalive_s == 60
     with pytest.raises(PublishError, match="queue_messages"):
         make_sink("mqtt://127.0.0.1", SinkOptions(queue_messages=0))
 
@@ -305,6 +309,28 @@ def test_a_broker_that_hangs_then_dies_never_delays_websocket_scores_and_is_reco
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the WebSocket subscriber lost nothing
     gaps = np.diff([t for t, _ in arrivals])
     assert len(arrivals) >= 25 and gaps.max() < 0.5, f"a WebSocket gap of {gaps.max():.3f} s while the broker was away"
+
+
+def test_a_qos0_mqtt_broker_that_hangs_is_noticed_by_its_keepalive(mqtt_broker, model, write_clip, daemon_thread):
+    """At QoS 0 nothing is acknowledged, so sends never time out: before, a broker that stopped answering (but kept
+    its connection) was counted as connected, and every message as published, for 36–44 s (keepalive 30 s)."""
+    options = SinkOptions(backoff_initial_s=0.1, backoff_max_s=0.4, connect_timeout_s=0.5, send_timeout_s=30.0)
+    sink = make_sink(f"{mqtt_broker.url}/emo?keepalive=1", options)
+    path = write_clip("loop.wav", speechlike(3.0, seed=5))
+    daemon = EmotionDaemon(model, FileSource(path, realtime=True, loop=True),
+                           PipelineConfig(hop_s=0.05, silence_dbfs=-120), ServerConfig(port=0), sinks=[sink],
+                           stream_id="s1")
+    with daemon_thread(daemon):
+        assert wait_until(lambda: sink.connected and sink.published >= 5)
+        mqtt_broker.pause()
+        hung_at = time.monotonic()
+        assert wait_until(lambda: not sink.connected, 8), "the hung broker was still 'connected' after 8 s"
+        noticed_s = time.monotonic() - hung_at
+        assert sink.last_error
+        mqtt_broker.resume()
+        assert wait_until(lambda: sink.connected, 10)
+        assert sink.connects >= 2 and sink.last_error is None  # before: the lost connection's error stayed
+    assert noticed_s < 4  # one to two keepalives, not the 30 s send timeout
 
 
 def test_an_unreachable_broker_at_start_is_one_error_line_then_quiet_retries(redis_server, model, write_clip,

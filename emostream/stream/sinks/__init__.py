@@ -240,7 +240,7 @@ class Sink:
                 await self._sleep(delay)
                 delay = min(delay * 2, self.options.backoff_max_s)
                 continue
-            self.connected = True
+            self.connected, self.last_error = True, None  # an error of an earlier connection is not this one's
             self.connects += 1
             if failures or self.connects > 1:
                 logger.info("publish %s: connected again (%d queued, %d dropped so far)", self.url,

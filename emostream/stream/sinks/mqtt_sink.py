@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 PROTOCOLS = {"3.1.1": aiomqtt.ProtocolVersion.V311, "5": aiomqtt.ProtocolVersion.V5}
 TOPIC_BY_TYPE = {"scores": "state", "utterance": "utterance", "status": "status"}
 RETAINED = {"state", "status"}
+#: Seconds between keepalive pings (``?keepalive=``). At QoS 0 the broker acknowledges nothing, so a broker that
+#: stops answering without closing the connection is noticed only by its missing ping reply: after one to two
+#: keepalives. Every message sent in that time is lost, though counted as published.
+KEEPALIVE_RANGE_S = (1, 3600)
+DEFAULT_KEEPALIVE_S = 10
 #: paho's own log lines go under this name (the sink reports each failure in one line itself).
 CLIENT_LOGGER = logging.getLogger(__name__ + ".client")
 
@@ -54,6 +59,7 @@ class MqttTarget:
     client_id: str | None = None  # default: emostream-<stream id>
     ca_file: str | None = None  # TLS: trust this CA instead of the system's
     discovery_prefix: str = "homeassistant"
+    keepalive_s: int = DEFAULT_KEEPALIVE_S
 
     @classmethod
     def from_url(cls, url: str) -> MqttTarget:
@@ -89,13 +95,18 @@ class MqttTarget:
                     raise PublishError(f"--publish {shown}: ca is for mqtts:// (TLS)")
                 check_tls_file(shown, "ca", value)
                 options["ca_file"] = value
+            elif name == "keepalive":
+                low, high = KEEPALIVE_RANGE_S
+                if not (value.isdigit() and low <= int(value) <= high):
+                    raise PublishError(f"--publish {shown}: keepalive is whole seconds in {low}..{high}")
+                options["keepalive_s"] = int(value)
             elif name == "discovery_prefix":
                 if not re.fullmatch(r"[A-Za-z0-9_/-]{1,100}", value):
                     raise PublishError(f"--publish {shown}: discovery_prefix is a topic of letters, digits, _-/")
                 options["discovery_prefix"] = value.strip("/")
             else:
                 raise PublishError(f"--publish {shown}: unknown parameter {name!r}; "
-                                   "known: qos, protocol, client_id, ca, discovery_prefix")
+                                   "known: qos, protocol, client_id, ca, discovery_prefix, keepalive")
         return cls(url, parts.hostname, port, prefix, tls, unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password else None, **options)
 
@@ -157,7 +168,8 @@ class MqttSink(Sink):
             t.host, t.port, username=t.username, password=t.password,
             identifier=t.client_id or f"emostream-{self.context.stream_id}", protocol=PROTOCOLS[t.protocol],
             will=aiomqtt.Will(self.topic("available"), "offline", qos=1, retain=True),
-            timeout=self.options.connect_timeout_s, keepalive=30, tls_context=tls_context, logger=CLIENT_LOGGER,
+            timeout=self.options.connect_timeout_s, keepalive=t.keepalive_s, tls_context=tls_context,
+            logger=CLIENT_LOGGER,
             # Small publishes one after another: without this, Nagle holds each behind the last one's ACK.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
 
