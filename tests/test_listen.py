@@ -458,6 +458,16 @@ def test_a_wss_url_to_a_plain_daemon_is_hinted_towards_ws(model, daemon_thread):
         assert_scheme_hinted(f"wss://127.0.0.1:{port}", f"use ws://127.0.0.1:{port}")
 
 
+def test_an_analysis_turn_is_as_many_windows_as_the_default_hop_makes_not_as_many_seconds():
+    """Before, every turn took 0.5 s of audio: a stream at hop 0.05 s made five model runs for another's one."""
+    from emostream.stream.listen import slice_frames
+
+    assert slice_frames(0.5, 16000, 0.25) == 8000  # the default hop: 0.5 s, two windows
+    assert slice_frames(0.5, 16000, 0.05) == 1600  # five times the windows per second of audio: a fifth of it
+    assert slice_frames(0.5, 48000, 1.0) == 24000  # a longer hop takes no more audio per turn
+    assert slice_frames(0.05, 8000, 0.0233) >= 1
+
+
 def test_a_stream_sending_a_flood_does_not_delay_a_real_time_one(model, daemon_thread):
     """One client sends 120 s of audio at once (allowed here); the analysis pool takes it 0.5 s per turn,
     so the real-time client's windows keep leaving on cadence while the flood is being worked off."""

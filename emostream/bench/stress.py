@@ -173,6 +173,67 @@ async def hostile(url: str, requests: int) -> dict:
     return {"flood": flooded, "rebind": await rebind(url)}
 
 
+LISTEN_RATE_HZ = 16000
+LISTEN_FRAME_S = 0.1  # each /listen client sends 100 ms frames
+
+
+async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict, speed: float = 1.0) -> dict:
+    """One /listen client sending ``audio`` (16 kHz int16, looped) in 100 ms frames at ``speed`` × real time until
+    ``stop_at`` (monotonic); returns its windows' latencies in ms — the frame that completed each window (its end)
+    sent → that window's scores read — and how the stream ended."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    frame = int(LISTEN_FRAME_S * LISTEN_RATE_HZ)
+    frames = [audio[i : i + frame].tobytes() for i in range(0, len(audio) - frame + 1, frame)]
+    sent_at: list[float] = []
+    latencies_ms: list[float] = []
+    closed = None
+    try:
+        async with connect(url.rstrip("/") + "/listen", open_timeout=10) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate_hz": LISTEN_RATE_HZ, "format": "s16le",
+                                      **start}))
+            await ws.recv()  # hello
+
+            async def read():
+                async for raw in ws:
+                    m = json.loads(raw)
+                    if m.get("type") == "scores":
+                        k = round(m["end_s"] / LISTEN_FRAME_S)  # frames are whole hops of 100 ms: exact
+                        if 0 < k <= len(sent_at):
+                            latencies_ms.append((time.monotonic() - sent_at[k - 1]) * 1e3)
+
+            reader = asyncio.create_task(read())
+            started = time.monotonic()
+            while time.monotonic() < stop_at and not reader.done():
+                await ws.send(frames[len(sent_at) % len(frames)])
+                sent_at.append(time.monotonic())
+                await asyncio.sleep(max(0.0, started + len(sent_at) * LISTEN_FRAME_S / speed - time.monotonic()))
+            await asyncio.sleep(1.0)  # the last windows' scores
+            reader.cancel()
+    except ConnectionClosed as exc:
+        closed = exc.rcvd.code if exc.rcvd else None
+    lat = np.array(latencies_ms)
+    figures = {"latency_p50_ms": np.percentile(lat, 50), "latency_p95_ms": np.percentile(lat, 95),
+               "latency_max_ms": lat.max()} if lat.size else {}
+    return {"windows": len(latencies_ms), **{k: float(v) for k, v in figures.items()}, "closed": closed}
+
+
+async def short_hop_neighbours(url: str, audio: np.ndarray, n: int, seconds: float) -> dict:
+    """One real-time /listen stream at the default hop, alone and then beside ``n`` streams that ask for a window
+    every 0.05 s and send 1.9× real time (inside the per-stream limits): its latency both ways, in one run. Each
+    part lasts at least 4 s (a first window needs 2.3 s of audio); alone at most 8 s."""
+    seconds = max(seconds, 4.0)
+    alone = await listen_stream(url, audio, time.monotonic() + min(seconds, 8.0), {})
+    stop_at = time.monotonic() + seconds
+    good, *neighbours = await asyncio.gather(
+        listen_stream(url, audio, stop_at, {}),
+        *(listen_stream(url, audio, stop_at, {"hop_s": 0.05}, speed=1.9) for _ in range(n)))
+    return {"neighbours": n, "seconds": seconds, "alone": alone, "beside": good,
+            "neighbour_windows": sum(r["windows"] for r in neighbours),
+            "neighbours_closed": sum(r["closed"] is not None for r in neighbours)}
+
+
 async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
     import psutil
 
@@ -249,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     add_ranged(p, "--soak", float, 600.0, 0.0, 86_400.0, unit="s", help="seconds of --fast --loop soak (0 to skip)")
     add_ranged(p, "--flood", int, 5000, 0, 1_000_000, help="status requests from one flooding client, alongside "
                "a DNS rebinding attempt (0 skips both)")
+    add_ranged(p, "--short-hop-streams", int, 12, 0, 1000,
+               help="/listen streams asking for hop 0.05 s at 1.9x real time beside one real-time stream at the "
+                    "default hop, whose result latency is measured alone and beside them for --hold (0 skips)")
     p.add_argument("--no-request-limit", action="store_true",
                    help="hostile scenario against a daemon whose request limit is out of reach (the comparison "
                         "figure: what the flood costs the watcher without it); stored as hostile_unlimited")
@@ -275,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
             name, extra = ("hostile_unlimited", ["--requests-per-s", "10000", "--request-burst", "100000"]) \
                 if args.no_request_limit else ("hostile", [])
             results[name] = await scenario([*daemon_args, *extra], lambda url: hostile(url, args.flood))
+        if args.short_hop_streams:
+            from emostream.bench.streams import client_audio
+
+            logger.info("listen_short_hops: one real-time /listen stream beside %d at hop 0.05 s for %.0f s",
+                        args.short_hop_streams, args.hold)
+            audio = client_audio(args.audio, 20.0)
+            results["listen_short_hops"] = await scenario(
+                daemon_args, lambda url: short_hop_neighbours(url, audio, args.short_hop_streams, args.hold))
         if args.soak > 0:
             logger.info("soak: %.0f s --fast --loop", args.soak)
             results["soak"] = await soak(daemon_args, args.soak)

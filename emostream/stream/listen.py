@@ -9,8 +9,9 @@ A mistake is one ``error`` line (with its close code) and the close.
 
 Each stream owns an ``EmotionPipeline`` (resampler, log-Mel stream, smoothing, gate,
 utterances); all share one ``EmotionModel``. Analysis never runs on the event loop: a small thread pool takes
-one slice (at most ``slice_s`` of audio) of one stream per job, and a stream with more waiting goes back
-to the end of the pool's queue, so a stream that sends a burst cannot hold the others back.
+one slice of one stream per job (``slice_s`` of audio at the default hop; as many windows, so less audio, at a
+shorter one), and a stream with more waiting goes back to the end of the pool's queue, so a stream that sends a
+burst, or asks for many windows, cannot hold the others back.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ListenConfig:
     max_unsent_messages: int = 256  # results the client has not read; beyond → close 1008
     send_buffer_bytes: int = 65536  # kernel send buffer per stream, so unread results pile up where they are counted
     workers: int = 0  # analysis threads; 0 = one per CPU core
-    slice_s: float = 0.5  # most audio one job analyses before the next stream's turn
+    slice_s: float = 0.5  # most audio one job analyses before the next stream's turn, at the default hop
     min_rate_hz: int = 8000
     max_rate_hz: int = 192000
     max_channels: int = 8
@@ -232,6 +233,17 @@ class RealtimeLimiter:
                               f"in {now - self.started:.2f} s)")
 
 
+def slice_frames(slice_s: float, sample_rate_hz: int, hop_s: float,
+                 reference_hop_s: float = PipelineConfig.hop_s) -> int:
+    """Input frames one job of a stream analyses: ``slice_s`` of audio at the default hop, less at a shorter one.
+
+    A turn's cost is the model runs it makes, one per hop, not its seconds of audio: a stream at hop 0.05 s makes
+    five times the windows of one at 0.25 s from the same audio. So its slice is cut to the same number of
+    windows, and streams that ask for short hops cannot take more of the pool per turn than the others."""
+    scale = min(1.0, hop_s / reference_hop_s)
+    return max(1, int(slice_s * scale * sample_rate_hz))
+
+
 class ListenSession:
     """One client's stream: its pipeline and queues. Analysis runs in the pool, one job at a time."""
 
@@ -296,8 +308,9 @@ class ListenSession:
     # -- pool side ---------------------------------------------------------------------------------
 
     def _job(self) -> None:
-        """Analyse at most ``slice_s`` of this stream's audio; requeue behind the other streams if more waits."""
-        limit = max(1, int(self.server.config.slice_s * self.spec.sample_rate_hz))
+        """Analyse one slice of this stream's audio (``slice_frames``); requeue behind the other streams if more
+        waits."""
+        limit = slice_frames(self.server.config.slice_s, self.spec.sample_rate_hz, self.pipeline.hop_s)
         with self.lock:
             taken, n = [], 0
             while self.pending and n < limit:
