@@ -146,17 +146,21 @@ def test_a_one_hour_file_streams_in_bounded_memory(tmp_path):
     assert grown_mb < 40  # the 57 MB file was never held whole
 
 
-def test_stdin_pcm_s16le_and_f32le(tmp_path):
+def test_stdin_pcm_s16le_and_f32le(tmp_path, caplog):
     import io
 
     y = (0.5 * np.sin(np.arange(8000) * 0.1)).astype(np.float32)
     stereo = np.stack([y, -y], axis=1)
     for fmt, raw in (("s16le", (stereo * 32767).astype("<i2").tobytes()), ("f32le", stereo.astype("<f4").tobytes())):
-        source = StdinSource(8000, 2, fmt, stream=io.BytesIO(raw[:-3]))  # a torn last frame is ignored
+        source = StdinSource(8000, 2, fmt, stream=io.BytesIO(raw[:-3]))  # a torn last frame is dropped, and said
         ring = RingBuffer(20000, 2)
+        caplog.clear()
         source.run(ring, threading.Event())
         got = ring.read()
         assert got.shape == (7999, 2)
+        torn = len(raw) // 8000 - 3
+        assert f"stdin ended with {torn} byte(s), less than one {len(raw) // 8000}-byte frame (--format {fmt}" in \
+            caplog.text
         np.testing.assert_allclose(got[:, 0], y[:7999], atol=1e-4)
     with pytest.raises(SourceError, match="unknown sample format"):
         StdinSource(8000, 1, "u8")

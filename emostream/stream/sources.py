@@ -124,7 +124,7 @@ class StdinSource:
         except ValueError as exc:
             raise SourceError(f"stdin: {exc}") from None
         self.sample_rate_hz, self.channels = sample_rate_hz, channels
-        self.dtype = self.FORMATS[sample_format]
+        self.dtype, self.format_name = self.FORMATS[sample_format], sample_format
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.block_bytes = block_frames * channels * self.dtype.itemsize
         self.description = f"stdin {sample_format} {sample_rate_hz} Hz, {channels} ch"
@@ -140,6 +140,10 @@ class StdinSource:
                 data = self.stream.read1(self.block_bytes) if hasattr(self.stream, "read1") else \
                     self.stream.read(self.block_bytes)
                 if not data:
+                    if pending:  # a partial frame cannot be placed: say so rather than lose it unseen
+                        logger.warning("stdin ended with %d byte(s), less than one %d-byte frame (--format "
+                                       "%s, --channels %d): dropped", len(pending), frame_bytes,
+                                       self.format_name, self.channels)
                     return
                 pending += data
                 usable = len(pending) - len(pending) % frame_bytes
