@@ -74,7 +74,8 @@ def test_other_sample_rates_are_resampled_on_load(write_clip):
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda p: None, "no such file"),
+        (lambda p: None, "not found"),
+        (lambda p: p.mkdir(), "is a folder, not a file"),
         (lambda p: p.write_bytes(b""), "empty"),
         (lambda p: p.write_text("this is not audio\n" * 50), "cannot decode"),
     ],

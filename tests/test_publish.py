@@ -95,6 +95,7 @@ def same_windows(published: list[dict], ws_scores: list[dict]) -> None:
     ("mqtt://127.0.0.1/x?ca=/no/such/ca.pem", "ca is for mqtts:// (TLS)"),
     ("mqtt://127.0.0.1/x?keepalive=0", "keepalive is whole seconds in 1..3600"),
     ("mqtt://127.0.0.1/x?keepalive=2.5", "keepalive is whole seconds in 1..3600"),
+    ("mqtt://127.0.0.1/x?keepalive=%C2%B2", "keepalive is whole seconds in 1..3600"),  # '²'.isdigit() is True
 ])
 def test_bad_publish_urls_are_one_line_errors_that_never_show_the_password(url, match):
     needs_publish_extra()

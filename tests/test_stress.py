@@ -22,3 +22,32 @@ def test_stress_command_runs_a_small_storm_crowd_and_soak(tiny_onnx, tmp_path):
     assert short_hops["alone"]["windows"] > 0 and short_hops["beside"]["windows"] > 0
     assert short_hops["neighbour_windows"] > short_hops["beside"]["windows"]  # they asked for five times as many
     assert short_hops["alone"]["closed"] is None and short_hops["beside"]["closed"] is None
+    assert short_hops["neighbours_closed"] == len(short_hops["neighbours_closed_after_s"])
+    assert short_hops["beside_all_open"]["windows"] + short_hops["beside_after_first_close"]["windows"] == \
+        short_hops["beside"]["windows"]  # the two phases split the measured stream's windows
+
+
+def test_a_listen_client_records_the_daemons_close_that_its_reader_meets():
+    """Before, a close with 1013 ended the reader task, the sender just stopped, and the stream was reported as
+    never closed: the benchmark said no neighbour was dropped when most were."""
+    import asyncio
+    import time
+
+    import numpy as np
+    from websockets.asyncio.server import serve
+
+    from emostream.bench.stress import listen_stream
+
+    async def daemon_that_gives_up(ws):
+        await ws.recv()  # start
+        await ws.send(json.dumps({"type": "hello"}))
+        await asyncio.sleep(0.3)
+        await ws.close(1013, "analysis fell behind")
+
+    async def go():
+        async with serve(daemon_that_gives_up, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            return await listen_stream(f"ws://127.0.0.1:{port}", np.zeros(16000, "<i2"), time.monotonic() + 5, {})
+
+    result = asyncio.run(go())
+    assert result["closed"] == 1013 and 0.2 < result["closed_after_s"] < 2 and result["windows"] == 0

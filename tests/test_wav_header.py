@@ -39,7 +39,7 @@ def test_chunks_before_the_data_are_walked_and_placeholder_sizes_are_not_a_lengt
     struct.pack_into("<I", padded, 4, len(padded) - 8)
     path.write_bytes(bytes(padded[: len(padded) - SR]))  # half the samples of 16-bit mono gone
     assert declared_and_held_frames(path) == (SR, SR // 2)
-    for placeholder in (0, 0xFFFFFFFF):  # ffmpeg writing to a pipe cannot seek back to fill the size in
+    for placeholder in (0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF):  # pipe writers (ffmpeg, sox, arecord)
         struct.pack_into("<I", padded, padded.index(b"data") + 4, placeholder)
         path.write_bytes(bytes(padded))
         assert declared_and_held_frames(path) is None
@@ -48,7 +48,9 @@ def test_chunks_before_the_data_are_walked_and_placeholder_sizes_are_not_a_lengt
 def test_other_formats_and_odd_files_are_not_judged(tmp_path):
     flac = tmp_path / "a.flac"
     sf.write(flac, speechlike(1.0, seed=2), SR)
+    adpcm = wav(tmp_path / "adpcm.wav", 2.0, "IMA_ADPCM")  # many frames per block: byte counts are not frames
+    adpcm.write_bytes(adpcm.read_bytes()[: adpcm.stat().st_size // 2])
     (tmp_path / "tiny.wav").write_bytes(b"RIFF")
     (tmp_path / "no-data.wav").write_bytes(b"RIFF\x04\0\0\0WAVE")
-    for path in (flac, tmp_path / "tiny.wav", tmp_path / "no-data.wav"):
+    for path in (flac, adpcm, tmp_path / "tiny.wav", tmp_path / "no-data.wav"):
         assert declared_and_held_frames(path) is None and cut_short(path, SR) is None

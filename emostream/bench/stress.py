@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -180,7 +181,8 @@ LISTEN_FRAME_S = 0.1  # each /listen client sends 100 ms frames
 async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict, speed: float = 1.0) -> dict:
     """One /listen client sending ``audio`` (16 kHz int16, looped) in 100 ms frames at ``speed`` × real time until
     ``stop_at`` (monotonic); returns its windows' latencies in ms — the frame that completed each window (its end)
-    sent → that window's scores read — and how the stream ended."""
+    sent → that window's scores read — with when that frame was sent (``sent_s``, monotonic), and how the stream
+    ended."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -188,7 +190,9 @@ async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict
     frames = [audio[i : i + frame].tobytes() for i in range(0, len(audio) - frame + 1, frame)]
     sent_at: list[float] = []
     latencies_ms: list[float] = []
-    closed = None
+    completed_at: list[float] = []  # when each measured window's completing frame was sent
+    closed: dict = {}  # the daemon's close, when it ended the stream before the client did: code, seconds in
+    opened = time.monotonic()
     try:
         async with connect(url.rstrip("/") + "/listen", open_timeout=10) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": LISTEN_RATE_HZ, "format": "s16le",
@@ -196,12 +200,16 @@ async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict
             await ws.recv()  # hello
 
             async def read():
-                async for raw in ws:
-                    m = json.loads(raw)
-                    if m.get("type") == "scores":
-                        k = round(m["end_s"] / LISTEN_FRAME_S)  # frames are whole hops of 100 ms: exact
-                        if 0 < k <= len(sent_at):
-                            latencies_ms.append((time.monotonic() - sent_at[k - 1]) * 1e3)
+                try:
+                    async for raw in ws:
+                        m = json.loads(raw)
+                        if m.get("type") == "scores":  # the frame holding the window's last sample completed it
+                            k = math.ceil(m["end_s"] / LISTEN_FRAME_S - 1e-9)
+                            if 0 < k <= len(sent_at):
+                                latencies_ms.append((time.monotonic() - sent_at[k - 1]) * 1e3)
+                                completed_at.append(sent_at[k - 1])
+                except ConnectionClosed as exc:  # here, not in the sender: the reader meets the close first
+                    closed.update(code=exc.rcvd.code if exc.rcvd else None, after_s=time.monotonic() - opened)
 
             reader = asyncio.create_task(read())
             started = time.monotonic()
@@ -212,11 +220,26 @@ async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict
             await asyncio.sleep(1.0)  # the last windows' scores
             reader.cancel()
     except ConnectionClosed as exc:
-        closed = exc.rcvd.code if exc.rcvd else None
-    lat = np.array(latencies_ms)
+        closed = closed or {"code": exc.rcvd.code if exc.rcvd else None, "after_s": time.monotonic() - opened}
+    return {**latency_figures(latencies_ms), "closed": closed.get("code"), "closed_after_s": closed.get("after_s"),
+            "opened_s": opened, "latencies_ms": latencies_ms, "sent_s": completed_at}
+
+
+def latency_figures(latencies_ms: list[float]) -> dict:
+    lat = np.asarray(latencies_ms, dtype=float)
     figures = {"latency_p50_ms": np.percentile(lat, 50), "latency_p95_ms": np.percentile(lat, 95),
                "latency_max_ms": lat.max()} if lat.size else {}
-    return {"windows": len(latencies_ms), **{k: float(v) for k, v in figures.items()}, "closed": closed}
+    return {"windows": int(lat.size), **{k: float(v) for k, v in figures.items()}}
+
+
+def phase(stream: dict, start_s: float, end_s: float) -> dict:
+    """``stream``'s latency figures over the windows whose completing frame was sent in [start_s, end_s)."""
+    return latency_figures([lat for lat, t in zip(stream["latencies_ms"], stream["sent_s"], strict=True)
+                            if start_s <= t < end_s])
+
+
+def summary(stream: dict) -> dict:
+    return {k: v for k, v in stream.items() if k not in ("latencies_ms", "sent_s", "opened_s")}
 
 
 async def short_hop_neighbours(url: str, audio: np.ndarray, n: int, seconds: float) -> dict:
@@ -229,9 +252,19 @@ async def short_hop_neighbours(url: str, audio: np.ndarray, n: int, seconds: flo
     good, *neighbours = await asyncio.gather(
         listen_stream(url, audio, stop_at, {}),
         *(listen_stream(url, audio, stop_at, {"hop_s": 0.05}, speed=1.9) for _ in range(n)))
-    return {"neighbours": n, "seconds": seconds, "alone": alone, "beside": good,
+    ends = sorted(r["closed_after_s"] for r in neighbours if r["closed_after_s"] is not None)
+    # The daemon closes neighbours that fall 10 s behind (1013): the crowded phase is the measured stream's time
+    # until the first of them is closed; after it, fewer (or none) remain.
+    first_close = min((r["opened_s"] + r["closed_after_s"] for r in neighbours if r["closed_after_s"] is not None),
+                      default=math.inf)
+    return {"neighbours": n, "seconds": seconds, "alone": summary(alone), "beside": summary(good),
+            "beside_all_open": {**phase(good, -math.inf, first_close),
+                                "seconds": round(min(first_close, stop_at) - good["opened_s"], 1)},
+            "beside_after_first_close": phase(good, first_close, math.inf),
             "neighbour_windows": sum(r["windows"] for r in neighbours),
-            "neighbours_closed": sum(r["closed"] is not None for r in neighbours)}
+            "neighbours_closed": len(ends), "neighbour_close_codes": sorted({r["closed"] for r in neighbours
+                                                                             if r["closed_after_s"] is not None}),
+            "neighbours_closed_after_s": [round(t, 1) for t in ends]}
 
 
 async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.paths import why_not_a_file
+
 #: Feature version 3 keeps only the mel bands a 16 kHz or wideband-telephone (G.722, AMR-WB: 50–7000 Hz) channel
 #: carries; the bands above are held at the window's floor, so what is up there cannot move the model as long as
 #: the window's loudest bin lies below the limit (speech: 0 of the sample's 53 windows peak above it). The dB
@@ -133,8 +135,8 @@ def load_audio(path: str | Path, config: LogMelConfig = DEFAULT_CONFIG) -> np.nd
     import librosa
 
     path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(f"{path}: no such file")
+    if reason := why_not_a_file(path, "audio file"):
+        raise AudioDecodeError(reason)
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty")
     from emostream.decoder_noise import quiet_decoder_for

@@ -81,7 +81,8 @@ def explain(exc: Exception, url: str, token_sent: bool = False) -> str | None:
     if isinstance(exc, InvalidStatus):
         code = exc.response.status_code
         if code == 401 and token_sent:
-            return f"{url}: the daemon refused the token (HTTP 401): check it against the daemon's --token-file"
+            return (f"{url}: the daemon refused the token (HTTP 401): check it against the daemon's --token or "
+                    "--token-file")
         if code == 401:
             return (f"{url}: the daemon wants a token (HTTP 401): set ${TOKEN_ENV}, pass --token-file, "
                     "or add ?token=... to the URL")

@@ -3,7 +3,7 @@
 ``--publish URL`` (repeatable) names one sink each::
 
     redis://[:PASSWORD@]HOST[:PORT][/DB][?stream=emostream&maxlen=100000]    (rediss:// for TLS)
-    mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX][?qos=0&protocol=5]          (mqtts:// for TLS)
+    mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX][?qos=0&protocol=5&keepalive=10]  (mqtts:// for TLS)
 
 The event loop hands every message to ``Sink.offer``, which only appends to the sink's own bounded
 queue (the oldest message is dropped, and counted, when it is full) and never awaits: a slow, stopped

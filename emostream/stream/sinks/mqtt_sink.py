@@ -97,7 +97,7 @@ class MqttTarget:
                 options["ca_file"] = value
             elif name == "keepalive":
                 low, high = KEEPALIVE_RANGE_S
-                if not (value.isdigit() and low <= int(value) <= high):
+                if not (value.isascii() and value.isdigit() and low <= int(value) <= high):
                     raise PublishError(f"--publish {shown}: keepalive is whole seconds in {low}..{high}")
                 options["keepalive_s"] = int(value)
             elif name == "discovery_prefix":
