@@ -18,7 +18,7 @@ than its neutral ones), and a browser's automatic gain control does the same to 
 stream scoring presents it, a running speaker reference); ``--candidate-22`` does the same for candidate 22 (candidate
 21 with frames counted only 15 dB above the stream's floor estimate); ``--diagnose`` writes the views behind their
 write-ups (each of candidate 21's two changes alone; how the floor moves each corpus's statistics; how loud each
-corpus's clips are).
+corpus's clips are); ``--class-view`` writes per-class recall of candidate 21's blend with ``--mix`` (candidate 32's).
 
 Every figure here is a view on the folds the candidates were chosen on, with choices made after looking (which
 statistics, the blend weights): nothing is chosen on it.
@@ -27,6 +27,8 @@ statistics, the blend weights): nothing is chosen on it.
     python scripts/utterance_stats_probe.py --candidate-21 --out models/evaluation/utterance-stats-candidate21
     python scripts/utterance_stats_probe.py --candidate-22 --out models/evaluation/utterance-stats-candidate22
     python scripts/utterance_stats_probe.py --diagnose --out models/evaluation/utterance-stats-candidate21
+    python scripts/utterance_stats_probe.py --class-view --out models/evaluation/utterance-stats-candidate32 \
+        --mix models/evaluation/emobox-6folds-90ep-mixed-s2000-ensemble-2
 """
 
 from __future__ import annotations
@@ -335,6 +337,40 @@ def diagnose(frame, statistics: dict[str, np.ndarray], y: np.ndarray, classes: l
     return out
 
 
+def class_view(statistics: np.ndarray, y: np.ndarray, classes: list[str], actor: np.ndarray, is_ravdess: np.ndarray,
+               speaker: np.ndarray, mix_folds: list[dict]) -> dict:
+    """Candidate 21's model (stream statistics, running reference) blended with ``mix_folds`` at weights 0, 1/3 and
+    1: per-class recall (argmax over all classes; and the 4-class view's) and the share of each predicted class,
+    for the unseen actors and EmoDB, pooled over the six folds' clips — where the blend gains and what it costs."""
+    from emostream.train.emodb import FOUR_CLASSES
+
+    kept = statistics[:, WITHOUT_LEVEL]
+    pooled: dict = {w: {"test": ([], []), "cross": ([], [])} for w in (0.0, 1 / 3, 1.0)}
+    for k, test_actors in enumerate(EMOBOX_FOLDS):
+        clips = mix_folds[k]["clip_probabilities"]
+        rows = {part: np.asarray(clips["rows"][part]) for part in ("test", "cross")}
+        train = np.flatnonzero(is_ravdess & ~np.isin(actor, test_actors))
+        x = running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
+        probe = fold_probabilities(x, y, train, rows, len(classes))
+        for w, parts in pooled.items():
+            for part, (truths, probabilities) in parts.items():
+                truths.append(y[rows[part]])
+                probabilities.append((1 - w) * np.asarray(clips["tail_average"][part]) + w * probe[part])
+    four = [classes.index(c) for c in FOUR_CLASSES]
+    out = {}
+    for w, parts in pooled.items():
+        out[f"{w:.3f}"] = {}
+        for part, (truths, probabilities) in parts.items():
+            t, p = np.concatenate(truths), np.concatenate(probabilities)
+            predicted, in_four = p.argmax(axis=1), np.isin(t, four)
+            predicted_four = np.array(four)[p[in_four][:, four].argmax(axis=1)]
+            out[f"{w:.3f}"]["unseen actors" if part == "test" else "emodb"] = {
+                "recall": {classes[c]: float(np.mean(predicted[t == c] == c)) for c in np.unique(t)},
+                "four_class_recall": {classes[c]: float(np.mean(predicted_four[t[in_four] == c] == c)) for c in four},
+                "predicted_share": {c: float(np.mean(predicted == i)) for i, c in enumerate(classes)}}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data/ravdess", help="RAVDESS root")
@@ -352,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                              "floor, judged by its own rule")
     parser.add_argument("--diagnose", action="store_true",
                         help="the views behind candidate 21's write-up (diagnostics.json in --out)")
+    parser.add_argument("--class-view", action="store_true",
+                        help="per-class recall of candidate 21's blend with --mix (class_view.json in --out)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 1 <= args.workers <= 16:
@@ -364,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     y, classes = encode_labels(frame["emotion"])
     speaker = speaker_keys(frame["corpus"], frame["actor"])
     mix_folds = json.loads((Path(args.mix) / "folds.json").read_text())
+    if args.class_view:
+        statistics = cached_statistics(stream_statistics, "stream-v1", list(frame["path"]), args.workers)
+        view = class_view(statistics, y, classes, frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy(),
+                          speaker, mix_folds)
+        (args.out / "class_view.json").write_text(json.dumps({"mix": str(args.mix), "weights": view}, indent=1))
+        return 0
     if args.diagnose:
         statistics = {v: cached_statistics(m, v, list(frame["path"]), args.workers)
                       for m, v in ((clip_statistics, "v1"), (stream_statistics, "stream-v1"))}
