@@ -37,10 +37,13 @@ def test_every_condition_is_scored_and_changes_are_counted_against_the_clean_tak
     for r in results.values():
         assert r["changed"] in (0.0, 1 / 3, 2 / 3, 1.0)
         assert 0.0 <= r["accuracy"] <= 1.0 and r["max_share"] >= 1 / 3
-    robustness.write_report(results, tmp_path / "out", "3 synthetic clips")
+    robustness.write_report(results, tmp_path / "out", "3 synthetic clips", "`tiny.onnx`", "run-7")
     table = (tmp_path / "out" / "robustness.md").read_text()
     assert "| top class changed |" in table and "close microphone" in table
-    assert json.loads((tmp_path / "out" / "robustness.json").read_text())["conditions"].keys() == results.keys()
+    assert table.startswith("# Robustness of `tiny.onnx`: 3 synthetic clips")  # before: "of the shipped model"
+    record = json.loads((tmp_path / "out" / "robustness.json").read_text())
+    assert record["conditions"].keys() == results.keys() and (record["model"], record["run_id"]) == ("`tiny.onnx`",
+                                                                                                   "run-7")
 
 
 @pytest.mark.parametrize("argv, message", [

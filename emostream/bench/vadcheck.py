@@ -21,6 +21,7 @@ from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.logmel_stream import level_dbfs
 from emostream.inference.scoring import embed_in_noise_floor
 from emostream.inference.vad import VadConfig, VoiceActivity
+from emostream.options import add_ranged
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="emostream-vadcheck", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, help="RAVDESS root (default: as emostream-train finds it)")
-    p.add_argument("--clips", type=int, default=48, help="RAVDESS speech clips to score")
+    add_ranged(p, "--clips", int, 48, 1, 1440, help="RAVDESS speech clips to score")
     p.add_argument("--out", type=Path, default=Path("bench") / "results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -50,9 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_ranged(p, "--epochs", int, defaults.epochs, 1, 10_000)
     add_ranged(p, "--batch-size", int, defaults.batch_size, 1, 4096)
     add_ranged(p, "--split-seed", int, defaults.split_seed, 0, 2**32 - 1)
-    add_ranged(p, "--max-clips-per-class", int, None, 1, 100_000, help="use only the first N clips of each emotion")
+    add_ranged(p, "--max-clips-per-class", int, None, 5, 100_000,
+               help="use only the first N clips of each emotion (at least 5: the 20 %% test part holds every class)")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: $EMOSTREAM_CACHE or ~/.cache/emostream)")
-    p.add_argument("--publish", type=Path, help="also copy the model and its reports into this folder (e.g. models/)")
+    p.add_argument("--publish", type=Path, help="also copy the model and its reports into this folder (e.g. "
+                   "models/reference/; not models/, whose files are the shipped model's)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 

@@ -133,11 +133,14 @@ def evaluate(model, clips: list[tuple[str, str]], limit: int | None = None) -> d
     return results
 
 
-def write_report(results: dict, out: Path, what: str) -> None:
+def write_report(results: dict, out: Path, what: str, model_name: str = "the shipped model",
+                 run_id: str = "") -> None:
+    """``model_name``: what the heading calls the model scored (another file than the shipped one is named)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness.json").write_text(json.dumps({"clips": what, "conditions": results}, indent=2) + "\n")
+    (out / "robustness.json").write_text(json.dumps({"clips": what, "model": model_name, "run_id": run_id,
+                                                     "conditions": results}, indent=2) + "\n")
     clean = results["clean"]["accuracy"]
-    lines = [f"# Robustness of the shipped model: {what}", "",
+    lines = [f"# Robustness of {model_name}: {what}", "",
              "Each clip is degraded, then scored as the daemon scores speech (noise floor, sliding windows, gate, "
              "mean over classified windows) by the ONNX model through onnxruntime.", "",
              "| condition | accuracy | against clean | UAR | top class changed | most predicted class (share) |",
@@ -203,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         p.error("no clips match --actors/--channel")
     what = f"{len(clips)} {what}" + ("" if args.channel == "both" else f", {args.channel} only")
-    write_report(evaluate(model, clips), args.out, what)
+    from emostream.paths import DEFAULT_MODEL_PATH
+
+    shipped = args.model.resolve() == DEFAULT_MODEL_PATH.resolve()
+    write_report(evaluate(model, clips), args.out, what, "the shipped model" if shipped else f"`{args.model.name}`",
+                 model.contract.run_id)
     logger.info("wrote %s", args.out / "robustness.md")
     return 0
 
