@@ -180,7 +180,9 @@ def test_help_names_the_shipped_model_not_where_this_install_keeps_it(module, ca
     ("emostream.train.evaluate", ["--max-clips-per-class", "-2"], "--max-clips-per-class"),
     ("emostream.train.cli", ["--batch-size", "0"], "--batch-size"),
     ("emostream.train.cli", ["--max-clips-per-class", "4"], "--max-clips-per-class"),  # once: sklearn's traceback
-    ("emostream.bench.vadcheck", ["--clips", "0"], "--clips")])  # once: ZeroDivisionError after 12 s of work
+    ("emostream.bench.vadcheck", ["--clips", "0"], "--clips"),  # once: ZeroDivisionError after 12 s of work
+    ("emostream.bench.cli", ["--rtf-seconds", "2"], "--rtf-seconds"),  # once: a real-time factor of 0 windows
+    ("emostream.bench.cli", ["--duration", "2"], "--duration")])  # once: fan-out levels of 0 messages, unsaid
 def test_the_training_tools_refuse_numbers_out_of_range_before_any_work(module, argv, flag, capsys):
     import importlib
 
