@@ -83,6 +83,21 @@ def _run(path: Path, source: str = "tail_average") -> Path:
     return path
 
 
+def test_the_corpus_protocols_test_part_is_reported_as_the_other_corpus(tmp_path):
+    """Before, a RAVDESS → EmoDB run's EmoDB clips were called "unseen actors: RAVDESS actors the run never heard"."""
+    run = _run(tmp_path / "run")
+    (run / "evaluation.json").write_text(json.dumps({"protocol": "corpus", "classes": ["a", "b", "c"]}))
+    folds = json.loads((run / "folds.json").read_text())
+    for fold in folds:
+        for key in ("rows", "y_true", "tail_average"):
+            fold["clip_probabilities"][key].pop("cross")
+    (run / "folds.json").write_text(json.dumps(folds))
+    result = cal.report(run)
+    assert set(result["parts"]) == {"cross"} and result["parts"]["cross"]["n"] == 4
+    text = cal.markdown(result)
+    assert "other corpus" in text and "unseen actors" not in text
+
+
 def test_parts_pool_every_fold_and_skip_empty_ones(tmp_path):
     parts = cal.load_parts(_run(tmp_path / "run"))
     assert set(parts) == {"test", "cross"}  # the empty validation part is left out

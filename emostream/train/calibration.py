@@ -226,6 +226,8 @@ def report(folder: Path, source: str = "tail_average") -> dict:
         classes = summary["classes"]
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"{folder}: no readable evaluation.json with its classes ({exc})") from None
+    if summary.get("protocol") == "corpus" and "cross" not in parts:  # its test part is the other corpus (EmoDB)
+        parts = {("cross" if part == "test" else part): rows for part, rows in parts.items()}
     out = {"kind": "run", "run": folder.name, "source": source, "protocol": summary.get("protocol"),
            "classes": classes, "parts": {}}
     for part, (p, y) in parts.items():
