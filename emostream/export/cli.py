@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(parity.describe())
     if parity.n_windows < args.min_windows or not parity.holds:
-        logger.error("parity does not hold (need ≥ %d windows, max |Δp| < 1e-5, identical top class and accuracy)",
-                     args.min_windows)
+        logger.error("parity does not hold (need ≥ %d windows (--min-windows), max |Δp| < 1e-5, identical top class "
+                     "and accuracy)", args.min_windows)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(onnx_bytes)
