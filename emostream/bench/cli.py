@@ -30,7 +30,7 @@ from emostream.bench.measure import (
 from emostream.features import DEFAULT_CONFIG, load_audio
 from emostream.inference.model import EmotionModel, InferenceConfig
 from emostream.inference.pipeline import HOP_RANGE_S, EmotionPipeline, PipelineConfig
-from emostream.options import add_model_option, add_ranged, add_sample_option, ranged
+from emostream.options import DefaultsHelpFormatter, add_model_option, add_ranged, add_sample_option, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,8 @@ def subscriber_counts(text: str) -> list[int]:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="emostream-bench", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     add_model_option(p, help="ONNX model timed")
     p.add_argument("--keras", type=Path, default=Path("models") / "model.keras",
                    help="Keras twin for the side-by-side (used when TensorFlow is installed)")
@@ -343,7 +344,7 @@ def parse_args(argv):
     # At least 4 s: the first window needs 2.3 s of audio, so shorter levels measured nothing and said so nowhere.
     add_ranged(p, "--duration", float, 20.0, 4.0, 3600.0, unit="s", help="seconds per fan-out level")
     p.add_argument("--subscribers", type=subscriber_counts, default=[1, 10, 100, 1000],
-                   help="comma-separated fan-out levels (1–10000 each)")
+                   help="comma-separated fan-out levels (1–10000 each; default: 1,10,100,1000)")
     add_ranged(p, "--rtf-seconds", float, 60.0, 4.0, 3600.0, unit="s", help="seconds of audio for the real-time factor")
     add_ranged(p, "--idle-seconds", float, 5.0, 0.5, 600.0, unit="s")
     p.add_argument("--skip-fanout", action="store_true")

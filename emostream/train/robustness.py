@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.features import DEFAULT_CONFIG, load_audio, windows_for_inputs
-from emostream.options import add_model_option, add_ranged
+from emostream.options import DefaultsHelpFormatter, add_model_option, add_ranged
 from emostream.train.augment import add_noise, add_reverb, loud_level_dbfs
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ def write_report(results: dict, out: Path, what: str, model_name: str = "the shi
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="emostream-robustness", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="emostream-robustness", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsHelpFormatter)
     add_model_option(p, help="ONNX model")
     p.add_argument("--data-dir", help="RAVDESS root (default: $RAVDESS_DIR or ../shared/data/ravdess)")
     p.add_argument("--actors", default="21,22,23,24", help="RAVDESS actors whose clips are scored")
