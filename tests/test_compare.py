@@ -116,4 +116,10 @@ def test_a_run_without_test_figures_is_one_line_not_a_traceback(tmp_path):
     (tmp_path / "evaluation.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="not a run this table compares") as refused:
         compare.load_runs(tmp_path)
-    assert "\n" not in str(refused.value)
+    assert "\n" not in str(refused.value) and "lacks test or validation figures" in str(refused.value)
+    exported = {**record, "protocol": "corpus",  # an --onnx run: test figures, no history (before: "lacks test")
+                "preset": {**record["preset"], "name": "model.onnx (exported, not retrained)"},
+                "summary": {**summary, "accuracy": {"mean": 0.5, "std": 0.0}}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(exported))
+    with pytest.raises(ValueError, match=r"it scored an exported model \(--onnx\): no training history"):
+        compare.load_runs(tmp_path)

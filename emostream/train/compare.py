@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.train import report
-from emostream.train.evaluate import MEMBER_SETTINGS, Preset, member_differences, tail_span
+from emostream.train.evaluate import EXPORTED_SUFFIX, MEMBER_SETTINGS, Preset, member_differences, tail_span
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,10 @@ def load_run(folder: Path) -> dict:
     try:
         return table_row(folder, data, preset)
     except (KeyError, IndexError, TypeError) as exc:  # e.g. a ship run (no test part) or an --onnx run (no history)
-        raise ValueError(f"{path}: not a run this table compares: it lacks test or validation figures "
-                         f"({type(exc).__name__}: {exc})") from None
+        what = ("it scored an exported model (--onnx): no training history or validation figures"
+                if str(data.get("preset", {}).get("name", "")).endswith(EXPORTED_SUFFIX)
+                else "it lacks test or validation figures")
+        raise ValueError(f"{path}: not a run this table compares: {what} ({type(exc).__name__}: {exc})") from None
 
 
 def table_row(folder, data: dict, preset: dict) -> dict:

@@ -69,6 +69,8 @@ EMOBOX_FOLDS = [[1, 11, 20, 21], [4, 10, 12, 14], [8, 9, 19, 23], [3, 5, 7, 24],
 CORPUS_VAL_ACTORS = [21, 22, 23, 24]
 SHIP_VAL = {"ravdess": [21, 22, 23, 24], "emodb": [15, 16]}
 PROTOCOLS = ("random", "actors", "emobox", "corpus", "ship")
+#: The preset name's ending in the record of an ``--onnx`` run (a trained model scored, no training history).
+EXPORTED_SUFFIX = " (exported, not retrained)"
 VARIANTS = ("noise", "speed", "reverb", "eq")  # the augmented copies every recipe with augment_share draws from
 PITCH_VARIANT = "pitch"  # a fifth copy, for recipes with pitch_copy (``augment.shift_pitch_keep_formants``)
 
@@ -1457,7 +1459,7 @@ def score_exported(model, data: Prepared, protocol: str, preset: Preset, out: Pa
                            "cross_y_true": data.y[data.cross].tolist(),
                            "cross_y_pred": cross_p.argmax(axis=1).tolist()})
         results.append(result)
-    recorded = dataclasses.replace(preset, name=f"{path.name} (exported, not retrained)",
+    recorded = dataclasses.replace(preset, name=f"{path.name}{EXPORTED_SUFFIX}",
                                    feature_version=model.contract.feature_version)  # what was computed for it
     exported = {"file": path.name, "run_id": model.contract.run_id,
                 "feature_version": model.contract.feature_version, "input_versions": list(model.input_versions)}
