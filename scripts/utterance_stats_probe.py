@@ -39,7 +39,7 @@ import json
 import logging
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -218,13 +218,24 @@ def fold_probabilities(x: np.ndarray, y: np.ndarray, train: np.ndarray, rows: di
     return out
 
 
-def evaluate(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndarray, classes: list[str],
-             actor: np.ndarray, is_ravdess: np.ndarray, mix_folds: list[dict], weights: list[float]) -> dict:
-    """Per EmoBox fold and blend weight (0 = the mix alone, 1 = the statistics model alone): unseen-actor UAR, EmoDB
-    UAR and 4-class UAR, scored as the project scores (argmax over all eight outputs). ``inputs``: the model's inputs
-    (one row per frame row), or a function of the fold's training rows giving them (a running reference's prior is
-    the fold's own). Raises ``ValueError`` when the mix's rows or labels are not this frame's."""
-    per_weight = {w: [] for w in weights}
+def running_inputs(statistics: np.ndarray, speaker: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Candidate 21's inputs: the 42 statistics without level, each clip against its speaker's clips before it, the
+    prior from the fold's training rows (a function of them, as ``evaluate`` takes it)."""
+    kept = statistics[:, WITHOUT_LEVEL]
+
+    def running(train: np.ndarray) -> np.ndarray:
+        return running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
+
+    return running
+
+
+def fold_blends(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndarray, classes: list[str],
+                actor: np.ndarray, is_ravdess: np.ndarray, mix_folds: list[dict],
+                weights: list[float]) -> Iterator[dict[float, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """Per EmoBox fold: {weight: {part: (true labels, blended probabilities)}} for the unseen actors ("test") and
+    EmoDB ("cross"), the statistics model fitted on the fold's training actors and blended with the mix's tail
+    averages at each weight. ``inputs`` as ``evaluate``'s. Raises ``ValueError`` when the mix's rows or labels are
+    not this frame's."""
     for k, test_actors in enumerate(EMOBOX_FOLDS):
         clips = mix_folds[k]["clip_probabilities"]
         rows = {part: np.asarray(clips["rows"][part]) for part in ("test", "cross")}
@@ -233,14 +244,27 @@ def evaluate(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndar
         train = np.flatnonzero(is_ravdess & ~np.isin(actor, test_actors))
         fold_inputs = inputs(train) if callable(inputs) else inputs
         probe = fold_probabilities(fold_inputs, y, train, rows, len(classes))
+        truths = {}
+        for part in ("test", "cross"):
+            truths[part] = y[rows[part]]
+            if not np.array_equal(truths[part], np.asarray(clips["y_true"][part])):
+                raise ValueError(f"fold {k + 1} {part}: labels differ from the mix's (another clip order)")
+        yield {w: {part: (truth, (1 - w) * np.asarray(clips["tail_average"][part]) + w * probe[part])
+                   for part, truth in truths.items()} for w in weights}
+
+
+def evaluate(inputs: np.ndarray | Callable[[np.ndarray], np.ndarray], y: np.ndarray, classes: list[str],
+             actor: np.ndarray, is_ravdess: np.ndarray, mix_folds: list[dict], weights: list[float]) -> dict:
+    """Per EmoBox fold and blend weight (0 = the mix alone, 1 = the statistics model alone): unseen-actor UAR, EmoDB
+    UAR and 4-class UAR, scored as the project scores (argmax over all eight outputs). ``inputs``: the model's inputs
+    (one row per frame row), or a function of the fold's training rows giving them (a running reference's prior is
+    the fold's own). Raises ``ValueError`` when the mix's rows or labels are not this frame's."""
+    per_weight = {w: [] for w in weights}
+    for blended in fold_blends(inputs, y, classes, actor, is_ravdess, mix_folds, weights):
         for w in weights:
             fold = {}
-            for part in ("test", "cross"):
-                truth = y[rows[part]]
-                if not np.array_equal(truth, np.asarray(clips["y_true"][part])):
-                    raise ValueError(f"fold {k + 1} {part}: labels differ from the mix's (another clip order)")
-                mixed = np.asarray(clips["tail_average"][part])
-                s = full_scores(truth, (1 - w) * mixed + w * probe[part], classes)
+            for part, (truth, p) in blended[w].items():
+                s = full_scores(truth, p, classes)
                 fold[part] = {"uar": s["uar"], "accuracy": s["accuracy"], "max_share": s["max_share"],
                               "four_class_uar": s.get("four_class", {}).get("uar")}
             fold["figure"] = (fold["test"]["uar"] + fold["cross"]["uar"]) / 2
@@ -311,10 +335,9 @@ def diagnose(frame, statistics: dict[str, np.ndarray], y: np.ndarray, classes: l
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
     out = {"changes": {}, "floor_correlation": {}, "loud_frames_dbfs": {}}
     for version, values in statistics.items():
-        chosen = values[:, WITHOUT_LEVEL]
         for reference in ("others", "running"):
-            inputs = (speaker_relative(chosen, speaker) if reference == "others" else
-                      lambda train, v=chosen: running_relative(v, speaker, *speaker_prior(v, speaker, train)))
+            inputs = (speaker_relative(values[:, WITHOUT_LEVEL], speaker) if reference == "others" else
+                      running_inputs(values, speaker))
             by_weight = evaluate(inputs, y, classes, actor, is_ravdess, mix_folds, [1 / 3, 1.0])
             out["changes"][f"{version}, {reference}"] = {
                 w: {k: by_weight[w][k] for k in ("figure", "unseen_uar", "emodb_uar", "emodb_four_class_uar")}
@@ -344,18 +367,14 @@ def class_view(statistics: np.ndarray, y: np.ndarray, classes: list[str], actor:
     for the unseen actors and EmoDB, pooled over the six folds' clips — where the blend gains and what it costs."""
     from emostream.train.emodb import FOUR_CLASSES
 
-    kept = statistics[:, WITHOUT_LEVEL]
-    pooled: dict = {w: {"test": ([], []), "cross": ([], [])} for w in (0.0, 1 / 3, 1.0)}
-    for k, test_actors in enumerate(EMOBOX_FOLDS):
-        clips = mix_folds[k]["clip_probabilities"]
-        rows = {part: np.asarray(clips["rows"][part]) for part in ("test", "cross")}
-        train = np.flatnonzero(is_ravdess & ~np.isin(actor, test_actors))
-        x = running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
-        probe = fold_probabilities(x, y, train, rows, len(classes))
+    weights = [0.0, 1 / 3, 1.0]
+    pooled: dict = {w: {"test": ([], []), "cross": ([], [])} for w in weights}
+    inputs = running_inputs(statistics, speaker)
+    for blended in fold_blends(inputs, y, classes, actor, is_ravdess, mix_folds, weights):
         for w, parts in pooled.items():
             for part, (truths, probabilities) in parts.items():
-                truths.append(y[rows[part]])
-                probabilities.append((1 - w) * np.asarray(clips["tail_average"][part]) + w * probe[part])
+                truths.append(blended[w][part][0])
+                probabilities.append(blended[w][part][1])
     four = [classes.index(c) for c in FOUR_CLASSES]
     out = {}
     for w, parts in pooled.items():
@@ -426,11 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     statistics = cached_statistics(measure, version, list(frame["path"]), args.workers)
     actor, is_ravdess = frame["actor"].to_numpy(), (frame["corpus"] == "ravdess").to_numpy()
     if judged:
-        kept = statistics[:, WITHOUT_LEVEL]
-
-        def running(train: np.ndarray) -> np.ndarray:
-            return running_relative(kept, speaker, *speaker_prior(kept, speaker, train))
-
+        running = running_inputs(statistics, speaker)
         label = ("candidate 21 (stream, running reference)" if args.candidate_21 else
                  "candidate 22 (stream, frames above the floor, running reference)")
         results = {label: evaluate(running, y, classes, actor, is_ravdess, mix_folds, [0.0, 1 / 3, 1.0])}
