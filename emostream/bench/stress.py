@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from emostream.bench.fanout import get_text, raise_fd_limit, start_daemon
+from emostream.bench.measure import percentiles_ms
 from emostream.options import add_model_option, add_ranged, add_sample_option
 
 logger = logging.getLogger(__name__)
@@ -180,16 +181,16 @@ LISTEN_FRAME_S = 0.1  # each /listen client sends 100 ms frames
 
 async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict, speed: float = 1.0) -> dict:
     """One /listen client sending ``audio`` (16 kHz int16, looped) in 100 ms frames at ``speed`` × real time until
-    ``stop_at`` (monotonic); returns its windows' latencies in ms — the frame that completed each window (its end)
-    sent → that window's scores read — with when that frame was sent (``sent_s``, monotonic), and how the stream
-    ended."""
+    ``stop_at`` (monotonic); returns its windows' latencies (``latencies_s``) — the frame that completed each window
+    (its end) sent → that window's scores read — with when that frame was sent (``sent_s``, monotonic), their
+    percentiles, and how the stream ended."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     frame = int(LISTEN_FRAME_S * LISTEN_RATE_HZ)
     frames = [audio[i : i + frame].tobytes() for i in range(0, len(audio) - frame + 1, frame)]
     sent_at: list[float] = []
-    latencies_ms: list[float] = []
+    latencies_s: list[float] = []
     completed_at: list[float] = []  # when each measured window's completing frame was sent
     closed: dict = {}  # the daemon's close, when it ended the stream before the client did: code, seconds in
     opened = time.monotonic()
@@ -206,7 +207,7 @@ async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict
                         if m.get("type") == "scores":  # the frame holding the window's last sample completed it
                             k = math.ceil(m["end_s"] / LISTEN_FRAME_S - 1e-9)
                             if 0 < k <= len(sent_at):
-                                latencies_ms.append((time.monotonic() - sent_at[k - 1]) * 1e3)
+                                latencies_s.append(time.monotonic() - sent_at[k - 1])
                                 completed_at.append(sent_at[k - 1])
                 except ConnectionClosed as exc:  # here, not in the sender: the reader meets the close first
                     closed.update(code=exc.rcvd.code if exc.rcvd else None, after_s=time.monotonic() - opened)
@@ -221,25 +222,23 @@ async def listen_stream(url: str, audio: np.ndarray, stop_at: float, start: dict
             reader.cancel()
     except ConnectionClosed as exc:
         closed = closed or {"code": exc.rcvd.code if exc.rcvd else None, "after_s": time.monotonic() - opened}
-    return {**latency_figures(latencies_ms), "closed": closed.get("code"), "closed_after_s": closed.get("after_s"),
-            "opened_s": opened, "latencies_ms": latencies_ms, "sent_s": completed_at}
+    return {**latency_figures(latencies_s), "closed": closed.get("code"), "closed_after_s": closed.get("after_s"),
+            "opened_s": opened, "latencies_s": latencies_s, "sent_s": completed_at}
 
 
-def latency_figures(latencies_ms: list[float]) -> dict:
-    lat = np.asarray(latencies_ms, dtype=float)
-    figures = {"latency_p50_ms": np.percentile(lat, 50), "latency_p95_ms": np.percentile(lat, 95),
-               "latency_max_ms": lat.max()} if lat.size else {}
-    return {"windows": int(lat.size), **{k: float(v) for k, v in figures.items()}}
+def latency_figures(latencies_s: list[float]) -> dict:
+    """The count of windows, and ``measure.percentiles_ms`` of their latencies when there are any."""
+    return {"windows": len(latencies_s), **(percentiles_ms(latencies_s) if latencies_s else {})}
 
 
 def phase(stream: dict, start_s: float, end_s: float) -> dict:
     """``stream``'s latency figures over the windows whose completing frame was sent in [start_s, end_s)."""
-    return latency_figures([lat for lat, t in zip(stream["latencies_ms"], stream["sent_s"], strict=True)
+    return latency_figures([lat for lat, t in zip(stream["latencies_s"], stream["sent_s"], strict=True)
                             if start_s <= t < end_s])
 
 
 def summary(stream: dict) -> dict:
-    return {k: v for k, v in stream.items() if k not in ("latencies_ms", "sent_s", "opened_s")}
+    return {k: v for k, v in stream.items() if k not in ("latencies_s", "sent_s", "opened_s")}
 
 
 async def short_hop_neighbours(url: str, audio: np.ndarray, n: int, seconds: float) -> dict:
@@ -252,19 +251,17 @@ async def short_hop_neighbours(url: str, audio: np.ndarray, n: int, seconds: flo
     good, *neighbours = await asyncio.gather(
         listen_stream(url, audio, stop_at, {}),
         *(listen_stream(url, audio, stop_at, {"hop_s": 0.05}, speed=1.9) for _ in range(n)))
-    ends = sorted(r["closed_after_s"] for r in neighbours if r["closed_after_s"] is not None)
+    closed = [r for r in neighbours if r["closed_after_s"] is not None]
     # The daemon closes neighbours that fall 10 s behind (1013): the crowded phase is the measured stream's time
     # until the first of them is closed; after it, fewer (or none) remain.
-    first_close = min((r["opened_s"] + r["closed_after_s"] for r in neighbours if r["closed_after_s"] is not None),
-                      default=math.inf)
+    first_close = min((r["opened_s"] + r["closed_after_s"] for r in closed), default=math.inf)
     return {"neighbours": n, "seconds": seconds, "alone": summary(alone), "beside": summary(good),
             "beside_all_open": {**phase(good, -math.inf, first_close),
                                 "seconds": round(min(first_close, stop_at) - good["opened_s"], 1)},
             "beside_after_first_close": phase(good, first_close, math.inf),
             "neighbour_windows": sum(r["windows"] for r in neighbours),
-            "neighbours_closed": len(ends), "neighbour_close_codes": sorted({r["closed"] for r in neighbours
-                                                                             if r["closed_after_s"] is not None}),
-            "neighbours_closed_after_s": [round(t, 1) for t in ends]}
+            "neighbours_closed": len(closed), "neighbour_close_codes": sorted({r["closed"] for r in closed}),
+            "neighbours_closed_after_s": sorted(round(r["closed_after_s"], 1) for r in closed)}
 
 
 async def scenario(daemon_args: list[str], load, settle_s: float = 3.0) -> dict:
